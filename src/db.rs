@@ -1,0 +1,367 @@
+//! [`Db`]: the key-value API, callable from any thread, sync or async.
+
+use std::future::{Future, Ready, ready};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use bytes::Bytes;
+use nix::fcntl::Flock;
+
+use crate::batch::{WriteBatch, check_key, check_value};
+use crate::error::{Error, Result};
+use crate::format::record::{OP_DELETE, OP_PUT, encode_op, op_bytes};
+use crate::options::Options;
+use crate::shard::{self, Request, ShardHandle, WriteRequest};
+use crate::stats::{OpKind, Stats, Striped, new_histogram};
+use crate::value::{Ack, Value};
+
+/// An open database. Cheap to clone; every clone is a handle on the same shards.
+///
+/// ```
+/// let dir = tempfile::tempdir()?;
+/// let db = ringdb::Db::open(dir.path(), ringdb::Options::default())?;
+/// db.put(b"hello", b"world")?;
+/// assert_eq!(db.get(b"hello")?.as_deref(), Some(&b"world"[..]));
+/// db.close()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct Db {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    shards: Vec<ShardHandle>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    closed: AtomicBool,
+    get_latency: Striped,
+    _lock: Flock<std::fs::File>,
+}
+
+impl Db {
+    /// Opens (creating if needed) the database in `dir`: takes its lock, reads or writes
+    /// its manifest, starts one thread per shard and replays each shard's log.
+    pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Db> {
+        let dir = dir.as_ref();
+        options.validate()?;
+        if dir.as_os_str().is_empty() {
+            return Err(Error::InvalidArgument("the database path is empty".into()));
+        }
+        if dir.exists() && !dir.is_dir() {
+            return Err(Error::InvalidArgument(format!("{} exists and is not a directory", dir.display())));
+        }
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| Error::io("create directory", dir.to_path_buf(), e))?;
+        let lock = crate::dir::lock(dir)?;
+        let cpus = shard::allowed_cpus();
+        let shard_count = crate::dir::open_manifest(dir, options.shards, cpus.len())?;
+        let mut shards = Vec::with_capacity(shard_count);
+        let mut threads = Vec::with_capacity(shard_count);
+        let mut failure = None;
+        for id in 0..shard_count {
+            match shard::start(id, crate::dir::shard_dir(dir, id), &options, &cpus) {
+                Ok((handle, thread)) => {
+                    shards.push(handle);
+                    threads.push(thread);
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        let inner = Inner {
+            dir: dir.to_path_buf(),
+            shards,
+            threads: Mutex::new(threads),
+            closed: AtomicBool::new(false),
+            get_latency: Striped::new(cpus.len().max(1) * 2),
+            _lock: lock,
+        };
+        if let Some(e) = failure {
+            // Stop the shards that did start; `inner`'s drop shuts them down.
+            drop(inner);
+            return Err(e);
+        }
+        Ok(Db { inner: Arc::new(inner) })
+    }
+
+    /// The database's directory.
+    pub fn path(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Number of shards.
+    pub fn shard_count(&self) -> usize {
+        self.inner.shards.len()
+    }
+
+    /// The shard that owns `key`.
+    pub fn shard_of(&self, key: &[u8]) -> usize {
+        crate::router::shard_of(key, self.inner.shards.len())
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.inner.closed.load(Ordering::Acquire) { Err(Error::Closed) } else { Ok(()) }
+    }
+
+    fn send_write(
+        &self,
+        shard: usize,
+        body: Vec<u8>,
+        op_count: u32,
+        kind: OpKind,
+        user_bytes: u64,
+    ) -> Result<oneshot::Receiver<Result<()>>> {
+        let body = Bytes::from(body);
+        let (reply, rx) = oneshot::channel();
+        let request = WriteRequest {
+            body_crc: crc32fast::hash(&body),
+            body,
+            op_count,
+            kind,
+            user_bytes,
+            started: Instant::now(),
+            reply,
+        };
+        self.inner.shards[shard].send(Request::Write(request))?;
+        Ok(rx)
+    }
+
+    fn single(&self, kind: u8, key: &[u8], value: &[u8], op: OpKind) -> Ack {
+        let checked = check_key(key).and_then(|()| check_value(value)).and_then(|()| self.check_open());
+        if let Err(e) = checked {
+            return Ack::failed(e);
+        }
+        let mut body = Vec::with_capacity(op_bytes(key.len(), value.len()));
+        encode_op(&mut body, kind, key, value);
+        match self.send_write(self.shard_of(key), body, 1, op, (key.len() + value.len()) as u64) {
+            Ok(rx) => Ack::new(vec![rx]),
+            Err(e) => Ack::failed(e),
+        }
+    }
+
+    /// Sets `key` to `value`. Returns when the write is acknowledged under the
+    /// database's [`crate::Durability`] (by default: on stable storage).
+    pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.put_async(key, value).wait()
+    }
+
+    /// [`Db::put`], returning an [`Ack`] to await (or [`Ack::wait`] on) instead of blocking.
+    /// The key and value are copied before this returns.
+    pub fn put_async(&self, key: &[u8], value: &[u8]) -> Ack {
+        self.single(OP_PUT, key, value, OpKind::Put)
+    }
+
+    /// Removes `key` (removing an absent key is not an error).
+    pub fn delete(&self, key: &[u8]) -> Result<()> {
+        self.delete_async(key).wait()
+    }
+
+    /// [`Db::delete`], as an [`Ack`].
+    pub fn delete_async(&self, key: &[u8]) -> Ack {
+        self.single(OP_DELETE, key, &[], OpKind::Delete)
+    }
+
+    /// Applies every op of `batch` in order, all or nothing per shard (see [`WriteBatch`]).
+    pub fn write_batch(&self, batch: WriteBatch) -> Result<()> {
+        self.write_batch_async(batch).wait()
+    }
+
+    /// [`Db::write_batch`], as an [`Ack`].
+    pub fn write_batch_async(&self, batch: WriteBatch) -> Ack {
+        if let Err(e) = self.check_open() {
+            return Ack::failed(e);
+        }
+        if batch.is_empty() {
+            return Ack::done();
+        }
+        let n = self.inner.shards.len();
+        let mut bodies: Vec<(Vec<u8>, u32, u64)> = vec![(Vec::new(), 0, 0); n];
+        for &(start, key_start, key_len, end) in &batch.ops {
+            let shard = crate::router::shard_of(&batch.data[key_start..key_start + key_len], n);
+            let (body, count, bytes) = &mut bodies[shard];
+            body.extend_from_slice(&batch.data[start..end]);
+            *count += 1;
+            *bytes += (end - start - crate::format::record::OP_HEADER_BYTES) as u64;
+        }
+        let mut receivers = Vec::new();
+        for (shard, (body, count, bytes)) in bodies.into_iter().enumerate() {
+            if count == 0 {
+                continue;
+            }
+            match self.send_write(shard, body, count, OpKind::Batch, bytes) {
+                Ok(rx) => receivers.push(rx),
+                Err(e) => return Ack::failed(e),
+            }
+        }
+        Ack::new(receivers)
+    }
+
+    /// The value of `key`, or `None`. Reads never wait for the shard thread: they see
+    /// every acknowledged write.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Value>> {
+        check_key(key)?;
+        self.check_open()?;
+        let started = Instant::now();
+        let shared = &self.inner.shards[self.shard_of(key)].shared;
+        let guard = shared.index.guard();
+        let value = shared.index.get(key, &guard).cloned();
+        drop(guard);
+        self.inner.get_latency.record(started.elapsed());
+        Ok(value.map(Value))
+    }
+
+    /// [`Db::get`] as a future (it completes at once: reads do not wait on the shard).
+    pub fn get_async(&self, key: &[u8]) -> Ready<Result<Option<Value>>> {
+        ready(self.get(key))
+    }
+
+    /// The values of several keys, in the order given.
+    pub fn multi_get<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<Value>>> {
+        keys.iter().map(|k| self.get(k.as_ref())).collect()
+    }
+
+    /// [`Db::multi_get`] as a future (it completes at once).
+    pub fn multi_get_async<K: AsRef<[u8]>>(&self, keys: &[K]) -> Ready<Result<Vec<Option<Value>>>> {
+        ready(self.multi_get(keys))
+    }
+
+    /// Returns when every write acknowledged before the call is on stable storage (a
+    /// no-op wait under `Durability::Sync`; a log flush under `Periodic` and `None`).
+    pub fn flush(&self) -> Result<()> {
+        self.flush_async().wait()
+    }
+
+    /// [`Db::flush`], as an [`Ack`].
+    pub fn flush_async(&self) -> Ack {
+        if let Err(e) = self.check_open() {
+            return Ack::failed(e);
+        }
+        let mut receivers = Vec::with_capacity(self.inner.shards.len());
+        for shard in &self.inner.shards {
+            let (reply, rx) = oneshot::channel();
+            if let Err(e) = shard.send(Request::Flush(reply)) {
+                return Ack::failed(e);
+            }
+            receivers.push(rx);
+        }
+        Ack::new(receivers)
+    }
+
+    /// Makes everything durable and stops the shards. Other clones of this handle get
+    /// [`Error::Closed`] afterwards. Dropping the last handle closes too, ignoring errors.
+    pub fn close(self) -> Result<()> {
+        self.inner.shutdown()
+    }
+
+    /// [`Db::close`] as a future: the shutdown runs on a helper thread, so awaiting it
+    /// never blocks an executor thread.
+    pub fn close_async(self) -> impl Future<Output = Result<()>> + Send + 'static {
+        let (reply, rx) = oneshot::channel();
+        let inner = Arc::clone(&self.inner);
+        let spawned = std::thread::Builder::new().name("ringdb-close".into()).spawn(move || {
+            let _ = reply.send(inner.shutdown());
+        });
+        async move {
+            spawned.map_err(|e| Error::io("spawn close thread", None, e))?;
+            rx.await.unwrap_or(Err(Error::Closed))
+        }
+    }
+
+    /// Counters and latency histograms since open.
+    pub fn stats(&self) -> Stats {
+        let mut stats = Stats {
+            shards: self.inner.shards.len(),
+            puts: 0,
+            gets: 0,
+            deletes: 0,
+            batches: 0,
+            write_bytes: 0,
+            wal_batches: 0,
+            wal_records: 0,
+            wal_bytes: 0,
+            fsyncs: 0,
+            wakeups: 0,
+            requests: 0,
+            wal_segments_created: 0,
+            recovered_records: 0,
+            recovery_us: 0,
+            keys: 0,
+            latency_ns: Vec::new(),
+        };
+        let mut writes = [new_histogram(), new_histogram(), new_histogram()];
+        for shard in &self.inner.shards {
+            let s = &shard.shared;
+            let c = &s.counters;
+            let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+            stats.puts += load(&c.puts);
+            stats.deletes += load(&c.deletes);
+            stats.batches += load(&c.batches);
+            stats.write_bytes += load(&c.write_bytes);
+            stats.wal_batches += load(&c.wal_flushes);
+            stats.wal_records += load(&c.wal_records);
+            stats.wal_bytes += load(&c.wal_bytes);
+            stats.fsyncs += load(&c.fsyncs);
+            stats.wakeups += load(&c.wakeups);
+            stats.requests += load(&c.requests);
+            stats.wal_segments_created += load(&c.segments);
+            stats.recovered_records += load(&c.recovered_records);
+            stats.recovery_us = stats.recovery_us.max(load(&c.recovery_us));
+            stats.keys += s.index.len() as u64;
+            let latency = s.write_latency.lock().unwrap_or_else(|p| p.into_inner());
+            for (total, h) in writes.iter_mut().zip(latency.iter()) {
+                total.add(h).expect("same bounds");
+            }
+        }
+        let gets = self.inner.get_latency.merged();
+        stats.gets = gets.len();
+        let [put, delete, batch] = writes;
+        stats.latency_ns =
+            vec![(OpKind::Put, put), (OpKind::Get, gets), (OpKind::Delete, delete), (OpKind::Batch, batch)];
+        stats
+    }
+}
+
+impl Inner {
+    fn shutdown(&self) -> Result<()> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Err(Error::Closed);
+        }
+        let mut receivers = Vec::new();
+        for shard in &self.shards {
+            let (reply, rx) = oneshot::channel();
+            if shard.send(Request::Shutdown(reply)).is_ok() {
+                receivers.push(rx);
+            }
+        }
+        let mut first_error = None;
+        for rx in receivers {
+            if let Ok(Err(e)) = rx.recv() {
+                first_error.get_or_insert(e);
+            }
+        }
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for thread in threads {
+            let _ = thread.join();
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if !self.closed.load(Ordering::Acquire) {
+            let _ = self.shutdown();
+        }
+    }
+}
+
+use std::os::unix::fs::DirBuilderExt;

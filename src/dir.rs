@@ -1,0 +1,133 @@
+//! The database directory: its lock, its manifest, and how folders are made.
+//!
+//! ```text
+//! <dir>/LOCK                   flock(LOCK_EX) held while open; a second opener gets Error::Locked
+//! <dir>/MANIFEST               format version and shard count (see format::manifest)
+//! <dir>/shard-NNN/wal/*.log    each shard's log segments
+//! ```
+//! Folders are created 0700 and files 0600; every creation or rename is
+//! followed by an fsync of the folder holding it.
+
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::io::{ErrorKind, Read};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::error::{Error, Result};
+use crate::format::FORMAT_VERSION;
+use crate::format::manifest::{Manifest, SLOT_BYTES, decode_file};
+use crate::io::sync_dir;
+
+/// Creates `dir` (mode 0700) if it does not exist, and makes its entry durable.
+pub fn create_dir(dir: &Path) -> Result<()> {
+    match DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                sync_dir(parent)?;
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+            if dir.is_dir() {
+                Ok(())
+            } else {
+                Err(Error::InvalidArgument(format!("{} exists and is not a directory", dir.display())))
+            }
+        }
+        Err(e) => Err(Error::io("create directory", dir.to_path_buf(), e)),
+    }
+}
+
+/// Takes the directory's lock, or fails with [`Error::Locked`].
+pub fn lock(dir: &Path) -> Result<Flock<File>> {
+    let path = dir.join("LOCK");
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(&path)
+        .map_err(|e| Error::io("open", path.clone(), e))?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+        if errno == nix::errno::Errno::EWOULDBLOCK {
+            Error::Locked { path: path.clone() }
+        } else {
+            Error::io("flock", path.clone(), std::io::Error::from(errno))
+        }
+    })
+}
+
+/// Path of shard `id`'s folder.
+pub fn shard_dir(dir: &Path, id: usize) -> PathBuf {
+    dir.join(format!("shard-{id:03}"))
+}
+
+/// Reads the manifest, or creates it with `shards_wanted` shards (0: `default_shards`).
+/// Returns the shard count.
+pub fn open_manifest(dir: &Path, shards_wanted: usize, default_shards: usize) -> Result<usize> {
+    let path = dir.join("MANIFEST");
+    match File::open(&path) {
+        Ok(mut file) => {
+            let mut bytes = Vec::with_capacity(2 * SLOT_BYTES);
+            file.by_ref()
+                .take(2 * SLOT_BYTES as u64)
+                .read_to_end(&mut bytes)
+                .map_err(|e| Error::io("read", path.clone(), e))?;
+            let manifest =
+                decode_file(&bytes).map_err(|what| Error::Corruption { file: path.clone(), offset: 0, what })?;
+            if manifest.format_version != FORMAT_VERSION {
+                return Err(Error::Incompatible(format!(
+                    "{} has format version {}, this build reads {FORMAT_VERSION}",
+                    path.display(),
+                    manifest.format_version
+                )));
+            }
+            let shards = manifest.shard_count as usize;
+            if shards == 0 || shards > 1024 {
+                return Err(Error::Corruption { file: path, offset: 12, what: format!("shard count {shards}") });
+            }
+            if shards_wanted != 0 && shards_wanted != shards {
+                return Err(Error::Incompatible(format!(
+                    "the database has {shards} shards, Options::shards asks for {shards_wanted} \
+                     (the count is fixed at creation; pass 0 to use the recorded one)"
+                )));
+            }
+            Ok(shards)
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            if shard_dir(dir, 0).exists() {
+                return Err(Error::Corruption {
+                    file: path,
+                    offset: 0,
+                    what: "MANIFEST is missing but shard folders exist".into(),
+                });
+            }
+            let shards = if shards_wanted == 0 { default_shards.max(1) } else { shards_wanted };
+            let manifest = Manifest::new(u32::try_from(shards).expect("shards checked <= 1024"));
+            let slot = manifest.encode().expect("an empty payload fits");
+            let mut bytes = vec![0u8; 2 * SLOT_BYTES];
+            bytes[..SLOT_BYTES].copy_from_slice(&slot);
+            let tmp = dir.join("MANIFEST.tmp");
+            {
+                let file = OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&tmp)
+                    .map_err(|e| Error::io("create", tmp.clone(), e))?;
+                std::os::unix::fs::FileExt::write_all_at(&file, &bytes, 0)
+                    .map_err(|e| Error::io("write", tmp.clone(), e))?;
+                file.sync_all().map_err(|e| Error::io("fsync", tmp.clone(), e))?;
+            }
+            std::fs::rename(&tmp, &path).map_err(|e| Error::io("rename", tmp.clone(), e))?;
+            sync_dir(dir)?;
+            Ok(shards)
+        }
+        Err(e) => Err(Error::io("open", path, e)),
+    }
+}

@@ -1,0 +1,158 @@
+//! The one error type of ringdb.
+//!
+//! Every failure the world can cause (I/O errors, corruption, refused kernel
+//! features, bad input, a second process) is an [`Error`]; panics are kept for
+//! ringdb's own bugs. Messages say what happened, where, and what to do.
+//! `Error` is `Clone` because one failed log flush answers every caller of its
+//! batch with the same error.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Result alias used across ringdb.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in ringdb.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Error {
+    /// A key longer than [`crate::KEY_BYTES_MAX`].
+    KeyTooLarge {
+        /// Length of the key given.
+        len: usize,
+        /// Largest length accepted.
+        max: usize,
+    },
+    /// A value longer than [`crate::VALUE_BYTES_MAX`].
+    ValueTooLarge {
+        /// Length of the value given.
+        len: usize,
+        /// Largest length accepted.
+        max: usize,
+    },
+    /// A write batch whose encoded size exceeds what one log record may hold.
+    BatchTooLarge {
+        /// Encoded size of the batch in bytes.
+        bytes: usize,
+        /// Largest encoded size accepted in bytes.
+        max: usize,
+    },
+    /// An argument or option that cannot work (the message says which and why).
+    InvalidArgument(String),
+    /// An operating-system call failed.
+    Io {
+        /// What ringdb was doing.
+        op: &'static str,
+        /// The file or directory involved, when there is one.
+        path: Option<PathBuf>,
+        /// The operating system's error.
+        source: Arc<io::Error>,
+    },
+    /// Bytes on disk that fail their checksum or do not decode, before the log's tail.
+    Corruption {
+        /// The file holding the bad bytes.
+        file: PathBuf,
+        /// Byte offset of the bad structure in `file`.
+        offset: u64,
+        /// What was wrong.
+        what: String,
+    },
+    /// Another process (or another `Db` in this one) holds the directory's lock.
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
+    /// The kernel or a sandbox refused io_uring.
+    IoUringUnavailable {
+        /// The error from `io_uring_setup`.
+        source: Arc<io::Error>,
+    },
+    /// The filesystem refused O_DIRECT.
+    DirectIoUnsupported {
+        /// The file that could not be opened with O_DIRECT.
+        path: PathBuf,
+        /// The error from `open`.
+        source: Arc<io::Error>,
+    },
+    /// The directory was written by an incompatible format or with other settings.
+    Incompatible(String),
+    /// A log flush failed; the shard accepts no more writes until the database is reopened.
+    Poisoned {
+        /// The shard that failed.
+        shard: usize,
+        /// The failure that poisoned it.
+        cause: String,
+    },
+    /// The database was closed.
+    Closed,
+}
+
+impl Error {
+    pub(crate) fn io(op: &'static str, path: impl Into<Option<PathBuf>>, source: io::Error) -> Error {
+        Error::Io { op, path: path.into(), source: Arc::new(source) }
+    }
+
+    /// The OS error kind behind this error, if it is an I/O error.
+    pub fn io_kind(&self) -> Option<io::ErrorKind> {
+        match self {
+            Error::Io { source, .. }
+            | Error::IoUringUnavailable { source }
+            | Error::DirectIoUnsupported { source, .. } => Some(source.kind()),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::KeyTooLarge { len, max } => write!(f, "key of {len} bytes is longer than the limit of {max} bytes"),
+            Error::ValueTooLarge { len, max } => {
+                write!(f, "value of {len} bytes is longer than the limit of {max} bytes")
+            }
+            Error::BatchTooLarge { bytes, max } => write!(
+                f,
+                "write batch encodes to {bytes} bytes, more than the {max} bytes one log record may hold \
+                 (split the batch, or raise Options::wal_segment_bytes)"
+            ),
+            Error::InvalidArgument(what) => write!(f, "invalid argument: {what}"),
+            Error::Io { op, path: Some(path), source } => write!(f, "{op} {}: {source}", path.display()),
+            Error::Io { op, path: None, source } => write!(f, "{op}: {source}"),
+            Error::Corruption { file, offset, what } => {
+                write!(f, "corruption in {} at offset {offset}: {what}", file.display())
+            }
+            Error::Locked { path } => {
+                write!(f, "database is locked by another process or handle ({}): close it first", path.display())
+            }
+            Error::IoUringUnavailable { source } => write!(
+                f,
+                "io_uring is not available here ({source}; a seccomp profile or kernel.io_uring_disabled?): \
+                 open with Options::io_backend(IoBackend::Portable)"
+            ),
+            Error::DirectIoUnsupported { path, source } => write!(
+                f,
+                "the filesystem of {} refuses O_DIRECT ({source}; tmpfs?): open with Options::direct_io(false)",
+                path.display()
+            ),
+            Error::Incompatible(what) => write!(f, "incompatible database: {what}"),
+            Error::Poisoned { shard, cause } => write!(
+                f,
+                "shard {shard} refuses writes after a failed log flush ({cause}); reopen the database to recover"
+            ),
+            Error::Closed => write!(f, "the database is closed"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. }
+            | Error::IoUringUnavailable { source }
+            | Error::DirectIoUnsupported { source, .. } => Some(source.as_ref()),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! ringdb: an embedded storage engine for Linux, one io_uring per core.
+//!
+//! One thread per shard owns a slice of the keys, its own io_uring and its
+//! own write-ahead log, written with O_DIRECT in group-committed batches.
+//! Clients call from any thread, blocking or async: writes travel to the
+//! owning shard over a channel; reads go straight to the shard's concurrent
+//! index and never wait for the shard thread.
+//!
+//! ```
+//! use ringdb::{Db, Options, WriteBatch};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let db = Db::open(dir.path(), Options::default())?;
+//! db.put(b"apple", b"red")?;
+//! let mut batch = WriteBatch::new();
+//! batch.put(b"banana", b"yellow")?.delete(b"apple")?;
+//! db.write_batch(batch)?;
+//! assert_eq!(db.get(b"apple")?, None);
+//! assert_eq!(db.get(b"banana")?.as_deref(), Some(&b"yellow"[..]));
+//! db.close()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Layers, top to bottom: `db` (API) → `router` (key to shard) → `shard`
+//! (thread, queue, index) → `wal` (log writer and recovery) → `io` (io_uring
+//! or portable backend) → `format` (pure encoders and decoders).
+
+#![deny(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+mod batch;
+mod db;
+mod dir;
+mod error;
+pub mod format;
+mod io;
+mod options;
+mod router;
+mod shard;
+mod stats;
+mod value;
+mod wal;
+
+pub use batch::WriteBatch;
+pub use db::Db;
+pub use error::{Error, Result};
+pub use options::{
+    Durability, IoBackend, Options, PersistCallback, PersistEvent, WAL_SEGMENT_BYTES_MAX, WAL_SEGMENT_BYTES_MIN,
+    WalSync,
+};
+pub use stats::{OpKind, Stats};
+pub use value::{Ack, Value};
+
+/// Longest key accepted, in bytes.
+pub const KEY_BYTES_MAX: usize = 16 * 1024;
+/// Longest value accepted, in bytes.
+pub const VALUE_BYTES_MAX: usize = 16 * 1024 * 1024;

@@ -1,0 +1,255 @@
+//! Options for [`crate::Db::open`].
+//!
+//! Every setter documents its default, unit and range. `Options::default()`
+//! is what a service should start with: durable (`Sync`) writes, O_DIRECT,
+//! io_uring, one shard per online CPU.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::error::{Error, Result};
+
+/// When an acknowledged write is on stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// A write returns after its log batch is on stable storage (write and device flush).
+    /// Concurrent writers share one flush (group commit). The default.
+    Sync,
+    /// A write returns once it is in the shard's log buffer and visible to readers; the log
+    /// is made durable when `bytes` bytes or `items` records are pending, or `interval` has
+    /// passed since the oldest pending record, whichever comes first. A crash may lose the
+    /// records of at most that window. [`Options::on_persist`] reports each durable range.
+    Periodic {
+        /// Pending log bytes that start a flush.
+        bytes: u64,
+        /// Pending log records that start a flush.
+        items: u64,
+        /// Longest time a record waits for its flush.
+        interval: Duration,
+    },
+    /// Writes return at once; the log is written when a batch fills, on
+    /// [`crate::Db::flush`] and on close, and never flushed from the device's cache
+    /// except by `flush`/`close`. For data that can be rebuilt.
+    None,
+}
+
+/// How the shards do their I/O.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoBackend {
+    /// One io_uring per shard (the default).
+    Uring,
+    /// Blocking `pread`/`pwrite`/`fdatasync` on the shard thread, for kernels and
+    /// sandboxes that refuse io_uring.
+    Portable,
+}
+
+/// How a log batch is made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WalSync {
+    /// One write with `RWF_DSYNC` (the kernel writes, then flushes the device cache or uses
+    /// FUA). One operation per batch. The default: measured here to be no slower than
+    /// the alternative and it needs one submission-queue entry per batch.
+    Dsync,
+    /// A write linked to an `fdatasync` in the ring (two operations per batch).
+    Fdatasync,
+}
+
+/// A range of one shard's log that reached stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PersistEvent {
+    /// The shard whose log was flushed.
+    pub shard: usize,
+    /// First log sequence number made durable by this flush.
+    pub first_lsn: u64,
+    /// Last log sequence number made durable by this flush (inclusive).
+    pub last_lsn: u64,
+    /// When the flush completed.
+    pub timestamp: SystemTime,
+}
+
+/// Callback told of each durable log range; runs on the shard thread, so keep it short.
+pub type PersistCallback = Arc<dyn Fn(PersistEvent) + Send + Sync>;
+
+/// Configuration for [`crate::Db::open`].
+#[derive(Clone)]
+pub struct Options {
+    pub(crate) shards: usize,
+    pub(crate) durability: Durability,
+    pub(crate) direct_io: bool,
+    pub(crate) io_backend: IoBackend,
+    pub(crate) wal_sync: WalSync,
+    pub(crate) wal_segment_bytes: u64,
+    pub(crate) group_commit_bytes_max: usize,
+    pub(crate) group_commit_batches_max: usize,
+    pub(crate) pin_threads: bool,
+    pub(crate) ring_entries: u32,
+    pub(crate) queue_depth: usize,
+    pub(crate) on_persist: Option<PersistCallback>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            shards: 0,
+            durability: Durability::Sync,
+            direct_io: true,
+            io_backend: IoBackend::Uring,
+            wal_sync: WalSync::Dsync,
+            wal_segment_bytes: 64 << 20,
+            group_commit_bytes_max: 1 << 20,
+            group_commit_batches_max: 4,
+            pin_threads: true,
+            ring_entries: 256,
+            queue_depth: 4096,
+            on_persist: None,
+        }
+    }
+}
+
+impl fmt::Debug for Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Options")
+            .field("shards", &self.shards)
+            .field("durability", &self.durability)
+            .field("direct_io", &self.direct_io)
+            .field("io_backend", &self.io_backend)
+            .field("wal_sync", &self.wal_sync)
+            .field("wal_segment_bytes", &self.wal_segment_bytes)
+            .field("group_commit_bytes_max", &self.group_commit_bytes_max)
+            .field("group_commit_batches_max", &self.group_commit_batches_max)
+            .field("pin_threads", &self.pin_threads)
+            .field("ring_entries", &self.ring_entries)
+            .field("queue_depth", &self.queue_depth)
+            .field("on_persist", &self.on_persist.is_some())
+            .finish()
+    }
+}
+
+/// Smallest accepted log segment, in bytes.
+pub const WAL_SEGMENT_BYTES_MIN: u64 = 64 << 10;
+/// Largest accepted log segment, in bytes.
+pub const WAL_SEGMENT_BYTES_MAX: u64 = 1 << 30;
+
+impl Options {
+    /// Number of shards (threads, rings, logs). Default 0: one per CPU this process may
+    /// run on. Fixed when the directory is created; reopening with another non-zero
+    /// count is [`Error::Incompatible`], and 0 takes the recorded count. Range 0..=1024.
+    pub fn shards(mut self, shards: usize) -> Options {
+        self.shards = shards;
+        self
+    }
+
+    /// When writes are durable. Default [`Durability::Sync`].
+    pub fn durability(mut self, durability: Durability) -> Options {
+        self.durability = durability;
+        self
+    }
+
+    /// Open log files with O_DIRECT (bypassing the kernel page cache). Default `true`.
+    /// Turn off for filesystems that refuse it (tmpfs); durability is unchanged.
+    pub fn direct_io(mut self, direct_io: bool) -> Options {
+        self.direct_io = direct_io;
+        self
+    }
+
+    /// The I/O backend. Default [`IoBackend::Uring`].
+    pub fn io_backend(mut self, io_backend: IoBackend) -> Options {
+        self.io_backend = io_backend;
+        self
+    }
+
+    /// How a log batch is made durable. Default [`WalSync::Dsync`].
+    pub fn wal_sync(mut self, wal_sync: WalSync) -> Options {
+        self.wal_sync = wal_sync;
+        self
+    }
+
+    /// Size of each preallocated log segment file, in bytes. Default 64 MiB; range
+    /// 64 KiB..=1 GiB, rounded up to the block size. One log record (a put, or a whole
+    /// write batch) must fit in a segment.
+    pub fn wal_segment_bytes(mut self, bytes: u64) -> Options {
+        self.wal_segment_bytes = bytes;
+        self
+    }
+
+    /// Largest log batch one flush writes, in bytes. Default 1 MiB; range 4 KiB..=64 MiB.
+    /// A single record larger than this is written alone. Group commit never waits to
+    /// fill a batch: it flushes whatever is pending as soon as the previous flush is done.
+    pub fn group_commit_bytes_max(mut self, bytes: usize) -> Options {
+        self.group_commit_bytes_max = bytes;
+        self
+    }
+
+    /// Most log batches a shard keeps queued (one in flight, the rest filling) before it
+    /// stops taking requests off its queue (back-pressure). Default 4; range 2..=64.
+    pub fn group_commit_batches_max(mut self, batches: usize) -> Options {
+        self.group_commit_batches_max = batches;
+        self
+    }
+
+    /// Pin each shard thread to one CPU. Default `true`.
+    pub fn pin_threads(mut self, pin: bool) -> Options {
+        self.pin_threads = pin;
+        self
+    }
+
+    /// Submission-queue entries of each shard's io_uring. Default 256; range 8..=4096,
+    /// a power of two.
+    pub fn ring_entries(mut self, entries: u32) -> Options {
+        self.ring_entries = entries;
+        self
+    }
+
+    /// Requests that may wait in each shard's queue before callers block. Default 4096;
+    /// range 1..=1,048,576.
+    pub fn queue_depth(mut self, depth: usize) -> Options {
+        self.queue_depth = depth;
+        self
+    }
+
+    /// Called on the shard thread after each log flush reaches stable storage, with the
+    /// range of log sequence numbers it made durable (useful with
+    /// [`Durability::Periodic`]). Default: none.
+    pub fn on_persist(mut self, callback: impl Fn(PersistEvent) + Send + Sync + 'static) -> Options {
+        self.on_persist = Some(Arc::new(callback));
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        let bad = |what: String| Err(Error::InvalidArgument(what));
+        if self.shards > 1024 {
+            return bad(format!("Options::shards({}) is above 1024", self.shards));
+        }
+        if !(WAL_SEGMENT_BYTES_MIN..=WAL_SEGMENT_BYTES_MAX).contains(&self.wal_segment_bytes) {
+            return bad(format!(
+                "Options::wal_segment_bytes({}) is outside {WAL_SEGMENT_BYTES_MIN}..={WAL_SEGMENT_BYTES_MAX}",
+                self.wal_segment_bytes
+            ));
+        }
+        if !((4 << 10)..=(64 << 20)).contains(&self.group_commit_bytes_max) {
+            return bad(format!(
+                "Options::group_commit_bytes_max({}) is outside 4096..=67108864",
+                self.group_commit_bytes_max
+            ));
+        }
+        if !(2..=64).contains(&self.group_commit_batches_max) {
+            return bad(format!(
+                "Options::group_commit_batches_max({}) is outside 2..=64",
+                self.group_commit_batches_max
+            ));
+        }
+        if !(8..=4096).contains(&self.ring_entries) || !self.ring_entries.is_power_of_two() {
+            return bad(format!("Options::ring_entries({}) must be a power of two in 8..=4096", self.ring_entries));
+        }
+        if !(1..=1 << 20).contains(&self.queue_depth) {
+            return bad(format!("Options::queue_depth({}) is outside 1..=1048576", self.queue_depth));
+        }
+        if let Durability::Periodic { bytes, items, interval } = self.durability {
+            if bytes == 0 || items == 0 || interval.is_zero() {
+                return bad("Durability::Periodic needs non-zero bytes, items and interval".to_string());
+            }
+        }
+        Ok(())
+    }
+}

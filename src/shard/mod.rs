@@ -1,0 +1,522 @@
+//! A shard: one pinned thread that owns one slice of the keys, its log and its ring.
+//!
+//! Clients put requests on the shard's bounded queue and wake it through its
+//! eventfd only when it sleeps (`sleeping` is set just before it enters the
+//! kernel to wait, and the queue is checked again after setting it, so a
+//! request is never left unseen). Each wake-up drains many requests, appends
+//! their records to the log and submits the flush in the same
+//! `io_uring_enter` that waits for completions.
+//!
+//! The index is a concurrent hash map that only the shard thread writes and
+//! any thread reads: a `get` never hops to the shard thread. Under
+//! `Durability::Sync` a write is applied to the index only once its batch is
+//! durable, so a reader never sees data a crash could take back.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering, fence};
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use hdrhistogram::Histogram;
+
+use crate::error::{Error, Result};
+use crate::format::record::{OP_DELETE, OP_PUT, Op, decode_ops};
+use crate::io::{self, Io, SyncMode};
+use crate::options::{Durability, IoBackend, Options, PersistEvent, WalSync};
+use crate::stats::{OpKind, ShardCounters, new_histogram, record};
+use crate::wal::recovery::{Replayed, open_tail, recover};
+use crate::wal::segment::{PreparedSegment, prepare_segment};
+use crate::wal::writer::{Outcome, WalWriter, WriterConfig, WriterStart};
+
+/// The index: key to value, read by any thread, written by the shard thread.
+pub(crate) type Index = papaya::HashMap<Bytes, Bytes>;
+
+/// Requests taken off the queue per loop turn at most, so completions are never starved.
+const DRAIN_MAX: usize = 4096;
+
+/// What a client asks of a shard.
+pub(crate) enum Request {
+    /// Append a record and answer when it is acknowledged.
+    Write(WriteRequest),
+    /// Answer when everything appended so far is durable.
+    Flush(oneshot::Sender<Result<()>>),
+    /// Make everything durable, stop, and answer.
+    Shutdown(oneshot::Sender<Result<()>>),
+}
+
+/// One record to append: ops encoded by the client (see `format::record`).
+pub(crate) struct WriteRequest {
+    pub body: Bytes,
+    pub body_crc: u32,
+    pub op_count: u32,
+    pub kind: OpKind,
+    pub user_bytes: u64,
+    pub started: Instant,
+    pub reply: oneshot::Sender<Result<()>>,
+}
+
+/// State a shard shares with clients.
+pub(crate) struct ShardShared {
+    pub id: usize,
+    pub index: Index,
+    pub sleeping: AtomicBool,
+    pub eventfd: OwnedFd,
+    pub counters: ShardCounters,
+    /// Write latencies (put, delete, batch), recorded by the shard thread.
+    pub write_latency: Mutex<[Histogram<u64>; 3]>,
+}
+
+impl ShardShared {
+    fn new(id: usize) -> Result<ShardShared> {
+        // SAFETY: plain system call; the returned fd is checked and then owned.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(Error::io("eventfd", None, std::io::Error::last_os_error()));
+        }
+        // SAFETY: `fd` is a fresh eventfd that nothing else owns.
+        let eventfd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(ShardShared {
+            id,
+            index: papaya::HashMap::new(),
+            sleeping: AtomicBool::new(false),
+            eventfd,
+            counters: ShardCounters::default(),
+            write_latency: Mutex::new([new_histogram(), new_histogram(), new_histogram()]),
+        })
+    }
+
+    /// Wakes the shard thread if it sleeps.
+    pub fn wake(&self) {
+        fence(Ordering::SeqCst);
+        if self.sleeping.load(Ordering::Relaxed) && self.sleeping.swap(false, Ordering::AcqRel) {
+            let one = 1u64.to_ne_bytes();
+            // SAFETY: writing 8 bytes from a valid buffer to our eventfd. A failure can only
+            // be EAGAIN (counter full), which means a wake-up is already pending.
+            let _ = unsafe { libc::write(self.eventfd.as_raw_fd(), one.as_ptr().cast(), 8) };
+        }
+    }
+}
+
+/// A client's handle on a shard.
+pub(crate) struct ShardHandle {
+    pub tx: Sender<Request>,
+    pub shared: Arc<ShardShared>,
+}
+
+impl ShardHandle {
+    pub fn send(&self, request: Request) -> Result<()> {
+        self.tx.send(request).map_err(|_| Error::Closed)?;
+        self.shared.wake();
+        Ok(())
+    }
+}
+
+/// Starts shard `id` and waits until it has replayed its log and is ready.
+pub(crate) fn start(
+    id: usize,
+    shard_dir: PathBuf,
+    options: &Options,
+    cpus: &[usize],
+) -> Result<(ShardHandle, std::thread::JoinHandle<()>)> {
+    let shared = Arc::new(ShardShared::new(id)?);
+    let (tx, rx) = crossbeam_channel::bounded(options.queue_depth);
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let thread_shared = Arc::clone(&shared);
+    let options = options.clone();
+    let cpu = if options.pin_threads && !cpus.is_empty() { Some(cpus[id % cpus.len()]) } else { None };
+    let handle = std::thread::Builder::new()
+        .name(format!("ringdb-shard-{id}"))
+        .spawn(move || {
+            if let Some(cpu) = cpu {
+                pin_to_cpu(cpu);
+            }
+            match Shard::open(thread_shared, shard_dir, options, rx) {
+                Ok(shard) => {
+                    let _ = ready_tx.send(Ok(()));
+                    shard.run();
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            }
+        })
+        .map_err(|e| Error::io("spawn shard thread", None, e))?;
+    match ready_rx.recv() {
+        Ok(Ok(())) => Ok((ShardHandle { tx, shared }, handle)),
+        Ok(Err(e)) => {
+            let _ = handle.join();
+            Err(e)
+        }
+        Err(_) => {
+            let _ = handle.join();
+            Err(Error::InvalidArgument(format!("shard {id} thread died while opening")))
+        }
+    }
+}
+
+fn pin_to_cpu(cpu: usize) {
+    use nix::sched::{CpuSet, sched_setaffinity};
+    use nix::unistd::Pid;
+    let mut set = CpuSet::new();
+    // Pinning is a performance choice: where the CPU is not allowed, run unpinned.
+    if set.set(cpu).is_ok() {
+        let _ = sched_setaffinity(Pid::from_raw(0), &set);
+    }
+}
+
+/// CPUs this process may run on, in order.
+pub(crate) fn allowed_cpus() -> Vec<usize> {
+    use nix::sched::{CpuSet, sched_getaffinity};
+    use nix::unistd::Pid;
+    match sched_getaffinity(Pid::from_raw(0)) {
+        Ok(set) => (0..CpuSet::count()).filter(|&c| set.is_set(c).unwrap_or(false)).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// A write waiting for its batch to become durable (Sync mode).
+struct Pending {
+    body: Bytes,
+    op_count: u32,
+    kind: OpKind,
+    user_bytes: u64,
+    started: Instant,
+    reply: oneshot::Sender<Result<()>>,
+}
+
+struct Shard {
+    shared: Arc<ShardShared>,
+    options: Options,
+    rx: Receiver<Request>,
+    io: Box<dyn Io>,
+    wal: WalWriter<Pending>,
+    durable_sync: SyncMode,
+    flush_waiters: Vec<(u64, oneshot::Sender<Result<()>>)>,
+    shutdown: Option<Option<oneshot::Sender<Result<()>>>>,
+}
+
+impl Shard {
+    fn open(shared: Arc<ShardShared>, shard_dir: PathBuf, options: Options, rx: Receiver<Request>) -> Result<Shard> {
+        let id = shared.id;
+        let wal_dir = shard_dir.join("wal");
+        crate::dir::create_dir(&shard_dir)?;
+        crate::dir::create_dir(&wal_dir)?;
+        let started = Instant::now();
+        let recovered = {
+            let guard = shared.index.guard();
+            recover(&wal_dir, id, |r: Replayed<'_>| {
+                let body = Bytes::copy_from_slice(r.body);
+                apply_ops(&shared.index, &guard, &body, &r.ops);
+                Ok(())
+            })?
+        };
+        let recovery_us = started.elapsed().as_micros() as u64;
+        ShardCounters::add(&shared.counters.recovered_records, recovered.records);
+        ShardCounters::add(&shared.counters.recovery_us, recovery_us);
+        let direct = options.direct_io;
+        let (segment, end, tail, block) = match recovered.tail_segment {
+            Some((seq, path, segment_bytes, block)) => {
+                let file = open_tail(&path, direct)?;
+                let block = block.max(io::direct_io_block_bytes(&file));
+                (PreparedSegment { seq, file, path, segment_bytes }, recovered.end, recovered.tail, block)
+            }
+            None => {
+                // A new log: probe the block size on a scratch file, then create segment 1.
+                let probe_path = wal_dir.join("probe.tmp");
+                let probe = io::open_data_file(&probe_path, true, direct)?;
+                let block = io::direct_io_block_bytes(&probe);
+                drop(probe);
+                let _ = std::fs::remove_file(&probe_path);
+                let segment_bytes = options.wal_segment_bytes.next_multiple_of(block as u64);
+                let segment = prepare_segment(&wal_dir, id, 1, segment_bytes, block, direct)?;
+                (segment, block as u64, Vec::new(), block)
+            }
+        };
+        if end % block as u64 != tail.len() as u64 % block as u64 {
+            return Err(Error::Incompatible(format!(
+                "log of shard {id} was written with a block size that does not divide this device's ({block})"
+            )));
+        }
+        let io: Box<dyn Io> = match options.io_backend {
+            IoBackend::Uring => Box::new(io::uring::UringIo::new(options.ring_entries, shared.eventfd.as_raw_fd())?),
+            IoBackend::Portable => Box::new(io::portable::PortableIo::new(shared.eventfd.as_raw_fd())),
+        };
+        let durable_sync = match options.wal_sync {
+            WalSync::Dsync => SyncMode::Dsync,
+            WalSync::Fdatasync => SyncMode::Fdatasync,
+        };
+        let config = WriterConfig {
+            shard: id,
+            wal_dir,
+            block_bytes: block,
+            direct,
+            durable_sync,
+            segment_bytes: options.wal_segment_bytes.next_multiple_of(block as u64),
+            batch_bytes_max: options.group_commit_bytes_max,
+            batches_max: options.group_commit_batches_max,
+        };
+        let wal = WalWriter::new(config, WriterStart { segment, end, tail, next_lsn: recovered.next_lsn });
+        Ok(Shard { shared, options, rx, io, wal, durable_sync, flush_waiters: Vec::new(), shutdown: None })
+    }
+
+    fn run(mut self) {
+        let mut completions = Vec::with_capacity(64);
+        loop {
+            let took = self.take_requests();
+            self.submit();
+            if self.shutdown.is_some() && !self.wal.busy() && self.nothing_pending() {
+                break;
+            }
+            let idle = took == 0 && self.wal.can_accept();
+            let woken = if idle { self.sleep(&mut completions) } else { self.poll(&mut completions) };
+            if woken {
+                ShardCounters::add(&self.shared.counters.wakeups, 1);
+            }
+            for completion in completions.drain(..) {
+                let outcome = self.wal.complete(completion);
+                self.on_outcome(outcome);
+            }
+            self.answer_flush_waiters();
+        }
+        self.wal.finish();
+        if let Some(Some(reply)) = self.shutdown.take() {
+            let result = match self.wal.poisoned() {
+                Some(cause) => Err(Error::Poisoned { shard: self.shared.id, cause: cause.to_string() }),
+                None => Ok(()),
+            };
+            let _ = reply.send(result);
+        }
+    }
+
+    fn nothing_pending(&self) -> bool {
+        self.wal.poisoned().is_some() || (self.wal.pending().0 == 0 && self.wal.durable_lsn() >= self.wal.last_lsn())
+    }
+
+    /// Takes up to `DRAIN_MAX` requests while the log accepts records.
+    fn take_requests(&mut self) -> usize {
+        let mut took = 0;
+        while took < DRAIN_MAX && self.shutdown.is_none() && self.wal.can_accept() {
+            match self.rx.try_recv() {
+                Ok(request) => {
+                    took += 1;
+                    self.handle(request);
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    self.shutdown = Some(None);
+                    break;
+                }
+            }
+        }
+        ShardCounters::add(&self.shared.counters.requests, took as u64);
+        took
+    }
+
+    fn handle(&mut self, request: Request) {
+        match request {
+            Request::Write(w) => self.handle_write(w),
+            Request::Flush(reply) => {
+                if let Some(cause) = self.wal.poisoned() {
+                    let _ = reply.send(Err(Error::Poisoned { shard: self.shared.id, cause: cause.to_string() }));
+                } else {
+                    self.flush_waiters.push((self.wal.last_lsn(), reply));
+                }
+            }
+            Request::Shutdown(reply) => self.shutdown = Some(Some(reply)),
+        }
+    }
+
+    fn handle_write(&mut self, w: WriteRequest) {
+        if self.options.durability == Durability::Sync {
+            // Answered, and applied to the index, when its batch is durable.
+            let pending = Pending {
+                body: w.body.clone(),
+                op_count: w.op_count,
+                kind: w.kind,
+                user_bytes: w.user_bytes,
+                started: w.started,
+                reply: w.reply,
+            };
+            if let Err((e, pending)) = self.wal.append(&w.body, w.body_crc, w.op_count, Some(pending)) {
+                let pending = pending.expect("append hands the item back on failure");
+                let _ = pending.reply.send(Err(e));
+            }
+            return;
+        }
+        // Periodic and None: acknowledged and visible once in the log buffer.
+        match self.wal.append(&w.body, w.body_crc, w.op_count, None) {
+            Ok(_) => {
+                let ops = decode_ops(&w.body, w.op_count).expect("ops encoded by ringdb decode");
+                let guard = self.shared.index.guard();
+                apply_ops(&self.shared.index, &guard, &w.body, &ops);
+                let mut latency = self.shared.write_latency.lock().unwrap_or_else(|p| p.into_inner());
+                count_write(&self.shared.counters, &mut latency, w.kind, w.user_bytes, w.started);
+                let _ = w.reply.send(Ok(()));
+            }
+            Err((e, _)) => {
+                let _ = w.reply.send(Err(e));
+            }
+        }
+    }
+
+    fn submit(&mut self) {
+        if self.wal.busy() || self.wal.poisoned().is_some() {
+            return;
+        }
+        let want_durable = !self.flush_waiters.is_empty() || self.shutdown.is_some();
+        let (records, bytes, oldest) = self.wal.pending();
+        let started = match self.options.durability {
+            Durability::Sync => self.wal.submit(self.io.as_mut(), self.durable_sync),
+            Durability::None if !want_durable => self.wal.submit(self.io.as_mut(), SyncMode::None),
+            Durability::Periodic { bytes: bytes_max, items, interval } if !want_durable => {
+                let due = records >= items
+                    || bytes as u64 >= bytes_max
+                    || oldest.is_some_and(|t| t.elapsed() >= interval)
+                    || self.wal.has_full_batch();
+                due && self.wal.submit(self.io.as_mut(), self.durable_sync)
+            }
+            _ => self.wal.submit(self.io.as_mut(), self.durable_sync),
+        };
+        if !started && want_durable {
+            self.wal.sync_written(self.io.as_mut());
+        }
+    }
+
+    /// Sleeps in the kernel until a completion, a client's wake-up or a timer.
+    fn sleep(&mut self, completions: &mut Vec<crate::io::Completion>) -> bool {
+        self.shared.sleeping.store(true, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        if !self.rx.is_empty() {
+            self.shared.sleeping.store(false, Ordering::Relaxed);
+            return self.poll(completions);
+        }
+        let timeout = match self.options.durability {
+            Durability::Periodic { interval, .. } => self
+                .wal
+                .pending()
+                .2
+                .map(|t| interval.saturating_sub(t.elapsed()).max(std::time::Duration::from_micros(50))),
+            _ => None,
+        };
+        let woken = self.wait(true, timeout, completions);
+        self.shared.sleeping.store(false, Ordering::Relaxed);
+        woken
+    }
+
+    fn poll(&mut self, completions: &mut Vec<crate::io::Completion>) -> bool {
+        // With writes in flight and the log full, block for a completion; else just reap.
+        let block = !self.wal.can_accept() && self.wal.busy();
+        self.wait(block, None, completions)
+    }
+
+    fn wait(
+        &mut self,
+        block: bool,
+        timeout: Option<std::time::Duration>,
+        completions: &mut Vec<crate::io::Completion>,
+    ) -> bool {
+        match self.io.wait(block, timeout, completions) {
+            Ok(woken) => woken,
+            Err(e) => {
+                // The ring itself failed: nothing more can be written safely.
+                let outcome = self.wal_fail(format!("I/O wait failed: {e}"));
+                self.on_outcome(outcome);
+                false
+            }
+        }
+    }
+
+    fn wal_fail(&mut self, cause: String) -> Outcome<Pending> {
+        self.wal.poison(cause)
+    }
+
+    fn on_outcome(&mut self, outcome: Outcome<Pending>) {
+        let c = &self.shared.counters;
+        match outcome {
+            Outcome::Flushed(f) => {
+                ShardCounters::add(&c.wal_flushes, 1);
+                ShardCounters::add(&c.wal_records, f.records);
+                ShardCounters::add(&c.wal_bytes, f.bytes as u64);
+                if f.durable {
+                    ShardCounters::add(&c.fsyncs, 1);
+                }
+                if !f.items.is_empty() {
+                    let guard = self.shared.index.guard();
+                    let mut latency = self.shared.write_latency.lock().unwrap_or_else(|p| p.into_inner());
+                    for p in f.items {
+                        let ops = decode_ops(&p.body, p.op_count).expect("ops encoded by ringdb decode");
+                        apply_ops(&self.shared.index, &guard, &p.body, &ops);
+                        count_write(c, &mut latency, p.kind, p.user_bytes, p.started);
+                        let _ = p.reply.send(Ok(()));
+                    }
+                }
+                if f.durable {
+                    self.persisted(f.first_lsn, f.last_lsn);
+                }
+            }
+            Outcome::Synced => {
+                ShardCounters::add(&c.fsyncs, 1);
+            }
+            Outcome::Failed { cause, items } => {
+                let err = Error::Poisoned { shard: self.shared.id, cause };
+                for p in items {
+                    let _ = p.reply.send(Err(err.clone()));
+                }
+                for (_, reply) in self.flush_waiters.drain(..) {
+                    let _ = reply.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+
+    fn persisted(&self, first_lsn: u64, last_lsn: u64) {
+        if let Some(callback) = &self.options.on_persist {
+            callback(PersistEvent { shard: self.shared.id, first_lsn, last_lsn, timestamp: SystemTime::now() });
+        }
+    }
+
+    fn answer_flush_waiters(&mut self) {
+        let durable = self.wal.durable_lsn();
+        let mut i = 0;
+        while i < self.flush_waiters.len() {
+            if self.flush_waiters[i].0 <= durable {
+                let (_, reply) = self.flush_waiters.swap_remove(i);
+                let _ = reply.send(Ok(()));
+            } else {
+                i += 1;
+            }
+        }
+    }
+}
+
+fn count_write(c: &ShardCounters, latency: &mut [Histogram<u64>; 3], kind: OpKind, user_bytes: u64, started: Instant) {
+    let (counter, slot) = match kind {
+        OpKind::Put => (&c.puts, 0),
+        OpKind::Delete => (&c.deletes, 1),
+        _ => (&c.batches, 2),
+    };
+    ShardCounters::add(counter, 1);
+    ShardCounters::add(&c.write_bytes, user_bytes);
+    record(&mut latency[slot], started.elapsed());
+}
+
+/// Applies decoded ops to the index. Keys and values are slices of `body`.
+fn apply_ops(index: &Index, guard: &impl papaya::Guard, body: &Bytes, ops: &[Op<'_>]) {
+    for op in ops {
+        let key = body.slice(op.key_offset..op.key_offset + op.key.len());
+        match op.kind {
+            OP_PUT => {
+                let value = body.slice(op.value_offset..op.value_offset + op.value.len());
+                index.insert(key, value, guard);
+            }
+            OP_DELETE => {
+                index.remove(&key, guard);
+            }
+            other => unreachable!("op kind {other} passed decode_ops"),
+        }
+    }
+}

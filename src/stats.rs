@@ -1,0 +1,167 @@
+//! Counters and latency histograms, readable while the database runs.
+//!
+//! Shard threads update their own counters (relaxed atomics: each is a plain
+//! count, read only for reporting) and their write-latency histograms (a mutex
+//! only the shard and `Db::stats` take). Gets run on client threads and record
+//! into striped histograms, one stripe per thread slot, so two readers rarely
+//! share a lock.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+/// Latency histograms are kept in nanoseconds up to this bound (one minute).
+const LATENCY_NS_MAX: u64 = 60_000_000_000;
+
+pub(crate) fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, LATENCY_NS_MAX, 3).expect("valid histogram bounds")
+}
+
+pub(crate) fn record(h: &mut Histogram<u64>, elapsed: Duration) {
+    let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX).clamp(1, LATENCY_NS_MAX);
+    h.record(ns).expect("value clamped to the histogram's bounds");
+}
+
+/// Kinds of operations with a latency histogram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OpKind {
+    /// `put`.
+    Put,
+    /// `get` (each key of a `multi_get` counts once).
+    Get,
+    /// `delete`.
+    Delete,
+    /// `write_batch` (per shard part).
+    Batch,
+}
+
+impl OpKind {
+    /// All kinds, in report order.
+    pub const ALL: [OpKind; 4] = [OpKind::Put, OpKind::Get, OpKind::Delete, OpKind::Batch];
+
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            OpKind::Put => "put",
+            OpKind::Get => "get",
+            OpKind::Delete => "delete",
+            OpKind::Batch => "batch",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct ShardCounters {
+    pub puts: AtomicU64,
+    pub deletes: AtomicU64,
+    pub batches: AtomicU64,
+    pub write_bytes: AtomicU64,
+    pub wal_flushes: AtomicU64,
+    pub wal_records: AtomicU64,
+    pub wal_bytes: AtomicU64,
+    pub fsyncs: AtomicU64,
+    pub wakeups: AtomicU64,
+    pub requests: AtomicU64,
+    pub segments: AtomicU64,
+    pub recovered_records: AtomicU64,
+    pub recovery_us: AtomicU64,
+}
+
+impl ShardCounters {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Striped latency histograms for operations that run on client threads.
+pub(crate) struct Striped {
+    stripes: Vec<Mutex<Histogram<u64>>>,
+}
+
+impl Striped {
+    pub fn new(stripes: usize) -> Striped {
+        Striped { stripes: (0..stripes.max(1)).map(|_| Mutex::new(new_histogram())).collect() }
+    }
+
+    pub fn record(&self, elapsed: Duration) {
+        let stripe = thread_slot() % self.stripes.len();
+        let mut h = self.stripes[stripe].lock().unwrap_or_else(|p| p.into_inner());
+        record(&mut h, elapsed);
+    }
+
+    pub fn merged(&self) -> Histogram<u64> {
+        let mut out = new_histogram();
+        for s in &self.stripes {
+            let h = s.lock().unwrap_or_else(|p| p.into_inner());
+            out.add(&*h).expect("same bounds");
+        }
+        out
+    }
+}
+
+fn thread_slot() -> usize {
+    use std::sync::atomic::AtomicUsize;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SLOT: usize = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    SLOT.with(|s| *s)
+}
+
+/// A snapshot of a database's counters and latencies, from [`crate::Db::stats`].
+#[derive(Debug, Clone)]
+pub struct Stats {
+    /// Shards.
+    pub shards: usize,
+    /// `put` calls acknowledged.
+    pub puts: u64,
+    /// `get` lookups (each key of a `multi_get` counts).
+    pub gets: u64,
+    /// `delete` calls acknowledged.
+    pub deletes: u64,
+    /// Write-batch parts acknowledged (one per shard a batch touches).
+    pub batches: u64,
+    /// Key and value bytes written by callers.
+    pub write_bytes: u64,
+    /// Log flushes (batches written to the log).
+    pub wal_batches: u64,
+    /// Log records written.
+    pub wal_records: u64,
+    /// Bytes written to the log, block padding and rewritten tail blocks included.
+    pub wal_bytes: u64,
+    /// Flushes that made data durable (a write with RWF_DSYNC, or a write + fdatasync, or
+    /// a standalone fdatasync).
+    pub fsyncs: u64,
+    /// Times a shard thread was woken by a client.
+    pub wakeups: u64,
+    /// Requests shard threads took off their queues.
+    pub requests: u64,
+    /// Log segments created since open.
+    pub wal_segments_created: u64,
+    /// Records replayed at open.
+    pub recovered_records: u64,
+    /// Time the slowest shard took to replay its log at open, in microseconds.
+    pub recovery_us: u64,
+    /// Keys in the index.
+    pub keys: u64,
+    /// Latency histograms in nanoseconds, per operation kind.
+    pub latency_ns: Vec<(OpKind, Histogram<u64>)>,
+}
+
+impl Stats {
+    /// Mean records per log batch (group commit's batching factor).
+    pub fn mean_batch_records(&self) -> f64 {
+        if self.wal_batches == 0 { 0.0 } else { self.wal_records as f64 / self.wal_batches as f64 }
+    }
+
+    /// The latency histogram of one kind of operation.
+    pub fn latency(&self, kind: OpKind) -> Option<&Histogram<u64>> {
+        self.latency_ns.iter().find(|(k, _)| *k == kind).map(|(_, h)| h)
+    }
+}

@@ -1,0 +1,147 @@
+//! Values returned by reads, and the future of a write's acknowledgement.
+
+use std::fmt;
+use std::future::Future;
+use std::ops::Deref;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+
+use crate::error::{Error, Result};
+
+/// A value read from the database. Cheap to clone; derefs to `[u8]`.
+///
+/// It shares memory with the database's own copy (no copy is made on a read), and stays
+/// valid after the key is overwritten or deleted.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Value(pub(crate) Bytes);
+
+impl Value {
+    /// The value as [`Bytes`].
+    pub fn into_bytes(self) -> Bytes {
+        self.0
+    }
+}
+
+impl Deref for Value {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl AsRef<[u8]> for Value {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl PartialEq<[u8]> for Value {
+    fn eq(&self, other: &[u8]) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&[u8]> for Value {
+    fn eq(&self, other: &&[u8]) -> bool {
+        self.0 == *other
+    }
+}
+
+impl<const N: usize> PartialEq<&[u8; N]> for Value {
+    fn eq(&self, other: &&[u8; N]) -> bool {
+        self.0 == other[..]
+    }
+}
+
+impl From<Value> for Vec<u8> {
+    fn from(v: Value) -> Vec<u8> {
+        v.0.to_vec()
+    }
+}
+
+impl fmt::Debug for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+/// The acknowledgement of a write (or a flush), completed by the shard thread(s).
+///
+/// Call [`Ack::wait`] to block the calling thread, or `.await` it on any executor: it
+/// needs no particular runtime. Dropping it does not cancel the write.
+#[must_use = "a write is acknowledged only when its Ack completes"]
+pub struct Ack {
+    error: Option<Error>,
+    blocking: Vec<oneshot::Receiver<Result<()>>>,
+    polling: Vec<oneshot::AsyncReceiver<Result<()>>>,
+}
+
+impl Ack {
+    pub(crate) fn new(receivers: Vec<oneshot::Receiver<Result<()>>>) -> Ack {
+        Ack { error: None, blocking: receivers, polling: Vec::new() }
+    }
+
+    pub(crate) fn failed(error: Error) -> Ack {
+        Ack { error: Some(error), blocking: Vec::new(), polling: Vec::new() }
+    }
+
+    pub(crate) fn done() -> Ack {
+        Ack { error: None, blocking: Vec::new(), polling: Vec::new() }
+    }
+
+    fn note(&mut self, result: std::result::Result<Result<()>, oneshot::RecvError>) {
+        let outcome = result.unwrap_or(Err(Error::Closed));
+        if let Err(e) = outcome {
+            self.error.get_or_insert(e);
+        }
+    }
+
+    /// Blocks until the write is acknowledged (or failed).
+    pub fn wait(mut self) -> Result<()> {
+        for rx in std::mem::take(&mut self.blocking) {
+            let result = rx.recv();
+            self.note(result);
+        }
+        match self.error.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Future for Ack {
+    type Output = Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let this = self.get_mut();
+        for rx in this.blocking.drain(..) {
+            this.polling.push(rx.into_future());
+        }
+        let mut i = 0;
+        while i < this.polling.len() {
+            match Pin::new(&mut this.polling[i]).poll(cx) {
+                Poll::Ready(result) => {
+                    this.polling.swap_remove(i);
+                    this.note(result);
+                }
+                Poll::Pending => i += 1,
+            }
+        }
+        if this.polling.is_empty() {
+            Poll::Ready(match this.error.take() {
+                Some(e) => Err(e),
+                None => Ok(()),
+            })
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+impl fmt::Debug for Ack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ack").field("waiting", &(self.blocking.len() + self.polling.len())).finish()
+    }
+}

@@ -1,0 +1,14 @@
+//! The write-ahead log of a shard: every change is in it before it is acknowledged.
+//!
+//! - `segment`: creating preallocated, zero-filled segment files.
+//! - `writer`: appending records, group commit, rotation, poisoning on failure.
+//! - `recovery`: replay on open, torn-tail cut and quarantine, corruption reports.
+//!
+//! A segment is `<shard>/wal/<seq as 16 hex digits>.log`: one header block, then
+//! records back to back (see `format::record`), zeros after the last one.
+//! Segments are never reused in this version; checkpoints (which will let old
+//! segments be recycled) only need the LSN each record carries.
+
+pub mod recovery;
+pub mod segment;
+pub mod writer;

@@ -1,0 +1,232 @@
+//! Replay of a shard's log on open.
+//!
+//! Segments are read in sequence order. Every segment before the tail segment
+//! (the last one holding any record bytes) must be whole: a record that fails
+//! its checksum there is corruption, reported with file and offset. In the
+//! tail segment, the first position that is not a valid record is either the
+//! clean end (zeros to the end of the segment) or damage. Damage is a torn
+//! tail, the remains of the last flush, unless a valid record written by a
+//! *later* flush follows it (its `group_lsn` is past the damaged position's
+//! LSN): only one flush is in flight at a time, so a later flush proves the
+//! damaged one had completed, and the damage is corruption, not a tear.
+//!
+//! A torn tail is cut: its bytes are copied to `quarantine-<seq>-<offset>.bin`
+//! beside the segments (made durable first), then zeroed in the segment, so no
+//! stale record can ever be read after the new end. Segments after the tail
+//! segment are empty spares and are removed, as are temporary files of an
+//! interrupted segment preparation.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::format::record::{Decoded, HEADER_BYTES, RECORD_ALIGN, decode_ops, decode_record, record_bytes};
+use crate::format::segment::{SegmentHeader, parse_file_name};
+use crate::io::sync_dir;
+
+/// One record found by replay.
+pub struct Replayed<'a> {
+    /// Its LSN.
+    pub lsn: u64,
+    /// Its body.
+    pub body: &'a [u8],
+    /// Its ops, decoded from `body`.
+    pub ops: Vec<crate::format::record::Op<'a>>,
+}
+
+/// Where replay left the log.
+#[derive(Debug)]
+pub struct Recovered {
+    /// The tail segment to continue, if any segment exists: (seq, path, size, block).
+    pub tail_segment: Option<(u64, PathBuf, u64, usize)>,
+    /// Offset of the next record in the tail segment.
+    pub end: u64,
+    /// Bytes of the tail segment from `align_down(end, block)` to `end`.
+    pub tail: Vec<u8>,
+    /// LSN of the next record.
+    pub next_lsn: u64,
+    /// Records replayed.
+    pub records: u64,
+    /// Log bytes replayed.
+    pub bytes: u64,
+    /// Quarantine file written for a torn tail, if there was one.
+    pub quarantined: Option<PathBuf>,
+}
+
+fn corruption(file: &Path, offset: u64, what: impl Into<String>) -> Error {
+    Error::Corruption { file: file.to_path_buf(), offset, what: what.into() }
+}
+
+/// Lists the segments of a log directory in order, removing leftover temporary files.
+fn list_segments(wal_dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let mut segments = Vec::new();
+    let entries = std::fs::read_dir(wal_dir).map_err(|e| Error::io("read directory", wal_dir.to_path_buf(), e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("read directory", wal_dir.to_path_buf(), e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.ends_with(".log.tmp") {
+            std::fs::remove_file(entry.path()).map_err(|e| Error::io("remove", entry.path(), e))?;
+        } else if let Some(seq) = parse_file_name(name) {
+            segments.push((seq, entry.path()));
+        }
+    }
+    segments.sort();
+    Ok(segments)
+}
+
+fn read_segment(path: &Path, buf: &mut Vec<u8>) -> Result<()> {
+    buf.clear();
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| Error::io("open", path.to_path_buf(), e))?;
+    file.read_to_end(buf).map_err(|e| Error::io("read", path.to_path_buf(), e))?;
+    Ok(())
+}
+
+/// Whether a segment holds any record bytes (past its header block).
+fn has_records(bytes: &[u8], block: usize) -> bool {
+    bytes.get(block..).is_some_and(|rest| rest.iter().any(|&b| b != 0))
+}
+
+/// Replays the log in `wal_dir`, calling `apply` for every valid record in order.
+pub fn recover(wal_dir: &Path, shard: usize, mut apply: impl FnMut(Replayed<'_>) -> Result<()>) -> Result<Recovered> {
+    let segments = list_segments(wal_dir)?;
+    let mut data = Vec::new();
+    let mut headers = Vec::with_capacity(segments.len());
+    let mut tail_index = None;
+    for (i, (seq, path)) in segments.iter().enumerate() {
+        read_segment(path, &mut data)?;
+        let header = SegmentHeader::decode(&data).map_err(|what| corruption(path, 0, what))?;
+        if header.segment_seq != *seq || header.shard as usize != shard || header.segment_bytes != data.len() as u64 {
+            return Err(corruption(path, 0, "segment header does not match its name, shard or size"));
+        }
+        if has_records(&data, header.block_bytes as usize) {
+            tail_index = Some(i);
+        }
+        headers.push(header);
+    }
+    // Segments after the tail segment hold nothing: spares that were prepared ahead.
+    // Keep the first one (it becomes the tail when the log is empty), remove the rest.
+    let keep = tail_index.unwrap_or(0);
+    let mut removed = false;
+    for (_, path) in segments.iter().skip(keep + 1) {
+        std::fs::remove_file(path).map_err(|e| Error::io("remove", path.clone(), e))?;
+        removed = true;
+    }
+    if removed {
+        sync_dir(wal_dir)?;
+    }
+    let mut out = Recovered {
+        tail_segment: None,
+        end: 0,
+        tail: Vec::new(),
+        next_lsn: 1,
+        records: 0,
+        bytes: 0,
+        quarantined: None,
+    };
+    let mut expected_lsn: Option<u64> = None;
+    for (i, (seq, path)) in segments.iter().enumerate().take(keep + 1) {
+        let header = headers[i];
+        let block = header.block_bytes as usize;
+        read_segment(path, &mut data)?;
+        let is_tail = i == keep;
+        let body_max = data.len();
+        let mut at = block;
+        loop {
+            let bad = match decode_record(&data[at..], body_max) {
+                Decoded::Record(h) if expected_lsn.is_none_or(|e| e == h.lsn) => {
+                    let start = at + HEADER_BYTES;
+                    let body = &data[start..start + h.body_len as usize];
+                    let ops = decode_ops(body, h.op_count)
+                        .map_err(|what| corruption(path, at as u64, format!("record {}: {what}", h.lsn)))?;
+                    apply(Replayed { lsn: h.lsn, body, ops })?;
+                    expected_lsn = Some(h.lsn + 1);
+                    out.records += 1;
+                    let len = record_bytes(h.body_len as usize);
+                    out.bytes += len as u64;
+                    at += len;
+                    if at >= data.len() {
+                        break;
+                    }
+                    continue;
+                }
+                Decoded::Record(h) => format!("record lsn {} where {} was expected", h.lsn, expected_lsn.unwrap_or(0)),
+                Decoded::End if data[at..].iter().all(|&b| b == 0) => break,
+                Decoded::End => "zeroed record header followed by data".to_string(),
+                Decoded::Invalid(why) => why,
+            };
+            if !is_tail {
+                return Err(corruption(path, at as u64, format!("{bad}, before the log's tail segment")));
+            }
+            let lsn_here = expected_lsn.unwrap_or(1);
+            if let Some(later) = later_flush(&data, at, lsn_here, body_max) {
+                return Err(corruption(
+                    path,
+                    at as u64,
+                    format!("{bad}; a later flush follows at offset {later}, so this is not a torn tail"),
+                ));
+            }
+            out.quarantined = Some(cut_torn_tail(wal_dir, path, *seq, &data, at, block)?);
+            break;
+        }
+        if is_tail {
+            let end = at.min(data.len());
+            let tail_start = end - end % block;
+            out.tail = data[tail_start..end].to_vec();
+            out.end = end as u64;
+            out.tail_segment = Some((*seq, path.clone(), header.segment_bytes, block));
+        }
+    }
+    out.next_lsn = expected_lsn.unwrap_or(1);
+    Ok(out)
+}
+
+/// Offset of a valid record after `at` written by a flush later than the one that
+/// would have written LSN `lsn_here`, if there is one.
+fn later_flush(data: &[u8], at: usize, lsn_here: u64, body_max: usize) -> Option<usize> {
+    let mut pos = at + RECORD_ALIGN;
+    while pos + HEADER_BYTES <= data.len() {
+        if let Decoded::Record(h) = decode_record(&data[pos..], body_max) {
+            if h.group_lsn > lsn_here {
+                return Some(pos);
+            }
+        }
+        pos += RECORD_ALIGN;
+    }
+    None
+}
+
+/// Moves the torn bytes from `at` on into a quarantine file, then zeroes them in the segment.
+fn cut_torn_tail(wal_dir: &Path, path: &Path, seq: u64, data: &[u8], at: usize, block: usize) -> Result<PathBuf> {
+    let last_nonzero = data.iter().rposition(|&b| b != 0).map_or(at, |p| p + 1).max(at);
+    let quarantine = wal_dir.join(format!("quarantine-{seq:016x}-{at}.bin"));
+    {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true).mode(0o600);
+        let file = options.open(&quarantine).map_err(|e| Error::io("create", quarantine.clone(), e))?;
+        file.write_all_at(&data[at..last_nonzero], 0).map_err(|e| Error::io("write", quarantine.clone(), e))?;
+        file.sync_all().map_err(|e| Error::io("fsync", quarantine.clone(), e))?;
+    }
+    sync_dir(wal_dir)?;
+    let file =
+        std::fs::OpenOptions::new().write(true).open(path).map_err(|e| Error::io("open", path.to_path_buf(), e))?;
+    // Rewrite from the block holding `at`: bytes before `at` stay, the rest becomes zero.
+    let first_block = at - at % block;
+    let region_end = last_nonzero.next_multiple_of(block).min(data.len());
+    let mut zeroed = data[first_block..region_end].to_vec();
+    zeroed[at - first_block..].fill(0);
+    file.write_all_at(&zeroed, first_block as u64).map_err(|e| Error::io("write", path.to_path_buf(), e))?;
+    file.sync_data().map_err(|e| Error::io("fdatasync", path.to_path_buf(), e))?;
+    Ok(quarantine)
+}
+
+/// Opens a recovered tail segment for writing.
+pub fn open_tail(path: &Path, direct: bool) -> Result<File> {
+    crate::io::open_data_file(path, false, direct)
+}

@@ -1,0 +1,494 @@
+//! The log writer of one shard: batches, group commit, segment rotation.
+//!
+//! Records are appended into the open batch, a block-aligned buffer that
+//! mirrors the file from the block holding the log's end. One flush is in
+//! flight at a time; while it is, new records gather in the next batch
+//! (group commit). A batch is never held back to grow: it is submitted as
+//! soon as the previous flush completes. A batch stops taking records at
+//! `group_commit_bytes_max`; at most `group_commit_batches_max` batches wait.
+//!
+//! Each flush rewrites the partial block at the log's end with the bytes it
+//! already held plus new ones. The old bytes are rewritten unchanged, so a
+//! write torn at sector granularity cannot damage records already durable.
+//!
+//! Invariants: `batches` are in log order; only the front may be in flight;
+//! `end` is the offset of the next record in the current segment and
+//! `tail` holds the current segment's bytes from `align_down(end)` to `end`.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::format::record::{HEADER_BYTES, encode_header, record_bytes};
+use crate::io::{AlignedBuf, Completion, Io, SyncMode};
+use crate::wal::segment::{PreparedSegment, prepare_segment};
+
+/// Tokens of standalone fdatasync operations carry this bit.
+const SYNC_TOKEN_BIT: u64 = 1 << 63;
+
+/// Where the writer starts, as recovery left the log.
+pub struct WriterStart {
+    /// The segment to append to.
+    pub segment: PreparedSegment,
+    /// Offset of the next record in it.
+    pub end: u64,
+    /// The segment's bytes from `align_down(end)` to `end`.
+    pub tail: Vec<u8>,
+    /// LSN of the next record.
+    pub next_lsn: u64,
+}
+
+/// Settings of a writer.
+pub struct WriterConfig {
+    /// Owning shard.
+    pub shard: usize,
+    /// The shard's log directory.
+    pub wal_dir: PathBuf,
+    /// O_DIRECT block size.
+    pub block_bytes: usize,
+    /// Open segments with O_DIRECT.
+    pub direct: bool,
+    /// How durable flushes are made durable.
+    pub durable_sync: SyncMode,
+    /// Size of new segments.
+    pub segment_bytes: u64,
+    /// A batch takes no more records past this many bytes.
+    pub batch_bytes_max: usize,
+    /// Most batches queued.
+    pub batches_max: usize,
+}
+
+struct Batch<T> {
+    file: Arc<File>,
+    segment_seq: u64,
+    /// File offset of `buf[0]` (block-aligned).
+    offset: u64,
+    buf: Option<AlignedBuf>,
+    /// Bytes of `buf` that hold log data.
+    len: usize,
+    first_lsn: u64,
+    last_lsn: u64,
+    records: u64,
+    items: Vec<T>,
+    token: u64,
+    in_flight: bool,
+    sealed: bool,
+    sync: SyncMode,
+    opened_at: Instant,
+}
+
+enum Spare {
+    None,
+    Preparing(JoinHandle<Result<PreparedSegment>>),
+    Ready(PreparedSegment),
+}
+
+/// A batch that reached the disk.
+pub struct Flushed<T> {
+    /// Items appended with its records, in log order.
+    pub items: Vec<T>,
+    /// First LSN written.
+    pub first_lsn: u64,
+    /// Last LSN written.
+    pub last_lsn: u64,
+    /// Records written.
+    pub records: u64,
+    /// Bytes written, padding included.
+    pub bytes: usize,
+    /// Whether the flush made the batch durable.
+    pub durable: bool,
+}
+
+/// What a completion meant to the log.
+pub enum Outcome<T> {
+    /// A batch was written.
+    Flushed(Flushed<T>),
+    /// A standalone fdatasync finished; everything written is durable.
+    Synced,
+    /// The flush failed: the log is poisoned and these items were never made durable.
+    Failed {
+        /// What failed.
+        cause: String,
+        /// Items of every batch that will now never be written.
+        items: Vec<T>,
+    },
+}
+
+/// The log writer of one shard; see the module docs.
+pub struct WalWriter<T> {
+    config: WriterConfig,
+    current: PreparedSegment,
+    current_file: Arc<File>,
+    spare: Spare,
+    batches: VecDeque<Batch<T>>,
+    next_lsn: u64,
+    end: u64,
+    tail: Vec<u8>,
+    pool: Vec<AlignedBuf>,
+    written_lsn: u64,
+    durable_lsn: u64,
+    sync_in_flight: bool,
+    poisoned: Option<String>,
+    next_token: u64,
+    /// Segments created by this writer, for stats.
+    pub segments_created: u64,
+}
+
+impl<T> WalWriter<T> {
+    /// A writer continuing the log where recovery left it.
+    pub fn new(config: WriterConfig, start: WriterStart) -> WalWriter<T> {
+        let last_lsn = start.next_lsn - 1;
+        let current_file = Arc::new(start.segment.file.try_clone().expect("dup of a segment fd"));
+        let mut writer = WalWriter {
+            config,
+            current: start.segment,
+            current_file,
+            spare: Spare::None,
+            batches: VecDeque::new(),
+            next_lsn: start.next_lsn,
+            end: start.end,
+            tail: start.tail,
+            pool: Vec::new(),
+            written_lsn: last_lsn,
+            durable_lsn: last_lsn,
+            sync_in_flight: false,
+            poisoned: None,
+            next_token: 1,
+            segments_created: 0,
+        };
+        writer.prepare_spare();
+        writer
+    }
+
+    /// Largest record body one segment of this log can hold.
+    pub fn body_bytes_max(&self) -> usize {
+        let usable = self.config.segment_bytes.min(self.current.segment_bytes) as usize - self.config.block_bytes;
+        (usable - HEADER_BYTES) & !7
+    }
+
+    /// The failure that poisoned the log, if any.
+    pub fn poisoned(&self) -> Option<&str> {
+        self.poisoned.as_deref()
+    }
+
+    /// Whether another record may be appended now (back-pressure).
+    pub fn can_accept(&self) -> bool {
+        match self.batches.back() {
+            None => true,
+            Some(b) if !b.sealed && !b.in_flight => true,
+            Some(_) => self.batches.len() < self.config.batches_max,
+        }
+    }
+
+    /// LSN of the last record appended.
+    pub fn last_lsn(&self) -> u64 {
+        self.next_lsn - 1
+    }
+
+    /// LSN up to which the log is durable.
+    pub fn durable_lsn(&self) -> u64 {
+        self.durable_lsn
+    }
+
+    /// Whether a write or sync is in flight.
+    pub fn busy(&self) -> bool {
+        self.sync_in_flight || self.batches.front().is_some_and(|b| b.in_flight)
+    }
+
+    /// Records appended but not yet submitted, and their bytes, and the age of the oldest.
+    pub fn pending(&self) -> (u64, usize, Option<Instant>) {
+        let mut records = 0;
+        let mut bytes = 0;
+        let mut oldest = None;
+        for b in self.batches.iter().filter(|b| !b.in_flight) {
+            records += b.records;
+            bytes += b.len;
+            oldest = oldest.or(Some(b.opened_at));
+        }
+        (records, bytes, oldest)
+    }
+
+    /// Whether more than one batch waits (a full batch should go out now).
+    pub fn has_full_batch(&self) -> bool {
+        self.batches.iter().filter(|b| !b.in_flight).count() > 1
+    }
+
+    /// Appends one record holding `body` (whose crc32 is `body_crc`), with `item` returned
+    /// when its batch is flushed. Returns the record's LSN.
+    /// On failure nothing was appended and `item` is handed back.
+    pub fn append(
+        &mut self,
+        body: &[u8],
+        body_crc: u32,
+        op_count: u32,
+        item: Option<T>,
+    ) -> Result<u64, (Error, Option<T>)> {
+        if let Some(cause) = &self.poisoned {
+            return Err((Error::Poisoned { shard: self.config.shard, cause: cause.clone() }, item));
+        }
+        if body.len() > self.body_bytes_max() {
+            let max = self.body_bytes_max();
+            return Err((Error::BatchTooLarge { bytes: body.len(), max }, item));
+        }
+        let rec = record_bytes(body.len());
+        if self.end + rec as u64 > self.current.segment_bytes {
+            if let Err(e) = self.rotate() {
+                return Err((e, item));
+            }
+        }
+        let block = self.config.block_bytes;
+        let cap = self.config.batch_bytes_max;
+        let need_new = match self.batches.back() {
+            None => true,
+            Some(b) => b.sealed || b.in_flight || b.segment_seq != self.current.seq || b.len + rec > cap.max(block),
+        };
+        if need_new {
+            self.seal_back();
+            let offset = self.end - self.end % block as u64;
+            let prefix = self.tail.len();
+            debug_assert_eq!(offset + prefix as u64, self.end);
+            let capacity = (prefix + rec).max(cap + block).next_multiple_of(block);
+            let mut buf = match self.pool.iter().position(|b| b.capacity() >= capacity) {
+                Some(i) => self.pool.swap_remove(i),
+                None => AlignedBuf::zeroed(capacity, block),
+            };
+            buf.as_mut_slice()[..prefix].copy_from_slice(&self.tail);
+            let token = self.next_token;
+            self.next_token += 1;
+            self.batches.push_back(Batch {
+                file: Arc::clone(&self.current_file),
+                segment_seq: self.current.seq,
+                offset,
+                buf: Some(buf),
+                len: prefix,
+                first_lsn: 0,
+                last_lsn: 0,
+                records: 0,
+                items: Vec::new(),
+                token,
+                in_flight: false,
+                sealed: false,
+                sync: SyncMode::None,
+                opened_at: Instant::now(),
+            });
+        }
+        let lsn = self.next_lsn;
+        let batch = self.batches.back_mut().expect("an open batch exists");
+        if batch.records == 0 {
+            batch.first_lsn = lsn;
+            batch.opened_at = Instant::now();
+        }
+        let at = batch.len;
+        let buf = batch.buf.as_mut().expect("an open batch owns its buffer");
+        if at + rec > buf.capacity() {
+            // A record larger than the pooled buffer: grow this batch's buffer.
+            let mut bigger = AlignedBuf::zeroed((at + rec).next_multiple_of(block), block);
+            bigger.as_mut_slice()[..at].copy_from_slice(&buf.as_slice()[..at]);
+            *buf = bigger;
+        }
+        let out = &mut buf.as_mut_slice()[at..at + rec];
+        let body_len = u32::try_from(body.len()).expect("body bounded by body_bytes_max");
+        encode_header(out, lsn, batch.first_lsn, op_count, body_len, body_crc);
+        out[HEADER_BYTES..HEADER_BYTES + body.len()].copy_from_slice(body);
+        out[HEADER_BYTES + body.len()..].fill(0);
+        batch.len += rec;
+        batch.last_lsn = lsn;
+        batch.records += 1;
+        if let Some(item) = item {
+            batch.items.push(item);
+        }
+        self.next_lsn += 1;
+        self.end += rec as u64;
+        Ok(lsn)
+    }
+
+    /// Captures the open batch's partial last block into `tail` and closes it to records.
+    fn seal_back(&mut self) {
+        let block = self.config.block_bytes;
+        if let Some(b) = self.batches.back_mut() {
+            if !b.sealed {
+                b.sealed = true;
+                if b.segment_seq == self.current.seq {
+                    let end = b.offset + b.len as u64;
+                    let tail_start = (end - end % block as u64 - b.offset) as usize;
+                    let buf = b.buf.as_ref().expect("an unsubmitted batch owns its buffer");
+                    self.tail.clear();
+                    self.tail.extend_from_slice(&buf.as_slice()[tail_start..b.len]);
+                }
+            }
+        }
+    }
+
+    /// Submits the oldest waiting batch if nothing is in flight. `sync` says how the flush
+    /// is made durable. Returns whether a flush was started.
+    pub fn submit(&mut self, io: &mut dyn Io, sync: SyncMode) -> bool {
+        if self.busy() || self.poisoned.is_some() {
+            return false;
+        }
+        let Some(front) = self.batches.front() else { return false };
+        if front.records == 0 {
+            return false;
+        }
+        if self.batches.len() == 1 {
+            self.seal_back();
+        }
+        let block = self.config.block_bytes;
+        let front = self.batches.front_mut().expect("checked above");
+        let mut buf = front.buf.take().expect("a waiting batch owns its buffer");
+        let write_len = front.len.next_multiple_of(block);
+        buf.as_mut_slice()[front.len..write_len].fill(0);
+        front.in_flight = true;
+        front.sync = sync;
+        io.write(front.file.as_raw_fd(), front.offset, buf, write_len, sync, front.token);
+        true
+    }
+
+    /// Makes everything written durable with a standalone fdatasync, when a flush is
+    /// wanted but no batch is waiting (after writes with [`SyncMode::None`]).
+    pub fn sync_written(&mut self, io: &mut dyn Io) -> bool {
+        if self.busy() || self.poisoned.is_some() || self.durable_lsn >= self.written_lsn {
+            return false;
+        }
+        self.sync_in_flight = true;
+        let token = SYNC_TOKEN_BIT | self.next_token;
+        self.next_token += 1;
+        io.fdatasync(self.current_file.as_raw_fd(), token);
+        true
+    }
+
+    /// Takes a completion of this log's I/O.
+    pub fn complete(&mut self, completion: Completion) -> Outcome<T> {
+        if completion.token & SYNC_TOKEN_BIT != 0 {
+            self.sync_in_flight = false;
+            return match completion.result {
+                Ok(_) => {
+                    self.durable_lsn = self.written_lsn;
+                    Outcome::Synced
+                }
+                Err(e) => self.fail(format!("fdatasync of the log failed: {e}")),
+            };
+        }
+        let front = self.batches.front_mut().expect("a completion belongs to the front batch");
+        assert!(front.in_flight && front.token == completion.token, "log completion out of order");
+        if let Some(buf) = completion.buf {
+            if buf.capacity() == (self.config.batch_bytes_max + self.config.block_bytes).next_multiple_of(buf.align())
+                && self.pool.len() < self.config.batches_max
+            {
+                self.pool.push(buf);
+            }
+        }
+        if let Err(e) = completion.result {
+            return self.fail(format!("log write failed: {e}"));
+        }
+        let batch = self.batches.pop_front().expect("front exists");
+        self.written_lsn = batch.last_lsn;
+        let durable = batch.sync != SyncMode::None;
+        if durable {
+            self.durable_lsn = batch.last_lsn;
+        } else if batch.segment_seq != self.current.seq {
+            // The last unsynced write to a retired segment: make it durable now, since a
+            // later fdatasync of the current segment will not cover it.
+            if let Err(e) = crate::io::fdatasync(batch.file.as_raw_fd()) {
+                return self.fail(format!("fdatasync of a retired log segment failed: {e}"));
+            }
+        }
+        Outcome::Flushed(Flushed {
+            items: batch.items,
+            first_lsn: batch.first_lsn,
+            last_lsn: batch.last_lsn,
+            records: batch.records,
+            bytes: batch.len.next_multiple_of(self.config.block_bytes),
+            durable,
+        })
+    }
+
+    /// Poisons the log from outside (the I/O backend failed); see [`Outcome::Failed`].
+    pub fn poison(&mut self, cause: String) -> Outcome<T> {
+        self.fail(cause)
+    }
+
+    fn fail(&mut self, cause: String) -> Outcome<T> {
+        self.poisoned = Some(cause.clone());
+        let mut items = Vec::new();
+        for b in self.batches.drain(..) {
+            items.extend(b.items);
+        }
+        self.sync_in_flight = false;
+        Outcome::Failed { cause, items }
+    }
+
+    fn prepare_spare(&mut self) {
+        if !matches!(self.spare, Spare::None) {
+            return;
+        }
+        let dir = self.config.wal_dir.clone();
+        let (shard, seq, bytes, block, direct) = (
+            self.config.shard,
+            self.current.seq + 1,
+            self.config.segment_bytes,
+            self.config.block_bytes,
+            self.config.direct,
+        );
+        let spawned = std::thread::Builder::new()
+            .name(format!("ringdb-prep-{shard}"))
+            .spawn(move || prepare_segment(&dir, shard, seq, bytes, block, direct));
+        // If no thread can be started, the segment is prepared when it is needed.
+        if let Ok(handle) = spawned {
+            self.spare = Spare::Preparing(handle);
+        }
+    }
+
+    fn take_spare(&mut self) -> Result<PreparedSegment> {
+        match std::mem::replace(&mut self.spare, Spare::None) {
+            Spare::Ready(segment) => Ok(segment),
+            Spare::Preparing(handle) => match handle.join() {
+                Ok(Ok(segment)) => Ok(segment),
+                // A failed preparation (a full disk, say) is tried once more here, so the
+                // error reaches the writer whose record needed the segment.
+                Ok(Err(_)) | Err(_) => self.prepare_now(),
+            },
+            Spare::None => self.prepare_now(),
+        }
+    }
+
+    fn prepare_now(&self) -> Result<PreparedSegment> {
+        let c = &self.config;
+        prepare_segment(&c.wal_dir, c.shard, self.current.seq + 1, c.segment_bytes, c.block_bytes, c.direct)
+    }
+
+    fn rotate(&mut self) -> Result<()> {
+        let next = self.take_spare()?;
+        self.seal_back();
+        let file = next.file.try_clone().map_err(|e| Error::io("dup", next.path.clone(), e))?;
+        self.current_file = Arc::new(file);
+        self.current = next;
+        self.end = self.config.block_bytes as u64;
+        self.tail.clear();
+        self.segments_created += 1;
+        self.prepare_spare();
+        Ok(())
+    }
+
+    /// Waits for the spare segment's preparation, so no thread outlives the writer.
+    pub fn finish(&mut self) {
+        if let Spare::Preparing(handle) = std::mem::replace(&mut self.spare, Spare::None) {
+            let _ = handle.join();
+        }
+    }
+
+    /// Sequence number and path of the current segment.
+    pub fn current_segment(&self) -> (u64, &std::path::Path) {
+        (self.current.seq, &self.current.path)
+    }
+}
+
+impl<T> Drop for WalWriter<T> {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
