@@ -50,10 +50,6 @@ impl OpKind {
             OpKind::Batch => "batch",
         }
     }
-
-    pub(crate) fn index(self) -> usize {
-        self as usize
-    }
 }
 
 #[derive(Default)]

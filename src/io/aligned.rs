@@ -65,11 +65,6 @@ impl AlignedBuf {
     pub fn as_ptr(&self) -> *const u8 {
         self.ptr.as_ptr()
     }
-
-    /// Raw mutable pointer for handing the buffer to the kernel.
-    pub fn as_mut_ptr(&mut self) -> *mut u8 {
-        self.ptr.as_ptr()
-    }
 }
 
 impl Drop for AlignedBuf {

@@ -62,12 +62,6 @@ pub trait Io: Send {
     /// arrives, a client wakes the shard, or `timeout` passes. Appends completions to
     /// `out` and returns whether the shard was woken.
     fn wait(&mut self, block: bool, timeout: Option<Duration>, out: &mut Vec<Completion>) -> Result<bool>;
-
-    /// Operations queued or in flight.
-    fn in_flight(&self) -> usize;
-
-    /// Short name of the backend, for stats and logs.
-    fn name(&self) -> &'static str;
 }
 
 /// Opens (or creates, mode 0600) a file for the log, with O_DIRECT when `direct`.

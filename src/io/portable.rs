@@ -86,12 +86,4 @@ impl Io for PortableIo {
         }
         Ok(false)
     }
-
-    fn in_flight(&self) -> usize {
-        self.ready.len()
-    }
-
-    fn name(&self) -> &'static str {
-        "portable"
-    }
 }

@@ -222,14 +222,6 @@ impl Io for UringIo {
         }
         Ok(woken)
     }
-
-    fn in_flight(&self) -> usize {
-        self.in_flight.len()
-    }
-
-    fn name(&self) -> &'static str {
-        "uring"
-    }
 }
 
 impl Drop for UringIo {

@@ -209,6 +209,7 @@ impl Shard {
         let recovered = {
             let guard = shared.index.guard();
             recover(&wal_dir, id, |r: Replayed<'_>| {
+                debug_assert!(r.lsn > 0);
                 let body = Bytes::copy_from_slice(r.body);
                 apply_ops(&shared.index, &guard, &body, &r.ops);
                 Ok(())
@@ -254,7 +255,6 @@ impl Shard {
             wal_dir,
             block_bytes: block,
             direct,
-            durable_sync,
             segment_bytes: options.wal_segment_bytes.next_multiple_of(block as u64),
             batch_bytes_max: options.group_commit_bytes_max,
             batches_max: options.group_commit_batches_max,
@@ -281,6 +281,7 @@ impl Shard {
                 self.on_outcome(outcome);
             }
             self.answer_flush_waiters();
+            self.shared.counters.segments.store(self.wal.segments_created, Ordering::Relaxed);
         }
         self.wal.finish();
         if let Some(Some(reply)) = self.shutdown.take() {
@@ -379,6 +380,10 @@ impl Shard {
                     || self.wal.has_full_batch();
                 due && self.wal.submit(self.io.as_mut(), self.durable_sync)
             }
+            // Earlier writes of `None` went out unsynced, possibly through the page cache
+            // (direct_io off): only a whole-file fdatasync covers them, not RWF_DSYNC,
+            // which syncs just the range it writes.
+            Durability::None => self.wal.submit(self.io.as_mut(), SyncMode::Fdatasync),
             _ => self.wal.submit(self.io.as_mut(), self.durable_sync),
         };
         if !started && want_durable {
@@ -388,9 +393,23 @@ impl Shard {
 
     /// Sleeps in the kernel until a completion, a client's wake-up or a timer.
     fn sleep(&mut self, completions: &mut Vec<crate::io::Completion>) -> bool {
+        // With nothing in flight, a client that was just answered often sends its next
+        // request within microseconds: spin briefly for it instead of paying a wake-up
+        // through the eventfd (bounded by Options::spin_us; 0 disables).
+        if self.shutdown.is_none() && !self.wal.busy() && !self.options.spin.is_zero() {
+            let deadline = Instant::now() + self.options.spin;
+            while self.rx.is_empty() && Instant::now() < deadline {
+                std::hint::spin_loop();
+            }
+            if !self.rx.is_empty() {
+                return false;
+            }
+        }
         self.shared.sleeping.store(true, Ordering::Relaxed);
         fence(Ordering::SeqCst);
-        if !self.rx.is_empty() {
+        // After a shutdown request the queue is no longer read: don't let what waits in it
+        // keep the thread from sleeping.
+        if self.shutdown.is_none() && !self.rx.is_empty() {
             self.shared.sleeping.store(false, Ordering::Relaxed);
             return self.poll(completions);
         }

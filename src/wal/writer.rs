@@ -53,8 +53,6 @@ pub struct WriterConfig {
     pub block_bytes: usize,
     /// Open segments with O_DIRECT.
     pub direct: bool,
-    /// How durable flushes are made durable.
-    pub durable_sync: SyncMode,
     /// Size of new segments.
     pub segment_bytes: u64,
     /// A batch takes no more records past this many bytes.
@@ -85,7 +83,6 @@ struct Batch<T> {
 enum Spare {
     None,
     Preparing(JoinHandle<Result<PreparedSegment>>),
-    Ready(PreparedSegment),
 }
 
 /// A batch that reached the disk.
@@ -445,7 +442,6 @@ impl<T> WalWriter<T> {
 
     fn take_spare(&mut self) -> Result<PreparedSegment> {
         match std::mem::replace(&mut self.spare, Spare::None) {
-            Spare::Ready(segment) => Ok(segment),
             Spare::Preparing(handle) => match handle.join() {
                 Ok(Ok(segment)) => Ok(segment),
                 // A failed preparation (a full disk, say) is tried once more here, so the
@@ -479,11 +475,6 @@ impl<T> WalWriter<T> {
         if let Spare::Preparing(handle) = std::mem::replace(&mut self.spare, Spare::None) {
             let _ = handle.join();
         }
-    }
-
-    /// Sequence number and path of the current segment.
-    pub fn current_segment(&self) -> (u64, &std::path::Path) {
-        (self.current.seq, &self.current.path)
     }
 }
 
