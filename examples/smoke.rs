@@ -8,7 +8,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         _ => ringdb::WalSync::Dsync,
     };
     let spin: u64 = std::env::var("SPIN").ok().and_then(|s| s.parse().ok()).unwrap_or(50);
-    let db = ringdb::Db::open(&dir, ringdb::Options::default().wal_sync(sync).spin_us(spin))?;
+    let cspin: u64 = std::env::var("CSPIN").ok().and_then(|s| s.parse().ok()).unwrap_or(100);
+    let db = ringdb::Db::open(&dir, ringdb::Options::default().wal_sync(sync).spin_us(spin).client_spin_us(cspin))?;
     let mut lat = Vec::new();
     for i in 0..5000u32 {
         let t = std::time::Instant::now();

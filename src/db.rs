@@ -39,6 +39,7 @@ struct Inner {
     threads: Mutex<Vec<JoinHandle<()>>>,
     closed: AtomicBool,
     get_latency: Striped,
+    client_spin: std::time::Duration,
     _lock: Flock<std::fs::File>,
 }
 
@@ -83,6 +84,7 @@ impl Db {
             threads: Mutex::new(threads),
             closed: AtomicBool::new(false),
             get_latency: Striped::new(cpus.len().max(1) * 2),
+            client_spin: options.client_spin,
             _lock: lock,
         };
         if let Some(e) = failure {
@@ -143,7 +145,7 @@ impl Db {
         let mut body = Vec::with_capacity(op_bytes(key.len(), value.len()));
         encode_op(&mut body, kind, key, value);
         match self.send_write(self.shard_of(key), body, 1, op, (key.len() + value.len()) as u64) {
-            Ok(rx) => Ack::new(vec![rx]),
+            Ok(rx) => Ack::new(vec![rx], self.inner.client_spin),
             Err(e) => Ack::failed(e),
         }
     }
@@ -202,7 +204,7 @@ impl Db {
                 Err(e) => return Ack::failed(e),
             }
         }
-        Ack::new(receivers)
+        Ack::new(receivers, self.inner.client_spin)
     }
 
     /// The value of `key`, or `None`. Reads never wait for the shard thread: they see
@@ -253,7 +255,7 @@ impl Db {
             }
             receivers.push(rx);
         }
-        Ack::new(receivers)
+        Ack::new(receivers, self.inner.client_spin)
     }
 
     /// Makes everything durable and stops the shards. Other clones of this handle get

@@ -87,6 +87,7 @@ pub struct Options {
     pub(crate) queue_depth: usize,
     pub(crate) on_persist: Option<PersistCallback>,
     pub(crate) spin: Duration,
+    pub(crate) client_spin: Duration,
 }
 
 impl Default for Options {
@@ -105,6 +106,7 @@ impl Default for Options {
             queue_depth: 4096,
             on_persist: None,
             spin: Duration::from_micros(50),
+            client_spin: Duration::from_micros(100),
         }
     }
 }
@@ -125,6 +127,7 @@ impl fmt::Debug for Options {
             .field("queue_depth", &self.queue_depth)
             .field("on_persist", &self.on_persist.is_some())
             .field("spin", &self.spin)
+            .field("client_spin", &self.client_spin)
             .finish()
     }
 }
@@ -228,7 +231,22 @@ impl Options {
         self
     }
 
+    /// How long a thread blocked in [`crate::Ack::wait`] (so in `put`, `delete`,
+    /// `write_batch`, `flush`) polls for its answer before it sleeps, in microseconds, when
+    /// fewer than half the CPUs' worth of threads are polling already. Default 100; range
+    /// 0..=10,000; 0 disables. Awaiting an `Ack` as a future never polls.
+    pub fn client_spin_us(mut self, us: u64) -> Options {
+        self.client_spin = Duration::from_micros(us);
+        self
+    }
+
     pub(crate) fn validate(&self) -> Result<()> {
+        if self.client_spin > Duration::from_millis(10) {
+            return Err(Error::InvalidArgument(format!(
+                "Options::client_spin_us({}) is above 10000",
+                self.client_spin.as_micros()
+            )));
+        }
         if self.spin > Duration::from_millis(10) {
             return Err(Error::InvalidArgument(format!("Options::spin_us({}) is above 10000", self.spin.as_micros())));
         }

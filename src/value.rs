@@ -6,6 +6,10 @@ use std::ops::Deref;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
@@ -73,22 +77,23 @@ impl fmt::Debug for Value {
 /// needs no particular runtime. Dropping it does not cancel the write.
 #[must_use = "a write is acknowledged only when its Ack completes"]
 pub struct Ack {
+    spin: Duration,
     error: Option<Error>,
     blocking: Vec<oneshot::Receiver<Result<()>>>,
     polling: Vec<oneshot::AsyncReceiver<Result<()>>>,
 }
 
 impl Ack {
-    pub(crate) fn new(receivers: Vec<oneshot::Receiver<Result<()>>>) -> Ack {
-        Ack { error: None, blocking: receivers, polling: Vec::new() }
+    pub(crate) fn new(receivers: Vec<oneshot::Receiver<Result<()>>>, spin: Duration) -> Ack {
+        Ack { spin, error: None, blocking: receivers, polling: Vec::new() }
     }
 
     pub(crate) fn failed(error: Error) -> Ack {
-        Ack { error: Some(error), blocking: Vec::new(), polling: Vec::new() }
+        Ack { spin: Duration::ZERO, error: Some(error), blocking: Vec::new(), polling: Vec::new() }
     }
 
     pub(crate) fn done() -> Ack {
-        Ack { error: None, blocking: Vec::new(), polling: Vec::new() }
+        Ack { spin: Duration::ZERO, error: None, blocking: Vec::new(), polling: Vec::new() }
     }
 
     fn note(&mut self, result: std::result::Result<Result<()>, oneshot::RecvError>) {
@@ -99,14 +104,53 @@ impl Ack {
     }
 
     /// Blocks until the write is acknowledged (or failed).
+    ///
+    /// A waiting thread first polls for the answer for up to `Options::client_spin_us`,
+    /// if fewer threads than half the CPUs are waiting in `wait`, then sleeps. Polling
+    /// spares the answer a thread wake-up; the cap keeps many waiting threads from
+    /// taking the CPUs the shards need.
     pub fn wait(mut self) -> Result<()> {
         for rx in std::mem::take(&mut self.blocking) {
-            let result = rx.recv();
+            let result = if self.spin.is_zero() {
+                rx.recv()
+            } else {
+                WAITERS.fetch_add(1, Ordering::Relaxed);
+                spin_for(&rx, self.spin);
+                let result = rx.recv();
+                WAITERS.fetch_sub(1, Ordering::Relaxed);
+                result
+            };
             self.note(result);
         }
         match self.error.take() {
             Some(e) => Err(e),
             None => Ok(()),
+        }
+    }
+}
+
+/// Threads waiting in `Ack::wait` right now.
+static WAITERS: AtomicUsize = AtomicUsize::new(0);
+
+fn spinners_max() -> usize {
+    static MAX: OnceLock<usize> = OnceLock::new();
+    *MAX.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)))
+}
+
+fn spin_for(rx: &oneshot::Receiver<Result<()>>, spin: Duration) {
+    // Poll only while few threads wait at all: with many waiters the CPUs are better
+    // spent on the shards (which answer a whole batch at once) than on polling.
+    if WAITERS.load(Ordering::Relaxed) <= spinners_max() {
+        let deadline = Instant::now() + spin;
+        let mut turns = 0u32;
+        while !rx.has_message() && Instant::now() < deadline {
+            turns += 1;
+            if turns % 64 == 0 {
+                // Let a runnable shard thread on this CPU have it.
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
         }
     }
 }

@@ -1,20 +1,24 @@
 //! Log records: the unit of the write-ahead log and of crash atomicity.
 //!
 //! A record holds one write (a put, a delete, or a whole write batch) and is
-//! valid as a whole or not at all: one crc32 covers its header and body.
+//! valid as a whole or not at all: a crc32 covers its header (which holds the
+//! body's crc32), so header and body are checked together. The body's crc is
+//! computed by the calling thread, the header's by the shard thread, which
+//! then never has to checksum a value.
 //!
 //! ```text
 //! offset size field
-//!      0    4 crc32      over bytes 4..32 of the header, then the body
-//!      4    4 body_len   bytes of body that follow the header
-//!      8    8 lsn        log sequence number, +1 per record, per shard
-//!     16    8 group_lsn  lsn of the first record of the flush that wrote this one
-//!     24    1 kind       1 = ops
-//!     25    1 flags      0
-//!     26    2 reserved   0
-//!     28    4 op_count   ops in the body
-//!     32    . body       op_count ops, back to back
-//!      .    . padding    zeros up to the next multiple of 8
+//!      0    4 header_crc   crc32 of bytes 4..32
+//!      4    4 body_len     bytes of body that follow the header
+//!      8    8 lsn          log sequence number, +1 per record, per shard
+//!     16    4 group_delta  lsn minus the lsn of the first record of the flush that wrote this one
+//!     20    4 body_crc     crc32 of the body
+//!     24    1 kind         1 = ops
+//!     25    1 flags        0
+//!     26    2 reserved     0
+//!     28    4 op_count     ops in the body
+//!     32    . body         op_count ops, back to back
+//!      .    . padding      zeros up to the next multiple of 8
 //! ```
 //!
 //! An op: `kind u8 (1 put, 2 delete)`, `reserved u8`, `key_len u16`,
@@ -123,7 +127,7 @@ pub fn decode_ops(body: &[u8], op_count: u32) -> Result<Vec<Op<'_>>, String> {
 /// A decoded record header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordHeader {
-    /// Stored checksum.
+    /// Stored header checksum.
     pub crc32: u32,
     /// Body length in bytes.
     pub body_len: u32,
@@ -138,24 +142,18 @@ pub struct RecordHeader {
 }
 
 /// Writes a record header for `body` (whose crc32 is `body_crc`) into `out[..HEADER_BYTES]`.
+/// `group_lsn` is at most `lsn` and within `u32::MAX` of it (a flush is far smaller).
 pub fn encode_header(out: &mut [u8], lsn: u64, group_lsn: u64, op_count: u32, body_len: u32, body_crc: u32) {
+    let group_delta = u32::try_from(lsn - group_lsn).expect("a flush holds fewer than 2^32 records");
     out[..HEADER_BYTES].fill(0);
     put_u32(out, 4, body_len);
     put_u64(out, 8, lsn);
-    put_u64(out, 16, group_lsn);
+    put_u32(out, 16, group_delta);
+    put_u32(out, 20, body_crc);
     out[24] = KIND_OPS;
     put_u32(out, 28, op_count);
-    let crc = record_crc(&out[..HEADER_BYTES], body_crc, body_len);
+    let crc = crc32fast::hash(&out[4..HEADER_BYTES]);
     put_u32(out, 0, crc);
-}
-
-/// crc32 of a record: header bytes 4..32 followed by the body, from the body's own crc.
-pub fn record_crc(header: &[u8], body_crc: u32, body_len: u32) -> u32 {
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&header[4..HEADER_BYTES]);
-    let body = crc32fast::Hasher::new_with_initial_len(body_crc, u64::from(body_len));
-    hasher.combine(&body);
-    hasher.finalize()
 }
 
 /// What is at a position of the log.
@@ -182,28 +180,40 @@ pub fn decode_record(bytes: &[u8], body_max: usize) -> Decoded {
     if bytes[..HEADER_BYTES].iter().all(|&b| b == 0) {
         return Decoded::End;
     }
+    let header_crc = crc32fast::hash(&bytes[4..HEADER_BYTES]);
+    let stored = get_u32(bytes, 0);
+    if header_crc != stored {
+        return Decoded::Invalid(format!(
+            "header checksum mismatch (stored {stored:#010x}, computed {header_crc:#010x})"
+        ));
+    }
+    let lsn = get_u64(bytes, 8);
+    let group_delta = u64::from(get_u32(bytes, 16));
     let header = RecordHeader {
-        crc32: get_u32(bytes, 0),
+        crc32: stored,
         body_len: get_u32(bytes, 4),
-        lsn: get_u64(bytes, 8),
-        group_lsn: get_u64(bytes, 16),
+        lsn,
+        group_lsn: lsn.saturating_sub(group_delta),
         kind: bytes[24],
         op_count: get_u32(bytes, 28),
     };
+    if header.kind != KIND_OPS || bytes[25] != 0 || get_u16(bytes, 26) != 0 {
+        return Decoded::Invalid(format!("unknown record kind {} or flags", header.kind));
+    }
+    if lsn == 0 || group_delta >= lsn {
+        return Decoded::Invalid("lsn 0, or a group lsn before lsn 1".into());
+    }
     let body_len = header.body_len as usize;
     if body_len > body_max || HEADER_BYTES + body_len > bytes.len() {
         return Decoded::Invalid(format!("body length {body_len} is out of bounds"));
     }
     let body = &bytes[HEADER_BYTES..HEADER_BYTES + body_len];
-    let crc = record_crc(&bytes[..HEADER_BYTES], crc32fast::hash(body), header.body_len);
-    if crc != header.crc32 {
-        return Decoded::Invalid(format!("checksum mismatch (stored {:#010x}, computed {crc:#010x})", header.crc32));
-    }
-    if header.kind != KIND_OPS || bytes[25] != 0 || get_u16(bytes, 26) != 0 {
-        return Decoded::Invalid(format!("unknown record kind {} or flags", header.kind));
-    }
-    if header.group_lsn > header.lsn {
-        return Decoded::Invalid("group lsn after record lsn".into());
+    let body_crc = crc32fast::hash(body);
+    let stored_body_crc = get_u32(bytes, 20);
+    if body_crc != stored_body_crc {
+        return Decoded::Invalid(format!(
+            "body checksum mismatch (stored {stored_body_crc:#010x}, computed {body_crc:#010x})"
+        ));
     }
     Decoded::Record(header)
 }

@@ -405,13 +405,19 @@ impl Shard {
                 return false;
             }
         }
-        self.shared.sleeping.store(true, Ordering::Relaxed);
-        fence(Ordering::SeqCst);
-        // After a shutdown request the queue is no longer read: don't let what waits in it
-        // keep the thread from sleeping.
-        if self.shutdown.is_none() && !self.rx.is_empty() {
-            self.shared.sleeping.store(false, Ordering::Relaxed);
-            return self.poll(completions);
+        // Under Sync, a request that arrives while a flush is in flight cannot be answered
+        // before the next flush anyway: don't ask clients to wake the shard for it. The
+        // completion wakes the shard, which then takes everything queued in one go.
+        let announce = !(self.options.durability == Durability::Sync && self.wal.busy());
+        if announce {
+            self.shared.sleeping.store(true, Ordering::Relaxed);
+            fence(Ordering::SeqCst);
+            // After a shutdown request the queue is no longer read: don't let what waits
+            // in it keep the thread from sleeping.
+            if self.shutdown.is_none() && !self.rx.is_empty() {
+                self.shared.sleeping.store(false, Ordering::Relaxed);
+                return self.poll(completions);
+            }
         }
         let timeout = match self.options.durability {
             Durability::Periodic { interval, .. } => self
