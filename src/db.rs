@@ -40,7 +40,9 @@ struct Inner {
     closed: AtomicBool,
     get_latency: Striped,
     client_spin: std::time::Duration,
-    _lock: Flock<std::fs::File>,
+    /// The directory's lock, released by `shutdown` (not by the last handle's drop), so a
+    /// closed database can be reopened at once even while clones of its handle live.
+    lock: Mutex<Option<Flock<std::fs::File>>>,
 }
 
 impl Db {
@@ -85,7 +87,7 @@ impl Db {
             closed: AtomicBool::new(false),
             get_latency: Striped::new(cpus.len().max(1) * 2),
             client_spin: options.client_spin,
-            _lock: lock,
+            lock: Mutex::new(Some(lock)),
         };
         if let Some(e) = failure {
             // Stop the shards that did start; `inner`'s drop shuts them down.
@@ -194,6 +196,13 @@ impl Db {
             *count += 1;
             *bytes += (end - start - crate::format::record::OP_HEADER_BYTES) as u64;
         }
+        // Refuse the whole batch before sending any part: an input error must write nothing.
+        for (shard, (body, count, _)) in bodies.iter().enumerate() {
+            let max = self.inner.shards[shard].shared.body_bytes_max.load(Ordering::Relaxed);
+            if *count > 0 && body.len() > max {
+                return Ack::failed(Error::BatchTooLarge { bytes: body.len(), max });
+            }
+        }
         let mut receivers = Vec::new();
         for (shard, (body, count, bytes)) in bodies.into_iter().enumerate() {
             if count == 0 {
@@ -270,6 +279,7 @@ impl Db {
         let (reply, rx) = oneshot::channel();
         let inner = Arc::clone(&self.inner);
         let spawned = std::thread::Builder::new().name("ringdb-close".into()).spawn(move || {
+            // `shutdown` releases the directory's lock before it returns.
             let _ = reply.send(inner.shutdown());
         });
         async move {
@@ -354,6 +364,8 @@ impl Inner {
         for thread in threads {
             let _ = thread.join();
         }
+        // Every shard thread has stopped and closed its files: the directory is free.
+        drop(self.lock.lock().unwrap_or_else(|p| p.into_inner()).take());
         first_error.map_or(Ok(()), Err)
     }
 }

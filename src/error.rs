@@ -133,7 +133,7 @@ impl fmt::Display for Error {
             ),
             Error::DirectIoUnsupported { path, source } => write!(
                 f,
-                "the filesystem of {} refuses O_DIRECT ({source}; tmpfs?): open with Options::direct_io(false)",
+                "the filesystem of {} refuses O_DIRECT ({source}; tmpfs, ramfs?): open with Options::direct_io(false)",
                 path.display()
             ),
             Error::Incompatible(what) => write!(f, "incompatible database: {what}"),

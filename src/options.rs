@@ -153,7 +153,8 @@ impl Options {
     }
 
     /// Open log files with O_DIRECT (bypassing the kernel page cache). Default `true`.
-    /// Turn off for filesystems that refuse it (tmpfs); durability is unchanged.
+    /// Turn off for filesystems that refuse it (ramfs, tmpfs before Linux 6.6, some FUSE
+    /// filesystems); durability is unchanged.
     pub fn direct_io(mut self, direct_io: bool) -> Options {
         self.direct_io = direct_io;
         self

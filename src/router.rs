@@ -20,7 +20,7 @@ mod tests {
         assert_eq!(shard_of(b"", 4), 0);
         assert_eq!(shard_of(b"hello", 4), shard_of(b"hello", 4));
         assert_eq!(crc32fast::hash(b"hello"), 0x3610a686);
-        assert_eq!(shard_of(b"hello", 4), (0x3610a686u64 * 4 >> 32) as usize);
+        assert_eq!(shard_of(b"hello", 4), ((0x3610a686u64 * 4) >> 32) as usize);
         let mut counts = [0usize; 4];
         for i in 0..40_000u32 {
             counts[shard_of(&i.to_le_bytes(), 4)] += 1;

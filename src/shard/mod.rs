@@ -16,7 +16,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
@@ -66,6 +66,9 @@ pub(crate) struct ShardShared {
     pub sleeping: AtomicBool,
     pub eventfd: OwnedFd,
     pub counters: ShardCounters,
+    /// Largest record body the shard's log accepts now (see `WalWriter::body_bytes_max`),
+    /// so clients can refuse a batch whole before any part of it is sent.
+    pub body_bytes_max: AtomicUsize,
     /// Write latencies (put, delete, batch), recorded by the shard thread.
     pub write_latency: Mutex<[Histogram<u64>; 3]>,
 }
@@ -85,6 +88,7 @@ impl ShardShared {
             sleeping: AtomicBool::new(false),
             eventfd,
             counters: ShardCounters::default(),
+            body_bytes_max: AtomicUsize::new(usize::MAX),
             write_latency: Mutex::new([new_histogram(), new_histogram(), new_histogram()]),
         })
     }
@@ -197,6 +201,8 @@ struct Shard {
     durable_sync: SyncMode,
     flush_waiters: Vec<(u64, oneshot::Sender<Result<()>>)>,
     shutdown: Option<Option<oneshot::Sender<Result<()>>>>,
+    /// Last LSN reported to `on_persist`.
+    persisted_lsn: u64,
 }
 
 impl Shard {
@@ -260,7 +266,19 @@ impl Shard {
             batches_max: options.group_commit_batches_max,
         };
         let wal = WalWriter::new(config, WriterStart { segment, end, tail, next_lsn: recovered.next_lsn });
-        Ok(Shard { shared, options, rx, io, wal, durable_sync, flush_waiters: Vec::new(), shutdown: None })
+        shared.body_bytes_max.store(wal.body_bytes_max(), Ordering::Relaxed);
+        let persisted_lsn = wal.durable_lsn();
+        Ok(Shard {
+            shared,
+            options,
+            rx,
+            io,
+            wal,
+            durable_sync,
+            flush_waiters: Vec::new(),
+            shutdown: None,
+            persisted_lsn,
+        })
     }
 
     fn run(mut self) {
@@ -282,6 +300,8 @@ impl Shard {
             }
             self.answer_flush_waiters();
             self.shared.counters.segments.store(self.wal.segments_created, Ordering::Relaxed);
+            // A rotation into a segment of the configured size may raise the limit.
+            self.shared.body_bytes_max.store(self.wal.body_bytes_max(), Ordering::Relaxed);
         }
         self.wal.finish();
         if let Some(Some(reply)) = self.shutdown.take() {
@@ -480,11 +500,14 @@ impl Shard {
                     }
                 }
                 if f.durable {
-                    self.persisted(f.first_lsn, f.last_lsn);
+                    debug_assert!(f.first_lsn > self.persisted_lsn, "a durable batch reported twice");
+                    self.persisted(f.last_lsn);
                 }
             }
             Outcome::Synced => {
                 ShardCounters::add(&c.fsyncs, 1);
+                // The sync made everything written durable, not only one batch.
+                self.persisted(self.wal.durable_lsn());
             }
             Outcome::Failed { cause, items } => {
                 let err = Error::Poisoned { shard: self.shared.id, cause };
@@ -498,7 +521,14 @@ impl Shard {
         }
     }
 
-    fn persisted(&self, first_lsn: u64, last_lsn: u64) {
+    /// Reports LSNs up to `last_lsn` durable: everything since the last report, since a
+    /// whole-file sync (`Durability::None`) also covers earlier unsynced batches.
+    fn persisted(&mut self, last_lsn: u64) {
+        if last_lsn <= self.persisted_lsn {
+            return;
+        }
+        let first_lsn = self.persisted_lsn + 1;
+        self.persisted_lsn = last_lsn;
         if let Some(callback) = &self.options.on_persist {
             callback(PersistEvent { shard: self.shared.id, first_lsn, last_lsn, timestamp: SystemTime::now() });
         }
