@@ -105,6 +105,15 @@ struct Args {
     #[arg(long, value_enum, default_value_t = WalSyncArg::Dsync)]
     wal_sync: WalSyncArg,
 
+    /// How long an idle shard polls its queue before sleeping (Options::spin_us), in µs.
+    #[arg(long, default_value_t = 50)]
+    spin_us: u64,
+
+    /// How long a blocked writer polls for its answer before sleeping
+    /// (Options::client_spin_us), in µs.
+    #[arg(long, default_value_t = 100)]
+    client_spin_us: u64,
+
     /// Seed of the key choice and the values; the same seed replays the same keys.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -226,6 +235,8 @@ fn options(args: &Args) -> Options {
             WalSyncArg::Dsync => WalSync::Dsync,
             WalSyncArg::Fdatasync => WalSync::Fdatasync,
         })
+        .spin_us(args.spin_us)
+        .client_spin_us(args.client_spin_us)
 }
 
 fn run(args: &Args) -> Result<(), BoxError> {

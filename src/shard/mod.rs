@@ -418,8 +418,16 @@ impl Shard {
         // through the eventfd (bounded by Options::spin_us; 0 disables).
         if self.shutdown.is_none() && !self.wal.busy() && !self.options.spin.is_zero() {
             let deadline = Instant::now() + self.options.spin;
+            let mut turns = 0u32;
             while self.rx.is_empty() && Instant::now() < deadline {
-                std::hint::spin_loop();
+                turns += 1;
+                if turns % 64 == 0 {
+                    // A client runnable on this CPU (often the very one about to send the
+                    // next request) must not wait for the spin to end.
+                    std::thread::yield_now();
+                } else {
+                    std::hint::spin_loop();
+                }
             }
             if !self.rx.is_empty() {
                 return false;
