@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crossbeam_utils::CachePadded;
 use hdrhistogram::Histogram;
 
 /// Latency histograms are kept in nanoseconds up to this bound (one minute).
@@ -77,12 +78,14 @@ impl ShardCounters {
 
 /// Striped latency histograms for operations that run on client threads.
 pub(crate) struct Striped {
-    stripes: Vec<Mutex<Histogram<u64>>>,
+    /// Each stripe on its own cache line: two threads recording into neighbouring stripes
+    /// must not share the line holding the mutexes.
+    stripes: Vec<CachePadded<Mutex<Histogram<u64>>>>,
 }
 
 impl Striped {
     pub fn new(stripes: usize) -> Striped {
-        Striped { stripes: (0..stripes.max(1)).map(|_| Mutex::new(new_histogram())).collect() }
+        Striped { stripes: (0..stripes.max(1)).map(|_| CachePadded::new(Mutex::new(new_histogram()))).collect() }
     }
 
     pub fn record(&self, elapsed: Duration) {
