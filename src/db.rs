@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use std::ops::{Bound, RangeBounds};
+
 use bytes::Bytes;
 use nix::fcntl::Flock;
 
@@ -14,6 +16,7 @@ use crate::batch::{WriteBatch, check_key, check_value};
 use crate::error::{Error, Result};
 use crate::format::record::{OP_DELETE, OP_PUT, encode_op, op_bytes};
 use crate::options::Options;
+use crate::scan::Scan;
 use crate::shard::{self, Request, ShardHandle, WriteRequest};
 use crate::stats::{OpKind, Stats, Striped, new_histogram};
 use crate::value::{Ack, Value};
@@ -223,11 +226,32 @@ impl Db {
         self.check_open()?;
         let started = Instant::now();
         let shared = &self.inner.shards[self.shard_of(key)].shared;
-        let guard = shared.index.guard();
-        let value = shared.index.get(key, &guard).cloned();
-        drop(guard);
+        let value = shared.index.get(key).map(|v| v.value);
         self.inner.get_latency.record(started.elapsed());
         Ok(value.map(Value))
+    }
+
+    /// The entries with keys in `range`, in key order, across all shards. Memory stays
+    /// bounded whatever the range's size (see [`Scan`]).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = ringdb::Db::open(dir.path(), ringdb::Options::default())?;
+    /// db.put(b"a", b"1")?;
+    /// db.put(b"b", b"2")?;
+    /// db.put(b"c", b"3")?;
+    /// let keys: Vec<Vec<u8>> = db.scan(&b"a"[..]..&b"c"[..]).map(|e| e.map(|(k, _)| k.to_vec())).collect::<Result<_, _>>()?;
+    /// assert_eq!(keys, [b"a".to_vec(), b"b".to_vec()]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn scan<'a>(&self, range: impl RangeBounds<&'a [u8]>) -> Scan {
+        Scan::range(self.inner.shards.clone(), range)
+    }
+
+    /// The entries whose keys start with `prefix`, in key order.
+    pub fn scan_prefix(&self, prefix: &[u8]) -> Scan {
+        let start = Bound::Included(Bytes::copy_from_slice(prefix));
+        Scan::new(self.inner.shards.clone(), start, crate::scan::prefix_end(prefix))
     }
 
     /// [`Db::get`] as a future (it completes at once: reads do not wait on the shard).
@@ -307,6 +331,7 @@ impl Db {
             recovered_records: 0,
             recovery_us: 0,
             keys: 0,
+            index_bytes: 0,
             latency_ns: Vec::new(),
         };
         let mut writes = [new_histogram(), new_histogram(), new_histogram()];
@@ -328,6 +353,7 @@ impl Db {
             stats.recovered_records += load(&c.recovered_records);
             stats.recovery_us = stats.recovery_us.max(load(&c.recovery_us));
             stats.keys += s.index.len() as u64;
+            stats.index_bytes += s.index.memory_bytes();
             let latency = s.write_latency.lock().unwrap_or_else(|p| p.into_inner());
             for (total, h) in writes.iter_mut().zip(latency.iter()) {
                 total.add(h).expect("same bounds");

@@ -34,9 +34,11 @@ mod db;
 mod dir;
 mod error;
 pub mod format;
+mod index;
 mod io;
 mod options;
 mod router;
+mod scan;
 mod shard;
 mod stats;
 mod value;
@@ -49,6 +51,7 @@ pub use options::{
     Durability, IoBackend, Options, PersistCallback, PersistEvent, WAL_SEGMENT_BYTES_MAX, WAL_SEGMENT_BYTES_MIN,
     WalSync,
 };
+pub use scan::{SCAN_CHUNK, Scan};
 pub use stats::{OpKind, Stats};
 pub use value::{Ack, Value};
 

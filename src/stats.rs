@@ -149,6 +149,8 @@ pub struct Stats {
     pub recovery_us: u64,
     /// Keys in the index.
     pub keys: u64,
+    /// Estimated memory held by the index, keys and values included, in bytes.
+    pub index_bytes: u64,
     /// Latency histograms in nanoseconds, per operation kind.
     pub latency_ns: Vec<(OpKind, Histogram<u64>)>,
 }
@@ -157,6 +159,11 @@ impl Stats {
     /// Mean records per log batch (group commit's batching factor).
     pub fn mean_batch_records(&self) -> f64 {
         if self.wal_batches == 0 { 0.0 } else { self.wal_records as f64 / self.wal_batches as f64 }
+    }
+
+    /// Estimated index memory per key, in bytes (keys and values included).
+    pub fn index_bytes_per_key(&self) -> f64 {
+        if self.keys == 0 { 0.0 } else { self.index_bytes as f64 / self.keys as f64 }
     }
 
     /// The latency histogram of one kind of operation.

@@ -12,6 +12,8 @@
 //! `Durability::Sync` a write is applied to the index only once its batch is
 //! durable, so a reader never sees data a crash could take back.
 
+use std::collections::BTreeSet;
+use std::ops::Bound;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -32,8 +34,8 @@ use crate::wal::recovery::{Replayed, open_tail, recover};
 use crate::wal::segment::{PreparedSegment, prepare_segment};
 use crate::wal::writer::{Outcome, WalWriter, WriterConfig, WriterStart};
 
-/// The index: key to value, read by any thread, written by the shard thread.
-pub(crate) type Index = papaya::HashMap<Bytes, Bytes>;
+pub(crate) use crate::index::Index;
+use crate::index::{IndexWriter, range_chunk};
 
 /// Requests taken off the queue per loop turn at most, so completions are never starved.
 const DRAIN_MAX: usize = 4096;
@@ -46,6 +48,8 @@ pub(crate) enum Request {
     Flush(oneshot::Sender<Result<()>>),
     /// Make everything durable, stop, and answer.
     Shutdown(oneshot::Sender<Result<()>>),
+    /// Answer with up to `limit` entries in `(start, end)`, in key order.
+    Scan { start: Bound<Bytes>, end: Bound<Bytes>, limit: usize, reply: oneshot::Sender<Vec<(Bytes, Bytes)>> },
 }
 
 /// One record to append: ops encoded by the client (see `format::record`).
@@ -84,7 +88,7 @@ impl ShardShared {
         let eventfd = unsafe { OwnedFd::from_raw_fd(fd) };
         Ok(ShardShared {
             id,
-            index: papaya::HashMap::new(),
+            index: Index::default(),
             sleeping: AtomicBool::new(false),
             eventfd,
             counters: ShardCounters::default(),
@@ -106,6 +110,7 @@ impl ShardShared {
 }
 
 /// A client's handle on a shard.
+#[derive(Clone)]
 pub(crate) struct ShardHandle {
     pub tx: Sender<Request>,
     pub shared: Arc<ShardShared>,
@@ -184,6 +189,8 @@ pub(crate) fn allowed_cpus() -> Vec<usize> {
 
 /// A write waiting for its batch to become durable (Sync mode).
 struct Pending {
+    /// LSN of the write's record.
+    lsn: u64,
     body: Bytes,
     op_count: u32,
     kind: OpKind,
@@ -203,6 +210,8 @@ struct Shard {
     shutdown: Option<Option<oneshot::Sender<Result<()>>>>,
     /// Last LSN reported to `on_persist`.
     persisted_lsn: u64,
+    /// The index's key order (see `index`).
+    order: BTreeSet<Bytes>,
 }
 
 impl Shard {
@@ -212,15 +221,13 @@ impl Shard {
         crate::dir::create_dir(&shard_dir)?;
         crate::dir::create_dir(&wal_dir)?;
         let started = Instant::now();
-        let recovered = {
-            let guard = shared.index.guard();
-            recover(&wal_dir, id, |r: Replayed<'_>| {
-                debug_assert!(r.lsn > 0);
-                let body = Bytes::copy_from_slice(r.body);
-                apply_ops(&shared.index, &guard, &body, &r.ops);
-                Ok(())
-            })?
-        };
+        let mut order = BTreeSet::new();
+        let recovered = recover(&wal_dir, id, |r: Replayed<'_>| {
+            debug_assert!(r.lsn > 0);
+            let body = Bytes::copy_from_slice(r.body);
+            apply_ops(&mut IndexWriter { index: &shared.index, order: &mut order }, &body, &r.ops, r.lsn);
+            Ok(())
+        })?;
         let recovery_us = started.elapsed().as_micros() as u64;
         ShardCounters::add(&shared.counters.recovered_records, recovered.records);
         ShardCounters::add(&shared.counters.recovery_us, recovery_us);
@@ -278,6 +285,7 @@ impl Shard {
             flush_waiters: Vec::new(),
             shutdown: None,
             persisted_lsn,
+            order,
         })
     }
 
@@ -348,6 +356,11 @@ impl Shard {
                 }
             }
             Request::Shutdown(reply) => self.shutdown = Some(Some(reply)),
+            Request::Scan { start, end, limit, reply } => {
+                let mut out = Vec::with_capacity(limit.min(1024));
+                range_chunk(&self.shared.index, &self.order, bound_ref(&start), bound_ref(&end), limit, &mut out);
+                let _ = reply.send(out);
+            }
         }
     }
 
@@ -355,6 +368,8 @@ impl Shard {
         if self.options.durability == Durability::Sync {
             // Answered, and applied to the index, when its batch is durable.
             let pending = Pending {
+                // `append` gives the record the next LSN when it succeeds.
+                lsn: self.wal.last_lsn() + 1,
                 body: w.body.clone(),
                 op_count: w.op_count,
                 kind: w.kind,
@@ -370,10 +385,9 @@ impl Shard {
         }
         // Periodic and None: acknowledged and visible once in the log buffer.
         match self.wal.append(&w.body, w.body_crc, w.op_count, None) {
-            Ok(_) => {
+            Ok(lsn) => {
                 let ops = decode_ops(&w.body, w.op_count).expect("ops encoded by ringdb decode");
-                let guard = self.shared.index.guard();
-                apply_ops(&self.shared.index, &guard, &w.body, &ops);
+                apply_ops(&mut IndexWriter { index: &self.shared.index, order: &mut self.order }, &w.body, &ops, lsn);
                 let mut latency = self.shared.write_latency.lock().unwrap_or_else(|p| p.into_inner());
                 count_write(&self.shared.counters, &mut latency, w.kind, w.user_bytes, w.started);
                 let _ = w.reply.send(Ok(()));
@@ -498,11 +512,12 @@ impl Shard {
                     ShardCounters::add(&c.fsyncs, 1);
                 }
                 if !f.items.is_empty() {
-                    let guard = self.shared.index.guard();
                     let mut latency = self.shared.write_latency.lock().unwrap_or_else(|p| p.into_inner());
                     for p in f.items {
                         let ops = decode_ops(&p.body, p.op_count).expect("ops encoded by ringdb decode");
-                        apply_ops(&self.shared.index, &guard, &p.body, &ops);
+                        debug_assert!((f.first_lsn..=f.last_lsn).contains(&p.lsn));
+                        let mut writer = IndexWriter { index: &self.shared.index, order: &mut self.order };
+                        apply_ops(&mut writer, &p.body, &ops, p.lsn);
                         count_write(c, &mut latency, p.kind, p.user_bytes, p.started);
                         let _ = p.reply.send(Ok(()));
                     }
@@ -567,19 +582,28 @@ fn count_write(c: &ShardCounters, latency: &mut [Histogram<u64>; 3], kind: OpKin
     record(&mut latency[slot], started.elapsed());
 }
 
-/// Applies decoded ops to the index. Keys and values are slices of `body`.
-fn apply_ops(index: &Index, guard: &impl papaya::Guard, body: &Bytes, ops: &[Op<'_>]) {
+/// Applies decoded ops of the record with `lsn` to the index. Keys and values are
+/// slices of `body`.
+fn apply_ops(index: &mut IndexWriter<'_>, body: &Bytes, ops: &[Op<'_>], lsn: u64) {
     for op in ops {
         let key = body.slice(op.key_offset..op.key_offset + op.key.len());
         match op.kind {
             OP_PUT => {
                 let value = body.slice(op.value_offset..op.value_offset + op.value.len());
-                index.insert(key, value, guard);
+                index.insert(key, value, lsn);
             }
             OP_DELETE => {
-                index.remove(&key, guard);
+                index.remove(&key);
             }
             other => unreachable!("op kind {other} passed decode_ops"),
         }
+    }
+}
+
+fn bound_ref(bound: &Bound<Bytes>) -> Bound<&[u8]> {
+    match bound {
+        Bound::Included(k) => Bound::Included(&k[..]),
+        Bound::Excluded(k) => Bound::Excluded(&k[..]),
+        Bound::Unbounded => Bound::Unbounded,
     }
 }

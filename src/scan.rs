@@ -1,0 +1,157 @@
+//! Ordered scans across shards.
+//!
+//! Each shard holds its keys in order; a [`Scan`] asks every shard for a chunk
+//! of its next keys (all shards at once), then merges the chunks in key order
+//! with a heap. When a shard's chunk runs out, the next chunk is fetched from
+//! just after its last key. Memory is bounded by `shards x SCAN_CHUNK` entries,
+//! whatever the range's size.
+//!
+//! A scan sees every write acknowledged before it started. Writes made while
+//! it runs may or may not appear (each chunk is read at its own moment); a key
+//! never appears twice, since each key lives in exactly one shard.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::ops::{Bound, RangeBounds};
+
+use bytes::Bytes;
+
+use crate::error::{Error, Result};
+use crate::shard::{Request, ShardHandle};
+use crate::value::Value;
+
+/// Entries fetched from a shard per request.
+pub const SCAN_CHUNK: usize = 256;
+
+struct Cursor {
+    buf: VecDeque<(Bytes, Bytes)>,
+    /// Where the next chunk starts (just after the last key fetched).
+    next_start: Bound<Bytes>,
+    exhausted: bool,
+}
+
+/// An iterator over `(key, value)` pairs in key order; see the module docs.
+pub struct Scan {
+    shards: Vec<ShardHandle>,
+    cursors: Vec<Cursor>,
+    heap: BinaryHeap<Reverse<(Bytes, usize)>>,
+    end: Bound<Bytes>,
+    error: Option<Error>,
+    started: bool,
+}
+
+fn owned(bound: Bound<&&[u8]>) -> Bound<Bytes> {
+    match bound {
+        Bound::Included(k) => Bound::Included(Bytes::copy_from_slice(k)),
+        Bound::Excluded(k) => Bound::Excluded(Bytes::copy_from_slice(k)),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+/// The smallest key greater than every key that starts with `prefix`, if any.
+pub(crate) fn prefix_end(prefix: &[u8]) -> Bound<Bytes> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Bound::Excluded(Bytes::from(end));
+        }
+    }
+    Bound::Unbounded
+}
+
+impl Scan {
+    pub(crate) fn new(shards: Vec<ShardHandle>, start: Bound<Bytes>, end: Bound<Bytes>) -> Scan {
+        let cursors = (0..shards.len())
+            .map(|_| Cursor { buf: VecDeque::new(), next_start: start.clone(), exhausted: false })
+            .collect();
+        Scan { shards, cursors, heap: BinaryHeap::new(), end, error: None, started: false }
+    }
+
+    pub(crate) fn range<'a>(shards: Vec<ShardHandle>, range: impl RangeBounds<&'a [u8]>) -> Scan {
+        Scan::new(shards, owned(range.start_bound()), owned(range.end_bound()))
+    }
+
+    fn request(&self, shard: usize) -> Result<oneshot::Receiver<Vec<(Bytes, Bytes)>>> {
+        let (reply, rx) = oneshot::channel();
+        let cursor = &self.cursors[shard];
+        self.shards[shard].send(Request::Scan {
+            start: cursor.next_start.clone(),
+            end: self.end.clone(),
+            limit: SCAN_CHUNK,
+            reply,
+        })?;
+        Ok(rx)
+    }
+
+    fn receive(&mut self, shard: usize, rx: oneshot::Receiver<Vec<(Bytes, Bytes)>>) -> Result<()> {
+        let chunk = rx.recv().map_err(|_| Error::Closed)?;
+        let cursor = &mut self.cursors[shard];
+        cursor.exhausted = chunk.len() < SCAN_CHUNK;
+        if let Some((last, _)) = chunk.last() {
+            cursor.next_start = Bound::Excluded(last.clone());
+        }
+        cursor.buf.extend(chunk);
+        if let Some((key, _)) = cursor.buf.front() {
+            self.heap.push(Reverse((key.clone(), shard)));
+        }
+        Ok(())
+    }
+
+    fn start(&mut self) -> Result<()> {
+        self.started = true;
+        // Ask every shard first, then collect: the shards fill their chunks in parallel.
+        let receivers = (0..self.shards.len()).map(|s| self.request(s)).collect::<Result<Vec<_>>>()?;
+        for (shard, rx) in receivers.into_iter().enumerate() {
+            self.receive(shard, rx)?;
+        }
+        Ok(())
+    }
+
+    fn advance(&mut self) -> Result<Option<(Value, Value)>> {
+        if !self.started {
+            self.start()?;
+        }
+        let Some(Reverse((_, shard))) = self.heap.pop() else { return Ok(None) };
+        let cursor = &mut self.cursors[shard];
+        let (key, value) = cursor.buf.pop_front().expect("a shard in the heap has a buffered entry");
+        if let Some((next, _)) = cursor.buf.front() {
+            self.heap.push(Reverse((next.clone(), shard)));
+        } else if !cursor.exhausted {
+            let rx = self.request(shard)?;
+            self.receive(shard, rx)?;
+        }
+        Ok(Some((Value(key), Value(value))))
+    }
+}
+
+impl Iterator for Scan {
+    type Item = Result<(Value, Value)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.error.is_some() {
+            return None;
+        }
+        match self.advance() {
+            Ok(Some(entry)) => Some(Ok(entry)),
+            Ok(None) => None,
+            Err(e) => {
+                self.error = Some(e.clone());
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_ends() {
+        assert_eq!(prefix_end(b"ab"), Bound::Excluded(Bytes::from_static(b"ac")));
+        assert_eq!(prefix_end(b"a\xff"), Bound::Excluded(Bytes::from_static(b"b")));
+        assert_eq!(prefix_end(b"\xff\xff"), Bound::Unbounded);
+        assert_eq!(prefix_end(b""), Bound::Unbounded);
+    }
+}
