@@ -6,6 +6,7 @@
 //! Decoders never panic and never allocate from an unchecked length field.
 
 pub mod manifest;
+pub mod page;
 pub mod record;
 pub mod segment;
 
