@@ -37,6 +37,7 @@ pub mod format;
 mod index;
 mod io;
 mod options;
+mod page;
 mod router;
 mod scan;
 mod shard;

@@ -1,0 +1,243 @@
+//! Extent allocator of a shard's data file.
+//!
+//! The file is carved into extents, each a whole number of page units. Free
+//! extents are kept by offset (so neighbours coalesce) and by size (so an
+//! allocation takes the smallest free extent that fits: best fit keeps large
+//! runs for large pages and chunks). When nothing fits, the file grows.
+//!
+//! Copy-on-write: an extent that the last durable checkpoint references must
+//! not be overwritten. A checkpoint therefore *retires* the extents it stops
+//! using; they become free only when [`Allocator::checkpoint_durable`] is
+//! called after that checkpoint's manifest slot is on disk. Until then a crash
+//! recovers the previous checkpoint, whose pages are intact.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A run of the data file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Extent {
+    /// Byte offset, a multiple of the unit.
+    pub offset: u64,
+    /// Length in bytes, a non-zero multiple of the unit.
+    pub len: u64,
+}
+
+impl Extent {
+    /// One past the last byte.
+    pub fn end(&self) -> u64 {
+        self.offset + self.len
+    }
+}
+
+/// Free-space bookkeeping of one data file; see the module docs.
+#[derive(Debug)]
+pub struct Allocator {
+    unit: u64,
+    /// Free extents: offset to length.
+    by_offset: BTreeMap<u64, u64>,
+    /// Free extents: (length, offset).
+    by_len: BTreeSet<(u64, u64)>,
+    /// Extents retired by the checkpoint being written; free once it is durable.
+    retired: Vec<Extent>,
+    /// End of the file in use.
+    file_end: u64,
+}
+
+impl Allocator {
+    /// An allocator for a file whose first `file_end` bytes hold exactly the extents
+    /// `used` (the rest of `0..file_end` is free). `unit` is a power of two.
+    pub fn new(unit: u64, file_end: u64, used: impl IntoIterator<Item = Extent>) -> Allocator {
+        assert!(unit.is_power_of_two());
+        let mut used: Vec<Extent> = used.into_iter().collect();
+        used.sort();
+        let mut a =
+            Allocator { unit, by_offset: BTreeMap::new(), by_len: BTreeSet::new(), retired: Vec::new(), file_end };
+        let mut at = 0;
+        for e in used {
+            assert!(e.offset >= at && e.end() <= file_end, "overlapping or out-of-file extent {e:?}");
+            if e.offset > at {
+                a.insert_free(Extent { offset: at, len: e.offset - at });
+            }
+            at = e.end();
+        }
+        if file_end > at {
+            a.insert_free(Extent { offset: at, len: file_end - at });
+        }
+        a
+    }
+
+    /// Rounds `bytes` up to whole units.
+    pub fn round(&self, bytes: u64) -> u64 {
+        bytes.max(1).next_multiple_of(self.unit)
+    }
+
+    /// Takes an extent of at least `bytes` (rounded up to whole units).
+    pub fn allocate(&mut self, bytes: u64) -> Extent {
+        let len = self.round(bytes);
+        if let Some(&(free_len, offset)) = self.by_len.range((len, 0)..).next() {
+            self.remove_free(offset, free_len);
+            if free_len > len {
+                self.insert_free(Extent { offset: offset + len, len: free_len - len });
+            }
+            return Extent { offset, len };
+        }
+        // Nothing fits: grow the file, reusing a free run at its end.
+        let mut offset = self.file_end;
+        if let Some((&last_offset, &last_len)) = self.by_offset.iter().next_back() {
+            if last_offset + last_len == self.file_end {
+                self.remove_free(last_offset, last_len);
+                offset = last_offset;
+            }
+        }
+        self.file_end = offset + len;
+        Extent { offset, len }
+    }
+
+    /// Marks an extent referenced by the last durable checkpoint as no longer needed by
+    /// the next one; it is freed by [`Allocator::checkpoint_durable`].
+    pub fn retire(&mut self, extent: Extent) {
+        self.retired.push(extent);
+    }
+
+    /// Frees an extent that no durable checkpoint references (one allocated since the
+    /// last checkpoint and dropped before the next).
+    pub fn free_now(&mut self, extent: Extent) {
+        self.insert_free(extent);
+    }
+
+    /// The checkpoint that retired extents is durable: they are free now.
+    pub fn checkpoint_durable(&mut self) {
+        for e in std::mem::take(&mut self.retired) {
+            self.insert_free(e);
+        }
+    }
+
+    /// The checkpoint being written failed: its retirements are void (the previous
+    /// checkpoint still references those extents).
+    pub fn checkpoint_abandoned(&mut self) {
+        self.retired.clear();
+    }
+
+    /// End of the file in use, in bytes.
+    pub fn file_end(&self) -> u64 {
+        self.file_end
+    }
+
+    /// Free bytes inside the file.
+    pub fn free_bytes(&self) -> u64 {
+        self.by_offset.values().sum()
+    }
+
+    /// Bytes waiting for a durable checkpoint to become free.
+    pub fn retired_bytes(&self) -> u64 {
+        self.retired.iter().map(|e| e.len).sum()
+    }
+
+    fn remove_free(&mut self, offset: u64, len: u64) {
+        self.by_offset.remove(&offset);
+        self.by_len.remove(&(len, offset));
+    }
+
+    fn insert_free(&mut self, extent: Extent) {
+        debug_assert!(extent.offset % self.unit == 0 && extent.len % self.unit == 0 && extent.len > 0);
+        let (mut offset, mut len) = (extent.offset, extent.len);
+        if let Some((&prev_offset, &prev_len)) = self.by_offset.range(..offset).next_back() {
+            assert!(prev_offset + prev_len <= offset, "double free of {extent:?}");
+            if prev_offset + prev_len == offset {
+                self.remove_free(prev_offset, prev_len);
+                offset = prev_offset;
+                len += prev_len;
+            }
+        }
+        if let Some((&next_offset, &next_len)) = self.by_offset.range(offset..).next() {
+            assert!(offset + len <= next_offset, "double free of {extent:?}");
+            if offset + len == next_offset {
+                self.remove_free(next_offset, next_len);
+                len += next_len;
+            }
+        }
+        self.by_offset.insert(offset, len);
+        self.by_len.insert((len, offset));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn best_fit_split_coalesce_and_growth() {
+        let mut a = Allocator::new(1024, 0, []);
+        let x = a.allocate(1000);
+        let y = a.allocate(3000);
+        let z = a.allocate(1024);
+        assert_eq!(
+            (x, y, z),
+            (Extent { offset: 0, len: 1024 }, Extent { offset: 1024, len: 3072 }, Extent { offset: 4096, len: 1024 })
+        );
+        a.free_now(y);
+        // Best fit: a 1 KiB request splits the 3 KiB hole rather than growing the file.
+        assert_eq!(a.allocate(1).offset, 1024);
+        a.free_now(x);
+        a.free_now(Extent { offset: 1024, len: 1024 });
+        // x, the split piece and the rest of y coalesce into one 4 KiB run.
+        assert_eq!(a.free_bytes(), 4096);
+        assert_eq!(a.allocate(4096).offset, 0);
+        assert_eq!(a.file_end(), 5120);
+    }
+
+    #[test]
+    fn retired_extents_wait_for_a_durable_checkpoint() {
+        let mut a = Allocator::new(1024, 4096, [Extent { offset: 0, len: 2048 }, Extent { offset: 2048, len: 2048 }]);
+        assert_eq!(a.free_bytes(), 0);
+        a.retire(Extent { offset: 0, len: 2048 });
+        assert_eq!(
+            a.allocate(1024).offset,
+            4096,
+            "a retired extent is never handed out before the checkpoint is durable"
+        );
+        a.checkpoint_abandoned();
+        a.checkpoint_durable();
+        assert_eq!(a.free_bytes(), 0);
+        a.retire(Extent { offset: 0, len: 2048 });
+        a.checkpoint_durable();
+        assert_eq!(a.free_bytes(), 2048);
+        assert_eq!(a.allocate(2048).offset, 0);
+    }
+
+    #[test]
+    fn growth_reuses_a_free_tail() {
+        let mut a = Allocator::new(1024, 3072, [Extent { offset: 0, len: 1024 }]);
+        assert_eq!(a.free_bytes(), 2048);
+        let e = a.allocate(4096);
+        assert_eq!(e, Extent { offset: 1024, len: 4096 });
+        assert_eq!(a.file_end(), 5120);
+    }
+
+    #[test]
+    fn steady_churn_does_not_grow_the_file() {
+        // Allocate and free pages of varying sizes in a loop: the file stays bounded.
+        let mut a = Allocator::new(1024, 0, []);
+        let mut live = std::collections::VecDeque::new();
+        let mut x = 7u64;
+        for _ in 0..10_000 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let size = 1024 * (1 + (x >> 60));
+            live.push_back(a.allocate(size));
+            if live.len() > 100 {
+                let e = live.pop_front().unwrap();
+                a.retire(e);
+                a.checkpoint_durable();
+            }
+        }
+        let live_bytes: u64 = live.iter().map(|e| e.len).sum();
+        assert!(a.file_end() <= 3 * live_bytes, "file {} for {} live bytes", a.file_end(), live_bytes);
+    }
+
+    #[test]
+    #[should_panic(expected = "double free")]
+    fn double_free_is_a_bug() {
+        let mut a = Allocator::new(1024, 2048, []);
+        a.free_now(Extent { offset: 0, len: 1024 });
+    }
+}
