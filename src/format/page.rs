@@ -223,7 +223,8 @@ pub fn decode_page(bytes: &[u8]) -> Result<DecodedPage<'_>, String> {
         let key_len = get_u16(bytes, at + 16) as usize;
         let flags = bytes[at + 18];
         let body_start = at + RECORD_HEADER_BYTES;
-        let end = body_start.checked_add(body_len).filter(|&e| e <= used).ok_or(format!("record {i} runs past the page"))?;
+        let end =
+            body_start.checked_add(body_len).filter(|&e| e <= used).ok_or(format!("record {i} runs past the page"))?;
         if key_len > body_len || flags & !FLAG_CHUNKED != 0 || bytes[at + 19] != 0 {
             return Err(format!("record {i} has a bad key length or flags"));
         }
