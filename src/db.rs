@@ -225,8 +225,7 @@ impl Db {
         check_key(key)?;
         self.check_open()?;
         let started = Instant::now();
-        let shared = &self.inner.shards[self.shard_of(key)].shared;
-        let value = shared.index.get(key).map(|v| v.value);
+        let value = crate::read::get(&self.inner.shards[self.shard_of(key)], key)?;
         self.inner.get_latency.record(started.elapsed());
         Ok(value.map(Value))
     }
@@ -260,8 +259,26 @@ impl Db {
     }
 
     /// The values of several keys, in the order given.
+    ///
+    /// Keys whose pages are not cached are read together: one request per shard, all
+    /// shards at once, so the device sees them all in flight.
     pub fn multi_get<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<Value>>> {
-        keys.iter().map(|k| self.get(k.as_ref())).collect()
+        self.check_open()?;
+        let started = Instant::now();
+        let mut routed = Vec::with_capacity(keys.len());
+        for k in keys {
+            let k = k.as_ref();
+            check_key(k)?;
+            routed.push((self.shard_of(k), k));
+        }
+        let values = crate::read::get_many(&self.inner.shards, &routed)?;
+        if !keys.is_empty() {
+            let each = started.elapsed() / keys.len() as u32;
+            for _ in 0..keys.len() {
+                self.inner.get_latency.record(each);
+            }
+        }
+        Ok(values.into_iter().map(|v| v.map(Value)).collect())
     }
 
     /// [`Db::multi_get`] as a future (it completes at once).
@@ -289,6 +306,30 @@ impl Db {
             receivers.push(rx);
         }
         Ack::new(receivers, self.inner.client_spin)
+    }
+
+    /// Writes a checkpoint on every shard now: values written since the last one go to
+    /// pages, and log segments the checkpoint covers are deleted. Returns when every
+    /// shard's checkpoint is durable. Shards also checkpoint on their own (see
+    /// `Options::checkpoint_wal_bytes` and `Options::checkpoint_interval`).
+    pub fn checkpoint(&self) -> Result<()> {
+        self.checkpoint_async().wait()
+    }
+
+    /// [`Db::checkpoint`], as an [`Ack`].
+    pub fn checkpoint_async(&self) -> Ack {
+        if let Err(e) = self.check_open() {
+            return Ack::failed(e);
+        }
+        let mut receivers = Vec::with_capacity(self.inner.shards.len());
+        for shard in &self.inner.shards {
+            let (reply, rx) = oneshot::channel();
+            if let Err(e) = shard.send(Request::Checkpoint(reply)) {
+                return Ack::failed(e);
+            }
+            receivers.push(rx);
+        }
+        Ack::new(receivers, std::time::Duration::ZERO)
     }
 
     /// Makes everything durable and stops the shards. Other clones of this handle get
@@ -332,6 +373,23 @@ impl Db {
             recovery_us: 0,
             keys: 0,
             index_bytes: 0,
+            dirty_bytes: 0,
+            cache_hits: 0,
+            cache_misses: 0,
+            cache_bytes: 0,
+            pages: 0,
+            pages_written: 0,
+            pages_read: 0,
+            chunks_written: 0,
+            bytes_padded: 0,
+            heap_pages: 0,
+            checkpoints: 0,
+            checkpoint_us_last: 0,
+            checkpoint_us_max: 0,
+            data_file_bytes: 0,
+            live_bytes: 0,
+            page_bytes: 0,
+            wal_segments: 0,
             latency_ns: Vec::new(),
         };
         let mut writes = [new_histogram(), new_histogram(), new_histogram()];
@@ -354,6 +412,24 @@ impl Db {
             stats.recovery_us = stats.recovery_us.max(load(&c.recovery_us));
             stats.keys += s.index.len() as u64;
             stats.index_bytes += s.index.memory_bytes();
+            stats.dirty_bytes += s.index.inline_bytes();
+            stats.cache_hits += load(&s.cache.hits);
+            stats.cache_misses += load(&s.cache.misses);
+            stats.cache_bytes += s.cache.bytes();
+            let p = *s.page_stats.lock().unwrap_or_else(|p| p.into_inner());
+            stats.pages += p.pages;
+            stats.pages_written += p.counters.pages_written;
+            stats.pages_read += p.counters.pages_read;
+            stats.chunks_written += p.counters.chunks_written;
+            stats.bytes_padded += p.counters.bytes_padded;
+            stats.heap_pages += p.heap_pages;
+            stats.checkpoints += p.counters.checkpoints;
+            stats.checkpoint_us_last = stats.checkpoint_us_last.max(p.counters.checkpoint_us_last);
+            stats.checkpoint_us_max = stats.checkpoint_us_max.max(p.counters.checkpoint_us_max);
+            stats.data_file_bytes += p.file_bytes;
+            stats.live_bytes += p.live_bytes;
+            stats.page_bytes += p.footprint_bytes;
+            stats.wal_segments += load(&c.wal_segments);
             let latency = s.write_latency.lock().unwrap_or_else(|p| p.into_inner());
             for (total, h) in writes.iter_mut().zip(latency.iter()) {
                 total.add(h).expect("same bounds");

@@ -24,11 +24,31 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 
-/// A value with the LSN of the write that produced it.
+/// Where a key's value is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Stored {
+    /// In memory: written since the last checkpoint (dirty).
+    Inline(Bytes),
+    /// In a page image: `len` bytes at `offset`. Page images never change (a page that
+    /// changes gets a new id), so the location stays right for as long as the page lives.
+    Page { page_id: u64, offset: u32, len: u32 },
+    /// In a chunk of its own in the data file.
+    Chunk { offset: u64, len: u32, crc32: u32 },
+}
+
+impl Stored {
+    fn inline_bytes(&self) -> u64 {
+        match self {
+            Stored::Inline(v) => v.len() as u64,
+            _ => 0,
+        }
+    }
+}
+
+/// A value's place with the LSN of the write that produced it.
 #[derive(Debug, Clone)]
 pub(crate) struct Versioned {
-    pub value: Bytes,
-    #[expect(dead_code, reason = "validated by transactions; kept now so entries need not change shape")]
+    pub stored: Stored,
     pub version: u64,
 }
 
@@ -41,8 +61,10 @@ pub(crate) const ENTRY_OVERHEAD_BYTES: u64 = 144;
 #[derive(Default)]
 pub(crate) struct Index {
     map: papaya::HashMap<Bytes, Versioned>,
-    /// Key and value bytes held, for the memory estimate.
+    /// Key and in-memory value bytes held, for the memory estimate.
     data_bytes: AtomicU64,
+    /// Bytes of `Inline` values (written since the last checkpoint).
+    inline_bytes: AtomicU64,
 }
 
 impl Index {
@@ -59,6 +81,11 @@ impl Index {
     pub fn memory_bytes(&self) -> u64 {
         self.data_bytes.load(Ordering::Relaxed) + self.map.len() as u64 * ENTRY_OVERHEAD_BYTES
     }
+
+    /// Bytes of values held in memory because they were written since the last checkpoint.
+    pub fn inline_bytes(&self) -> u64 {
+        self.inline_bytes.load(Ordering::Relaxed)
+    }
 }
 
 /// The shard thread's writing handle: the shared map plus the key order.
@@ -68,27 +95,53 @@ pub(crate) struct IndexWriter<'a> {
 }
 
 impl IndexWriter<'_> {
-    pub fn insert(&mut self, key: Bytes, value: Bytes, version: u64) {
+    /// Sets `key`; returns where its previous value was.
+    pub fn insert(&mut self, key: Bytes, stored: Stored, version: u64) -> Option<Stored> {
         let guard = self.index.map.guard();
-        let added = (key.len() + value.len()) as u64;
-        let old = self.index.map.insert(key.clone(), Versioned { value, version }, &guard);
+        let added_inline = stored.inline_bytes();
+        let added = key.len() as u64 + added_inline;
+        let old = self.index.map.insert(key.clone(), Versioned { stored, version }, &guard).map(|o| o.stored.clone());
         self.index.data_bytes.fetch_add(added, Ordering::Relaxed);
-        match old {
+        self.index.inline_bytes.fetch_add(added_inline, Ordering::Relaxed);
+        match &old {
             Some(old) => {
-                self.index.data_bytes.fetch_sub((key.len() + old.value.len()) as u64, Ordering::Relaxed);
+                self.index.data_bytes.fetch_sub(key.len() as u64 + old.inline_bytes(), Ordering::Relaxed);
+                self.index.inline_bytes.fetch_sub(old.inline_bytes(), Ordering::Relaxed);
             }
             None => {
                 self.order.insert(key);
             }
         }
+        old
     }
 
-    pub fn remove(&mut self, key: &[u8]) {
+    /// Removes `key`; returns where its value was.
+    pub fn remove(&mut self, key: &[u8]) -> Option<Stored> {
         let guard = self.index.map.guard();
-        if let Some(old) = self.index.map.remove(key, &guard) {
-            self.index.data_bytes.fetch_sub((key.len() + old.value.len()) as u64, Ordering::Relaxed);
-            self.order.remove(key);
+        let old = self.index.map.remove(key, &guard).map(|o| o.stored.clone())?;
+        self.index.data_bytes.fetch_sub(key.len() as u64 + old.inline_bytes(), Ordering::Relaxed);
+        self.index.inline_bytes.fetch_sub(old.inline_bytes(), Ordering::Relaxed);
+        self.order.remove(key);
+        Some(old)
+    }
+
+    /// Moves `key` to `stored` if its entry still has `version` (a checkpoint placing
+    /// a value it snapshotted). Returns whether it did.
+    pub fn relocate(&mut self, key: &[u8], version: u64, stored: Stored) -> bool {
+        let guard = self.index.map.guard();
+        let Some((k, current)) = self.index.map.get_key_value(key, &guard) else { return false };
+        if current.version != version {
+            return false;
         }
+        let k = k.clone();
+        let old_inline = current.stored.inline_bytes();
+        let new_inline = stored.inline_bytes();
+        self.index.map.insert(k, Versioned { stored, version }, &guard);
+        self.index.inline_bytes.fetch_add(new_inline, Ordering::Relaxed);
+        self.index.inline_bytes.fetch_sub(old_inline, Ordering::Relaxed);
+        self.index.data_bytes.fetch_add(new_inline, Ordering::Relaxed);
+        self.index.data_bytes.fetch_sub(old_inline, Ordering::Relaxed);
+        true
     }
 }
 
@@ -100,7 +153,7 @@ pub(crate) fn range_chunk(
     start: Bound<&[u8]>,
     end: Bound<&[u8]>,
     limit: usize,
-    out: &mut Vec<(Bytes, Bytes)>,
+    out: &mut Vec<(Bytes, Versioned)>,
 ) {
     // BTreeSet::range panics on an inverted range and on an empty one excluded at both
     // ends; both simply hold nothing.
@@ -113,6 +166,6 @@ pub(crate) fn range_chunk(
     let guard = index.map.guard();
     for key in order.range::<[u8], _>((start, end)).take(limit) {
         let value = index.map.get(&key[..], &guard).expect("every ordered key is in the map");
-        out.push((key.clone(), value.value.clone()));
+        out.push((key.clone(), value.clone()));
     }
 }

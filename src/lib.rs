@@ -38,6 +38,7 @@ mod index;
 mod io;
 mod options;
 mod page;
+mod read;
 mod router;
 mod scan;
 mod shard;

@@ -88,6 +88,12 @@ pub struct Options {
     pub(crate) on_persist: Option<PersistCallback>,
     pub(crate) spin: Duration,
     pub(crate) client_spin: Duration,
+    pub(crate) cache_bytes: u64,
+    pub(crate) page_records_max: usize,
+    pub(crate) page_free_space_factor: usize,
+    pub(crate) page_chunk_bytes: usize,
+    pub(crate) checkpoint_wal_bytes: u64,
+    pub(crate) checkpoint_interval: Duration,
 }
 
 impl Default for Options {
@@ -107,6 +113,12 @@ impl Default for Options {
             on_persist: None,
             spin: Duration::from_micros(50),
             client_spin: Duration::from_micros(100),
+            cache_bytes: 256 << 20,
+            page_records_max: 32,
+            page_free_space_factor: 2,
+            page_chunk_bytes: 2048,
+            checkpoint_wal_bytes: 64 << 20,
+            checkpoint_interval: Duration::from_secs(60),
         }
     }
 }
@@ -128,6 +140,12 @@ impl fmt::Debug for Options {
             .field("on_persist", &self.on_persist.is_some())
             .field("spin", &self.spin)
             .field("client_spin", &self.client_spin)
+            .field("cache_bytes", &self.cache_bytes)
+            .field("page_records_max", &self.page_records_max)
+            .field("page_free_space_factor", &self.page_free_space_factor)
+            .field("page_chunk_bytes", &self.page_chunk_bytes)
+            .field("checkpoint_wal_bytes", &self.checkpoint_wal_bytes)
+            .field("checkpoint_interval", &self.checkpoint_interval)
             .finish()
     }
 }
@@ -241,7 +259,77 @@ impl Options {
         self
     }
 
+    /// Page cache budget for the whole database, split evenly among the shards, in
+    /// bytes. Default 256 MiB; range 64 KiB..=1 TiB. Values written since the last
+    /// checkpoint are held in memory outside this budget (see `checkpoint_wal_bytes`).
+    pub fn cache_bytes(mut self, bytes: u64) -> Options {
+        self.cache_bytes = bytes;
+        self
+    }
+
+    /// Most records in one page (seed 000's N). Default 32; range 1..=4096. Fewer
+    /// records make smaller pages that are cheaper to rewrite.
+    pub fn page_records_max(mut self, records: usize) -> Options {
+        self.page_records_max = records;
+        self
+    }
+
+    /// Free space left in a page for later updates, in page units: a page holding `used`
+    /// bytes gets `((used + unit * factor) / unit) * unit` bytes. Default 2 (between one
+    /// and two units free); range 1..=16.
+    pub fn page_free_space_factor(mut self, factor: usize) -> Options {
+        self.page_free_space_factor = factor;
+        self
+    }
+
+    /// Values longer than this many bytes get a chunk of their own instead of a place in
+    /// a page. Default 2048; range 64..=1 MiB.
+    pub fn page_chunk_bytes(mut self, bytes: usize) -> Options {
+        self.page_chunk_bytes = bytes;
+        self
+    }
+
+    /// A shard checkpoints once this many log bytes were appended since its last
+    /// checkpoint. Default 64 MiB; range 64 KiB..=64 GiB. It bounds the log replayed at
+    /// open and the memory held by values written since the last checkpoint.
+    pub fn checkpoint_wal_bytes(mut self, bytes: u64) -> Options {
+        self.checkpoint_wal_bytes = bytes;
+        self
+    }
+
+    /// A shard with writes since its last checkpoint checkpoints at least this often.
+    /// Default 60 s; range 10 ms..=1 day.
+    pub fn checkpoint_interval(mut self, interval: Duration) -> Options {
+        self.checkpoint_interval = interval;
+        self
+    }
+
     pub(crate) fn validate(&self) -> Result<()> {
+        let check = |ok: bool, what: String| if ok { Ok(()) } else { Err(Error::InvalidArgument(what)) };
+        check(
+            (64 << 10..=1 << 40).contains(&self.cache_bytes),
+            format!("Options::cache_bytes({}) is outside 64 KiB..=1 TiB", self.cache_bytes),
+        )?;
+        check(
+            (1..=4096).contains(&self.page_records_max),
+            format!("Options::page_records_max({}) is outside 1..=4096", self.page_records_max),
+        )?;
+        check(
+            (1..=16).contains(&self.page_free_space_factor),
+            format!("Options::page_free_space_factor({}) is outside 1..=16", self.page_free_space_factor),
+        )?;
+        check(
+            (64..=1 << 20).contains(&self.page_chunk_bytes),
+            format!("Options::page_chunk_bytes({}) is outside 64..=1048576", self.page_chunk_bytes),
+        )?;
+        check(
+            (64 << 10..=64 << 30).contains(&self.checkpoint_wal_bytes),
+            format!("Options::checkpoint_wal_bytes({}) is outside 64 KiB..=64 GiB", self.checkpoint_wal_bytes),
+        )?;
+        check(
+            (Duration::from_millis(10)..=Duration::from_secs(86_400)).contains(&self.checkpoint_interval),
+            format!("Options::checkpoint_interval({:?}) is outside 10 ms..=1 day", self.checkpoint_interval),
+        )?;
         if self.client_spin > Duration::from_millis(10) {
             return Err(Error::InvalidArgument(format!(
                 "Options::client_spin_us({}) is above 10000",

@@ -17,6 +17,7 @@ use std::ops::{Bound, RangeBounds};
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
+use crate::index::Versioned;
 use crate::shard::{Request, ShardHandle};
 use crate::value::Value;
 
@@ -24,7 +25,7 @@ use crate::value::Value;
 pub const SCAN_CHUNK: usize = 256;
 
 struct Cursor {
-    buf: VecDeque<(Bytes, Bytes)>,
+    buf: VecDeque<(Bytes, Versioned)>,
     /// Where the next chunk starts (just after the last key fetched).
     next_start: Bound<Bytes>,
     exhausted: bool,
@@ -72,7 +73,7 @@ impl Scan {
         Scan::new(shards, owned(range.start_bound()), owned(range.end_bound()))
     }
 
-    fn request(&self, shard: usize) -> Result<oneshot::Receiver<Vec<(Bytes, Bytes)>>> {
+    fn request(&self, shard: usize) -> Result<oneshot::Receiver<Vec<(Bytes, Versioned)>>> {
         let (reply, rx) = oneshot::channel();
         let cursor = &self.cursors[shard];
         self.shards[shard].send(Request::Scan {
@@ -84,7 +85,7 @@ impl Scan {
         Ok(rx)
     }
 
-    fn receive(&mut self, shard: usize, rx: oneshot::Receiver<Vec<(Bytes, Bytes)>>) -> Result<()> {
+    fn receive(&mut self, shard: usize, rx: oneshot::Receiver<Vec<(Bytes, Versioned)>>) -> Result<()> {
         let chunk = rx.recv().map_err(|_| Error::Closed)?;
         let cursor = &mut self.cursors[shard];
         cursor.exhausted = chunk.len() < SCAN_CHUNK;
@@ -112,16 +113,26 @@ impl Scan {
         if !self.started {
             self.start()?;
         }
-        let Some(Reverse((_, shard))) = self.heap.pop() else { return Ok(None) };
-        let cursor = &mut self.cursors[shard];
-        let (key, value) = cursor.buf.pop_front().expect("a shard in the heap has a buffered entry");
-        if let Some((next, _)) = cursor.buf.front() {
-            self.heap.push(Reverse((next.clone(), shard)));
-        } else if !cursor.exhausted {
-            let rx = self.request(shard)?;
-            self.receive(shard, rx)?;
+        loop {
+            let Some(Reverse((_, shard))) = self.heap.pop() else { return Ok(None) };
+            let cursor = &mut self.cursors[shard];
+            let (key, entry) = cursor.buf.pop_front().expect("a shard in the heap has a buffered entry");
+            if let Some((next, _)) = cursor.buf.front() {
+                self.heap.push(Reverse((next.clone(), shard)));
+            } else if !cursor.exhausted {
+                let rx = self.request(shard)?;
+                self.receive(shard, rx)?;
+            }
+            let value = match crate::read::resolve(&self.shards[shard], &key, &entry)? {
+                Some(value) => Some(value),
+                // Moved by a checkpoint since the chunk was taken: look it up again (it
+                // may also have been deleted since).
+                None => crate::read::get(&self.shards[shard], &key)?,
+            };
+            if let Some(value) = value {
+                return Ok(Some((Value(key), Value(value))));
+            }
         }
-        Ok(Some((Value(key), Value(value))))
     }
 }
 

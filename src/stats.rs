@@ -66,6 +66,7 @@ pub(crate) struct ShardCounters {
     pub wakeups: AtomicU64,
     pub requests: AtomicU64,
     pub segments: AtomicU64,
+    pub wal_segments: AtomicU64,
     pub recovered_records: AtomicU64,
     pub recovery_us: AtomicU64,
 }
@@ -149,8 +150,42 @@ pub struct Stats {
     pub recovery_us: u64,
     /// Keys in the index.
     pub keys: u64,
-    /// Estimated memory held by the index, keys and values included, in bytes.
+    /// Estimated memory held by the index, keys and in-memory values included, in bytes.
     pub index_bytes: u64,
+    /// Bytes of values written since the last checkpoint, held in memory until it.
+    pub dirty_bytes: u64,
+    /// Page reads served from the page cache.
+    pub cache_hits: u64,
+    /// Page reads that missed the page cache.
+    pub cache_misses: u64,
+    /// Bytes in the page caches.
+    pub cache_bytes: u64,
+    /// Live pages.
+    pub pages: u64,
+    /// Pages written by checkpoints.
+    pub pages_written: u64,
+    /// Pages read from disk.
+    pub pages_read: u64,
+    /// Chunks (values of their own) written by checkpoints.
+    pub chunks_written: u64,
+    /// Free space written into pages for later updates (the padding to the page unit).
+    pub bytes_padded: u64,
+    /// Pages with room for more records (the free-space heap).
+    pub heap_pages: u64,
+    /// Checkpoints completed since open.
+    pub checkpoints: u64,
+    /// Duration of the latest checkpoint (the slowest shard's), in microseconds.
+    pub checkpoint_us_last: u64,
+    /// Longest checkpoint since open, in microseconds.
+    pub checkpoint_us_max: u64,
+    /// Bytes of the data files in use.
+    pub data_file_bytes: u64,
+    /// Bytes of live data in pages and chunks (records' bytes, not the pages' free space).
+    pub live_bytes: u64,
+    /// Bytes of live pages (their capacity, designed free space included) and chunks.
+    pub page_bytes: u64,
+    /// Log segment files on disk.
+    pub wal_segments: u64,
     /// Latency histograms in nanoseconds, per operation kind.
     pub latency_ns: Vec<(OpKind, Histogram<u64>)>,
 }
@@ -159,6 +194,18 @@ impl Stats {
     /// Mean records per log batch (group commit's batching factor).
     pub fn mean_batch_records(&self) -> f64 {
         if self.wal_batches == 0 { 0.0 } else { self.wal_records as f64 / self.wal_batches as f64 }
+    }
+
+    /// Cache hit ratio (0 when nothing was read from pages).
+    pub fn cache_hit_ratio(&self) -> f64 {
+        let total = self.cache_hits + self.cache_misses;
+        if total == 0 { 0.0 } else { self.cache_hits as f64 / total as f64 }
+    }
+
+    /// Data file bytes per live byte (space amplification, counting pages' designed free
+    /// space as overhead); 0 with no live data.
+    pub fn space_amplification(&self) -> f64 {
+        if self.live_bytes == 0 { 0.0 } else { self.data_file_bytes as f64 / self.live_bytes as f64 }
     }
 
     /// Estimated index memory per key, in bytes (keys and values included).

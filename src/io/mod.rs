@@ -58,6 +58,10 @@ pub trait Io: Send {
     /// Queues an `fdatasync` of `fd`.
     fn fdatasync(&mut self, fd: RawFd, token: u64);
 
+    /// Queues a read of `len` bytes at `offset` of `fd` into `buf`, which comes back in
+    /// the completion. A short read (past the end of the file) is an error.
+    fn read(&mut self, fd: RawFd, offset: u64, buf: AlignedBuf, len: usize, token: u64);
+
     /// Submits everything queued; then, if `block`, waits until at least one completion
     /// arrives, a client wakes the shard, or `timeout` passes. Appends completions to
     /// `out` and returns whether the shard was woken.
@@ -81,6 +85,23 @@ pub fn open_data_file(path: &Path, create: bool, direct: bool) -> Result<File> {
             Error::io("open", path.to_path_buf(), e)
         }
     })
+}
+
+/// The offset alignment O_DIRECT needs on `file` (`STATX_DIOALIGN`), at least 512.
+pub fn direct_io_offset_align(file: &File) -> usize {
+    const STATX_DIOALIGN: u32 = 0x2000;
+    // SAFETY: `statx` is a plain-old-data struct; all zeroes is a valid value.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    let empty = c"";
+    // SAFETY: the fd is open for the duration of the call, the path is a valid C string,
+    // and `stx` is a valid, writable statx buffer.
+    let rc = unsafe { libc::statx(file.as_raw_fd(), empty.as_ptr(), libc::AT_EMPTY_PATH, STATX_DIOALIGN, &mut stx) };
+    let reported = stx.stx_dio_offset_align as usize;
+    if rc == 0 && stx.stx_mask & STATX_DIOALIGN != 0 && reported.is_power_of_two() && reported <= 65536 {
+        reported.max(512)
+    } else {
+        4096
+    }
 }
 
 /// The block size for O_DIRECT transfers on `file`: the larger of what `statx`
@@ -141,6 +162,29 @@ fn check_len(done: usize, expected: usize) -> io::Result<usize> {
     if done == expected {
         Ok(done)
     } else {
-        Err(io::Error::new(io::ErrorKind::WriteZero, format!("short write: {done} of {expected} bytes")))
+        Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("short transfer: {done} of {expected} bytes")))
     }
+}
+
+/// Reads exactly `buf.len()` bytes at `offset`, retrying short reads and EINTR.
+pub fn pread_exact(fd: RawFd, buf: &mut [u8], mut offset: u64) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        let rest = &mut buf[done..];
+        // SAFETY: `rest` is a valid writable slice for its length during the call.
+        let n = unsafe { libc::pread(fd, rest.as_mut_ptr().cast(), rest.len(), offset as libc::off_t) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end of the file"));
+        }
+        done += n as usize;
+        offset += n as u64;
+    }
+    Ok(())
 }

@@ -58,6 +58,11 @@ impl Io for PortableIo {
         self.ready.push(Completion { token, result, buf: None });
     }
 
+    fn read(&mut self, fd: RawFd, offset: u64, mut buf: AlignedBuf, len: usize, token: u64) {
+        let result = super::pread_exact(fd, &mut buf.as_mut_slice()[..len], offset).map(|()| len);
+        self.ready.push(Completion { token, result, buf: Some(buf) });
+    }
+
     fn wait(&mut self, block: bool, timeout: Option<Duration>, out: &mut Vec<Completion>) -> Result<bool> {
         if !self.ready.is_empty() {
             out.append(&mut self.ready);

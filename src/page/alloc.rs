@@ -101,6 +101,7 @@ impl Allocator {
 
     /// Frees an extent that no durable checkpoint references (one allocated since the
     /// last checkpoint and dropped before the next).
+    #[cfg(test)]
     pub fn free_now(&mut self, extent: Extent) {
         self.insert_free(extent);
     }
@@ -124,13 +125,9 @@ impl Allocator {
     }
 
     /// Free bytes inside the file.
+    #[cfg(test)]
     pub fn free_bytes(&self) -> u64 {
         self.by_offset.values().sum()
-    }
-
-    /// Bytes waiting for a durable checkpoint to become free.
-    pub fn retired_bytes(&self) -> u64 {
-        self.retired.iter().map(|e| e.len).sum()
     }
 
     fn remove_free(&mut self, offset: u64, len: u64) {

@@ -1,9 +1,11 @@
-//! The paged store of a shard (seed 000's design), being built: records in pages
-//! padded to the page unit, a page cache, a free-space heap, and copy-on-write
-//! checkpoints that let the log be truncated. See `docs/design/paged-store.md`.
+//! The paged store of a shard (seed 000's design): records in pages padded to
+//! the page unit, a page cache, a free-space heap, and copy-on-write
+//! checkpoints that let the log be truncated.
 //!
 //! - `alloc`: the data file's extent allocator with copy-on-write release.
-
-#![allow(dead_code, reason = "building blocks of the paged store, wired into the shard in a later change")]
+//! - `cache`: the page cache, read by any thread, CLOCK eviction.
+//! - `store`: pages, placement, checkpoints, and reading a checkpoint back.
 
 pub mod alloc;
+pub mod cache;
+pub mod store;

@@ -27,7 +27,7 @@ use hdrhistogram::Histogram;
 
 use crate::error::{Error, Result};
 use crate::format::record::{OP_DELETE, OP_PUT, Op, decode_ops};
-use crate::io::{self, Io, SyncMode};
+use crate::io::{self, AlignedBuf, Io, SyncMode};
 use crate::options::{Durability, IoBackend, Options, PersistEvent, WalSync};
 use crate::stats::{OpKind, ShardCounters, new_histogram, record};
 use crate::wal::recovery::{Replayed, open_tail, recover};
@@ -35,7 +35,17 @@ use crate::wal::segment::{PreparedSegment, prepare_segment};
 use crate::wal::writer::{Outcome, WalWriter, WriterConfig, WriterStart};
 
 pub(crate) use crate::index::Index;
-use crate::index::{IndexWriter, range_chunk};
+use crate::index::{IndexWriter, Stored, Versioned, range_chunk};
+use crate::page::cache::{CacheWriter, PageCache};
+use crate::page::store::{CHECKPOINT_TOKEN_BIT, PageConfig, PageCounters, PageStore};
+
+/// Tokens of reads for callers carry this bit (log tokens are small numbers, or carry
+/// bit 63; checkpoint tokens carry bit 61).
+const READ_TOKEN_BIT: u64 = 1 << 62;
+/// With `READ_TOKEN_BIT`: the read is of a chunk, not a page.
+const READ_CHUNK_BIT: u64 = 1 << 60;
+/// Bits of a read token that index the page or chunk within its request.
+const READ_INDEX_BITS: u32 = 24;
 
 /// Requests taken off the queue per loop turn at most, so completions are never starved.
 const DRAIN_MAX: usize = 4096;
@@ -49,7 +59,27 @@ pub(crate) enum Request {
     /// Make everything durable, stop, and answer.
     Shutdown(oneshot::Sender<Result<()>>),
     /// Answer with up to `limit` entries in `(start, end)`, in key order.
-    Scan { start: Bound<Bytes>, end: Bound<Bytes>, limit: usize, reply: oneshot::Sender<Vec<(Bytes, Bytes)>> },
+    Scan { start: Bound<Bytes>, end: Bound<Bytes>, limit: usize, reply: oneshot::Sender<Vec<(Bytes, Versioned)>> },
+    /// Read pages (answered with their images, `None` for a page that no longer exists)
+    /// and chunks (answered with their raw bytes, checked by the caller) not in the cache.
+    Read { pages: Vec<u64>, chunks: Vec<(u64, u32)>, reply: oneshot::Sender<Result<ReadReply>> },
+    /// Write a checkpoint now and answer when it is durable.
+    Checkpoint(oneshot::Sender<Result<()>>),
+}
+
+/// The answer to [`Request::Read`].
+pub(crate) struct ReadReply {
+    pub pages: Vec<Option<Bytes>>,
+    pub chunks: Vec<Bytes>,
+}
+
+/// A read request whose I/O is in flight.
+struct ReadJob {
+    reply: oneshot::Sender<Result<ReadReply>>,
+    answer: ReadReply,
+    page_ids: Vec<u64>,
+    remaining: usize,
+    error: Option<Error>,
 }
 
 /// One record to append: ops encoded by the client (see `format::record`).
@@ -75,10 +105,27 @@ pub(crate) struct ShardShared {
     pub body_bytes_max: AtomicUsize,
     /// Write latencies (put, delete, batch), recorded by the shard thread.
     pub write_latency: Mutex<[Histogram<u64>; 3]>,
+    /// The page cache, read by callers.
+    pub cache: PageCache,
+    /// The data file, for error reports.
+    pub data_path: Mutex<PathBuf>,
+    /// Page-store figures, refreshed by the shard thread.
+    pub page_stats: Mutex<PageStats>,
+}
+
+/// Page-store figures of one shard.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct PageStats {
+    pub counters: PageCounters,
+    pub pages: u64,
+    pub heap_pages: u64,
+    pub file_bytes: u64,
+    pub live_bytes: u64,
+    pub footprint_bytes: u64,
 }
 
 impl ShardShared {
-    fn new(id: usize) -> Result<ShardShared> {
+    fn new(id: usize, cache_bytes: u64) -> Result<ShardShared> {
         // SAFETY: plain system call; the returned fd is checked and then owned.
         let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
         if fd < 0 {
@@ -94,6 +141,9 @@ impl ShardShared {
             counters: ShardCounters::default(),
             body_bytes_max: AtomicUsize::new(usize::MAX),
             write_latency: Mutex::new([new_histogram(), new_histogram(), new_histogram()]),
+            cache: PageCache::new(cache_bytes),
+            data_path: Mutex::new(PathBuf::new()),
+            page_stats: Mutex::new(PageStats::default()),
         })
     }
 
@@ -131,7 +181,8 @@ pub(crate) fn start(
     options: &Options,
     cpus: &[usize],
 ) -> Result<(ShardHandle, std::thread::JoinHandle<()>)> {
-    let shared = Arc::new(ShardShared::new(id)?);
+    let shards = options.shards.max(1) as u64;
+    let shared = Arc::new(ShardShared::new(id, (options.cache_bytes / shards).max(64 << 10))?);
     let (tx, rx) = crossbeam_channel::bounded(options.queue_depth);
     let (ready_tx, ready_rx) = oneshot::channel();
     let thread_shared = Arc::clone(&shared);
@@ -212,6 +263,17 @@ struct Shard {
     persisted_lsn: u64,
     /// The index's key order (see `index`).
     order: BTreeSet<Bytes>,
+    pages: PageStore,
+    cache_writer: CacheWriter,
+    /// Highest LSN applied to the index.
+    applied_lsn: u64,
+    read_jobs: slab::Slab<ReadJob>,
+    /// Completions that arrived while a checkpoint waited for its own.
+    stash: Vec<crate::io::Completion>,
+    checkpoint_waiters: Vec<oneshot::Sender<Result<()>>>,
+    last_checkpoint: Instant,
+    /// `WalWriter::appended_bytes` when the last checkpoint started.
+    appended_at_checkpoint: u64,
 }
 
 impl Shard {
@@ -222,10 +284,33 @@ impl Shard {
         crate::dir::create_dir(&wal_dir)?;
         let started = Instant::now();
         let mut order = BTreeSet::new();
+        let page_config = PageConfig {
+            records_max: options.page_records_max,
+            free_space_factor: options.page_free_space_factor,
+            chunk_threshold: options.page_chunk_bytes,
+            direct: options.direct_io,
+        };
+        let opened = PageStore::open(&shard_dir, id, page_config)?;
+        let mut pages = opened.store;
+        *shared.data_path.lock().unwrap_or_else(|p| p.into_inner()) = pages.data_path.clone();
+        {
+            let mut writer = IndexWriter { index: &shared.index, order: &mut order };
+            for (key, stored, version) in opened.entries {
+                writer.insert(key, stored, version);
+            }
+        }
+        let checkpoint_lsn = pages.checkpoint_lsn;
+        let mut applied_lsn = checkpoint_lsn;
         let recovered = recover(&wal_dir, id, |r: Replayed<'_>| {
             debug_assert!(r.lsn > 0);
+            // Records up to the checkpoint are in the pages already.
+            if r.lsn <= checkpoint_lsn {
+                return Ok(());
+            }
             let body = Bytes::copy_from_slice(r.body);
-            apply_ops(&mut IndexWriter { index: &shared.index, order: &mut order }, &body, &r.ops, r.lsn);
+            let mut writer = IndexWriter { index: &shared.index, order: &mut order };
+            apply_ops(&mut writer, &mut pages, &body, &r.ops, r.lsn);
+            applied_lsn = r.lsn;
             Ok(())
         })?;
         let recovery_us = started.elapsed().as_micros() as u64;
@@ -272,7 +357,10 @@ impl Shard {
             batch_bytes_max: options.group_commit_bytes_max,
             batches_max: options.group_commit_batches_max,
         };
-        let wal = WalWriter::new(config, WriterStart { segment, end, tail, next_lsn: recovered.next_lsn });
+        // If every record up to the checkpoint left the log (its segments were deleted),
+        // the log continues after the checkpoint.
+        let next_lsn = recovered.next_lsn.max(checkpoint_lsn + 1);
+        let wal = WalWriter::new(config, WriterStart { segment, end, tail, next_lsn, sealed: recovered.sealed });
         shared.body_bytes_max.store(wal.body_bytes_max(), Ordering::Relaxed);
         let persisted_lsn = wal.durable_lsn();
         Ok(Shard {
@@ -286,7 +374,28 @@ impl Shard {
             shutdown: None,
             persisted_lsn,
             order,
+            pages,
+            cache_writer: CacheWriter::new(),
+            applied_lsn,
+            read_jobs: slab::Slab::new(),
+            stash: Vec::new(),
+            checkpoint_waiters: Vec::new(),
+            last_checkpoint: Instant::now(),
+            appended_at_checkpoint: 0,
         })
+        .inspect(|shard| shard.publish_page_stats())
+    }
+
+    fn publish_page_stats(&self) {
+        let stats = PageStats {
+            counters: self.pages.counters,
+            pages: self.pages.pages.len() as u64,
+            heap_pages: self.pages.heap_pages() as u64,
+            file_bytes: self.pages.file_bytes(),
+            live_bytes: self.pages.live_bytes(),
+            footprint_bytes: self.pages.footprint_bytes(),
+        };
+        *self.shared.page_stats.lock().unwrap_or_else(|p| p.into_inner()) = stats;
     }
 
     fn run(mut self) {
@@ -302,12 +411,14 @@ impl Shard {
             if woken {
                 ShardCounters::add(&self.shared.counters.wakeups, 1);
             }
+            completions.append(&mut self.stash);
             for completion in completions.drain(..) {
-                let outcome = self.wal.complete(completion);
-                self.on_outcome(outcome);
+                self.on_completion(completion);
             }
             self.answer_flush_waiters();
+            self.maybe_checkpoint();
             self.shared.counters.segments.store(self.wal.segments_created, Ordering::Relaxed);
+            self.shared.counters.wal_segments.store(self.wal.segments_on_disk() as u64, Ordering::Relaxed);
             // A rotation into a segment of the configured size may raise the limit.
             self.shared.body_bytes_max.store(self.wal.body_bytes_max(), Ordering::Relaxed);
         }
@@ -318,6 +429,157 @@ impl Shard {
                 None => Ok(()),
             };
             let _ = reply.send(result);
+        }
+    }
+
+    fn on_completion(&mut self, completion: crate::io::Completion) {
+        if completion.token & READ_TOKEN_BIT != 0 {
+            self.on_read(completion);
+        } else if completion.token & CHECKPOINT_TOKEN_BIT != 0 {
+            // Left over from a checkpoint that failed: its buffer is simply dropped.
+        } else {
+            let outcome = self.wal.complete(completion);
+            self.on_outcome(outcome);
+        }
+    }
+
+    fn checkpoint_due(&self) -> bool {
+        let appended = self.wal.appended_bytes - self.appended_at_checkpoint;
+        appended >= self.options.checkpoint_wal_bytes
+            || (self.pages.dirty_keys() > 0 && self.last_checkpoint.elapsed() >= self.options.checkpoint_interval)
+    }
+
+    /// Writes a checkpoint when one is due or asked for and the log allows it: nothing in
+    /// flight, and everything applied also durable in the log (so the log never misses
+    /// a record the pages hold).
+    fn maybe_checkpoint(&mut self) {
+        if self.wal.busy() || self.wal.poisoned().is_some() || self.shutdown.is_some() {
+            if let Some(cause) = self.wal.poisoned() {
+                let err = Error::Poisoned { shard: self.shared.id, cause: cause.to_string() };
+                for reply in self.checkpoint_waiters.drain(..) {
+                    let _ = reply.send(Err(err.clone()));
+                }
+            }
+            return;
+        }
+        if self.checkpoint_waiters.is_empty() && !self.checkpoint_due() {
+            return;
+        }
+        if self.wal.durable_lsn() < self.applied_lsn {
+            // `submit` sees the waiting checkpoint and flushes the log first.
+            return;
+        }
+        self.appended_at_checkpoint = self.wal.appended_bytes;
+        self.last_checkpoint = Instant::now();
+        let lsn = self.applied_lsn;
+        let mut writer = IndexWriter { index: &self.shared.index, order: &mut self.order };
+        let result = self.pages.checkpoint(
+            self.io.as_mut(),
+            &mut writer,
+            &self.shared.cache,
+            &mut self.cache_writer,
+            lsn,
+            &mut self.stash,
+        );
+        let result = result.and_then(|()| self.wal.drop_segments_through(lsn).map(|_| ()));
+        if let Err(e) = &result {
+            self.pages.abandon_checkpoint();
+            // The pages may now disagree with the index: refuse writes until reopened,
+            // which recovers from the last durable checkpoint and the log.
+            let outcome = self.wal.poison(format!("checkpoint failed: {e}"));
+            self.on_outcome(outcome);
+        }
+        for reply in self.checkpoint_waiters.drain(..) {
+            let _ = reply.send(result.clone());
+        }
+        self.publish_page_stats();
+    }
+
+    fn handle_read(&mut self, pages: Vec<u64>, chunks: Vec<(u64, u32)>, reply: oneshot::Sender<Result<ReadReply>>) {
+        let job = self.read_jobs.vacant_key() as u64;
+        let fd = self.pages.data.as_raw_fd();
+        let mut answer = ReadReply { pages: vec![None; pages.len()], chunks: vec![Bytes::new(); chunks.len()] };
+        let mut remaining = 0;
+        for (i, &page_id) in pages.iter().enumerate() {
+            if let Some(image) = self.shared.cache.get(page_id) {
+                answer.pages[i] = Some(image);
+            } else if let Some(meta) = self.pages.pages.get(&page_id) {
+                let len = meta.extent.len as usize;
+                let buf = AlignedBuf::zeroed(len.next_multiple_of(4096), 4096);
+                let token = READ_TOKEN_BIT | (job << READ_INDEX_BITS) | i as u64;
+                self.io.read(fd, meta.extent.offset, buf, len, token);
+                remaining += 1;
+            }
+        }
+        for (j, &(offset, len)) in chunks.iter().enumerate() {
+            let bytes = crate::format::page::chunk_bytes(len as usize, self.pages.unit);
+            let buf = AlignedBuf::zeroed(bytes.next_multiple_of(4096), 4096);
+            let token = READ_TOKEN_BIT | READ_CHUNK_BIT | (job << READ_INDEX_BITS) | j as u64;
+            self.io.read(fd, offset, buf, bytes, token);
+            remaining += 1;
+        }
+        let job = ReadJob { reply, answer, page_ids: pages, remaining, error: None };
+        if remaining == 0 {
+            let _ = job.reply.send(Ok(job.answer));
+        } else {
+            self.read_jobs.insert(job);
+        }
+    }
+
+    fn on_read(&mut self, c: crate::io::Completion) {
+        let token = c.token & !READ_TOKEN_BIT;
+        let is_chunk = token & READ_CHUNK_BIT != 0;
+        let token = token & !READ_CHUNK_BIT;
+        let job_key = (token >> READ_INDEX_BITS) as usize;
+        let i = (token & ((1 << READ_INDEX_BITS) - 1)) as usize;
+        let data_path = self.pages.data_path.clone();
+        let Some(job) = self.read_jobs.get_mut(job_key) else { return };
+        job.remaining -= 1;
+        match c.result {
+            Err(e) => {
+                job.error.get_or_insert(Error::io("read", data_path, e));
+            }
+            Ok(len) => {
+                let buf = c.buf.expect("a read returns its buffer");
+                if is_chunk {
+                    job.answer.chunks[i] = Bytes::from_owner(buf).slice(..len);
+                } else {
+                    let page_id = job.page_ids[i];
+                    match self.pages.pages.get(&page_id) {
+                        // The page was replaced by a checkpoint while the read was in flight.
+                        None => job.answer.pages[i] = None,
+                        Some(meta) => {
+                            let offset = meta.extent.offset;
+                            let image = Bytes::from_owner(buf).slice(..meta.capacity as usize);
+                            match crate::format::page::decode_page(&image) {
+                                Ok(page) if page.page_id == page_id => {
+                                    self.pages.counters.pages_read += 1;
+                                    self.cache_writer.insert(&self.shared.cache, page_id, image.clone());
+                                    job.answer.pages[i] = Some(image);
+                                }
+                                Ok(page) => {
+                                    job.error.get_or_insert(Error::Corruption {
+                                        file: data_path,
+                                        offset,
+                                        what: format!("page {} found where page {page_id} belongs", page.page_id),
+                                    });
+                                }
+                                Err(what) => {
+                                    job.error.get_or_insert(Error::Corruption { file: data_path, offset, what });
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let job = &self.read_jobs[job_key];
+        if job.remaining == 0 {
+            let job = self.read_jobs.remove(job_key);
+            let _ = job.reply.send(match job.error {
+                Some(e) => Err(e),
+                None => Ok(job.answer),
+            });
         }
     }
 
@@ -361,6 +623,8 @@ impl Shard {
                 range_chunk(&self.shared.index, &self.order, bound_ref(&start), bound_ref(&end), limit, &mut out);
                 let _ = reply.send(out);
             }
+            Request::Read { pages, chunks, reply } => self.handle_read(pages, chunks, reply),
+            Request::Checkpoint(reply) => self.checkpoint_waiters.push(reply),
         }
     }
 
@@ -387,7 +651,9 @@ impl Shard {
         match self.wal.append(&w.body, w.body_crc, w.op_count, None) {
             Ok(lsn) => {
                 let ops = decode_ops(&w.body, w.op_count).expect("ops encoded by ringdb decode");
-                apply_ops(&mut IndexWriter { index: &self.shared.index, order: &mut self.order }, &w.body, &ops, lsn);
+                let mut writer = IndexWriter { index: &self.shared.index, order: &mut self.order };
+                apply_ops(&mut writer, &mut self.pages, &w.body, &ops, lsn);
+                self.applied_lsn = lsn;
                 let mut latency = self.shared.write_latency.lock().unwrap_or_else(|p| p.into_inner());
                 count_write(&self.shared.counters, &mut latency, w.kind, w.user_bytes, w.started);
                 let _ = w.reply.send(Ok(()));
@@ -402,7 +668,8 @@ impl Shard {
         if self.wal.busy() || self.wal.poisoned().is_some() {
             return;
         }
-        let want_durable = !self.flush_waiters.is_empty() || self.shutdown.is_some();
+        let checkpoint_waits = !self.checkpoint_waiters.is_empty() || self.checkpoint_due();
+        let want_durable = !self.flush_waiters.is_empty() || self.shutdown.is_some() || checkpoint_waits;
         let (records, bytes, oldest) = self.wal.pending();
         let started = match self.options.durability {
             Durability::Sync => self.wal.submit(self.io.as_mut(), self.durable_sync),
@@ -517,7 +784,8 @@ impl Shard {
                         let ops = decode_ops(&p.body, p.op_count).expect("ops encoded by ringdb decode");
                         debug_assert!((f.first_lsn..=f.last_lsn).contains(&p.lsn));
                         let mut writer = IndexWriter { index: &self.shared.index, order: &mut self.order };
-                        apply_ops(&mut writer, &p.body, &ops, p.lsn);
+                        apply_ops(&mut writer, &mut self.pages, &p.body, &ops, p.lsn);
+                        self.applied_lsn = p.lsn;
                         count_write(c, &mut latency, p.kind, p.user_bytes, p.started);
                         let _ = p.reply.send(Ok(()));
                     }
@@ -584,16 +852,19 @@ fn count_write(c: &ShardCounters, latency: &mut [Histogram<u64>; 3], kind: OpKin
 
 /// Applies decoded ops of the record with `lsn` to the index. Keys and values are
 /// slices of `body`.
-fn apply_ops(index: &mut IndexWriter<'_>, body: &Bytes, ops: &[Op<'_>], lsn: u64) {
+fn apply_ops(index: &mut IndexWriter<'_>, pages: &mut PageStore, body: &Bytes, ops: &[Op<'_>], lsn: u64) {
     for op in ops {
         let key = body.slice(op.key_offset..op.key_offset + op.key.len());
         match op.kind {
             OP_PUT => {
                 let value = body.slice(op.value_offset..op.value_offset + op.value.len());
-                index.insert(key, value, lsn);
+                let old = index.insert(key.clone(), Stored::Inline(value), lsn);
+                pages.note_write(&key, old.as_ref());
             }
             OP_DELETE => {
-                index.remove(&key);
+                if let Some(old) = index.remove(&key) {
+                    pages.note_write(&key, Some(&old));
+                }
             }
             other => unreachable!("op kind {other} passed decode_ops"),
         }

@@ -53,6 +53,8 @@ pub struct Recovered {
     pub bytes: u64,
     /// Quarantine file written for a torn tail, if there was one.
     pub quarantined: Option<PathBuf>,
+    /// Segments before the tail segment: (seq, path, LSN of their last record, 0 if none).
+    pub sealed: Vec<(u64, PathBuf, u64)>,
 }
 
 fn corruption(file: &Path, offset: u64, what: impl Into<String>) -> Error {
@@ -129,6 +131,7 @@ pub fn recover(wal_dir: &Path, shard: usize, mut apply: impl FnMut(Replayed<'_>)
         records: 0,
         bytes: 0,
         quarantined: None,
+        sealed: Vec::new(),
     };
     let mut expected_lsn: Option<u64> = None;
     for (i, (seq, path)) in segments.iter().enumerate().take(keep + 1) {
@@ -174,6 +177,9 @@ pub fn recover(wal_dir: &Path, shard: usize, mut apply: impl FnMut(Replayed<'_>)
             }
             out.quarantined = Some(cut_torn_tail(wal_dir, path, *seq, &data, at, block)?);
             break;
+        }
+        if !is_tail {
+            out.sealed.push((*seq, path.clone(), expected_lsn.map_or(0, |e| e - 1)));
         }
         if is_tail {
             let end = at.min(data.len());

@@ -41,6 +41,8 @@ pub struct WriterStart {
     pub tail: Vec<u8>,
     /// LSN of the next record.
     pub next_lsn: u64,
+    /// Older segments still on disk: (seq, path, LSN of their last record).
+    pub sealed: Vec<(u64, PathBuf, u64)>,
 }
 
 /// Settings of a writer.
@@ -134,6 +136,10 @@ pub struct WalWriter<T> {
     next_token: u64,
     /// Segments created by this writer, for stats.
     pub segments_created: u64,
+    /// Older segments still on disk, oldest first: (seq, path, LSN of their last record).
+    sealed: VecDeque<(u64, PathBuf, u64)>,
+    /// Record bytes appended since open.
+    pub appended_bytes: u64,
 }
 
 impl<T> WalWriter<T> {
@@ -157,6 +163,8 @@ impl<T> WalWriter<T> {
             poisoned: None,
             next_token: 1,
             segments_created: 0,
+            sealed: start.sealed.into(),
+            appended_bytes: 0,
         };
         writer.prepare_spare();
         writer
@@ -301,6 +309,7 @@ impl<T> WalWriter<T> {
         }
         self.next_lsn += 1;
         self.end += rec as u64;
+        self.appended_bytes += rec as u64;
         Ok(lsn)
     }
 
@@ -460,6 +469,7 @@ impl<T> WalWriter<T> {
     fn rotate(&mut self) -> Result<()> {
         let next = self.take_spare()?;
         self.seal_back();
+        self.sealed.push_back((self.current.seq, self.current.path.clone(), self.next_lsn - 1));
         let file = next.file.try_clone().map_err(|e| Error::io("dup", next.path.clone(), e))?;
         self.current_file = Arc::new(file);
         self.current = next;
@@ -468,6 +478,29 @@ impl<T> WalWriter<T> {
         self.segments_created += 1;
         self.prepare_spare();
         Ok(())
+    }
+
+    /// Deletes the older segments whose records all have LSNs up to `lsn` (a checkpoint
+    /// holds them). The current segment is never deleted. Returns how many were.
+    pub fn drop_segments_through(&mut self, lsn: u64) -> Result<usize> {
+        let mut dropped = 0;
+        while let Some((_, path, last)) = self.sealed.front() {
+            if *last > lsn {
+                break;
+            }
+            std::fs::remove_file(path).map_err(|e| Error::io("remove", path.clone(), e))?;
+            self.sealed.pop_front();
+            dropped += 1;
+        }
+        if dropped > 0 {
+            crate::io::sync_dir(&self.config.wal_dir)?;
+        }
+        Ok(dropped)
+    }
+
+    /// Log segments on disk.
+    pub fn segments_on_disk(&self) -> usize {
+        self.sealed.len() + 1
     }
 
     /// Waits for the spare segment's preparation, so no thread outlives the writer.

@@ -1,0 +1,155 @@
+//! Turning an index entry into its value, on the caller's thread.
+//!
+//! An `Inline` value is in the entry. A `Page` value is sliced out of the page's
+//! image in the shard's cache; on a miss, the caller asks the shard to read the
+//! page (one request per shard for all of a `multi_get`'s misses, so the shard
+//! has them in flight together). Page images never change, so a slice is always
+//! the value that entry names. If a checkpoint replaced the page meanwhile, the
+//! shard answers that the page is gone, and the caller looks the key up again.
+//! A `Chunk` is read by the shard and checked here against the entry's length
+//! and checksum; a mismatch is corruption only if the entry still names that
+//! chunk (else the chunk was freed by a checkpoint and the key moved).
+
+use bytes::Bytes;
+
+use crate::error::{Error, Result};
+use crate::format::page::{ChunkRef, decode_chunk};
+use crate::index::{Stored, Versioned};
+use crate::shard::{ReadReply, Request, ShardHandle};
+
+/// Lookups of one key before giving up (each retry means a checkpoint moved the key
+/// while it was being read; more than a few in a row is a bug).
+const ATTEMPTS_MAX: usize = 16;
+
+/// A key's value, read from wherever it is; `None` if the key is absent.
+pub(crate) fn get(shard: &ShardHandle, key: &[u8]) -> Result<Option<Bytes>> {
+    for _ in 0..ATTEMPTS_MAX {
+        let Some(entry) = shard.shared.index.get(key) else { return Ok(None) };
+        if let Some(value) = resolve(shard, key, &entry)? {
+            return Ok(Some(value));
+        }
+    }
+    Err(moved_too_often(key))
+}
+
+fn moved_too_often(key: &[u8]) -> Error {
+    Error::InvalidArgument(format!("key {key:?} moved {ATTEMPTS_MAX} times while being read (a ringdb bug)"))
+}
+
+/// The value `entry` names, or `None` if its page or chunk went away meanwhile.
+pub(crate) fn resolve(shard: &ShardHandle, key: &[u8], entry: &Versioned) -> Result<Option<Bytes>> {
+    match &entry.stored {
+        Stored::Inline(value) => Ok(Some(value.clone())),
+        Stored::Page { page_id, offset, len } => {
+            let image = match shard.shared.cache.get(*page_id) {
+                Some(image) => image,
+                None => match read(shard, vec![*page_id], Vec::new())?.pages.pop().flatten() {
+                    Some(image) => image,
+                    None => return Ok(None),
+                },
+            };
+            Ok(Some(slice(&image, *offset, *len)))
+        }
+        Stored::Chunk { offset, len, crc32 } => {
+            let raw = read(shard, Vec::new(), vec![(*offset, *len)])?.chunks.pop().unwrap_or_default();
+            check_chunk(shard, key, entry, raw, ChunkRef { offset: *offset, len: *len, crc32: *crc32 })
+        }
+    }
+}
+
+fn slice(image: &Bytes, offset: u32, len: u32) -> Bytes {
+    image.slice(offset as usize..offset as usize + len as usize)
+}
+
+fn check_chunk(
+    shard: &ShardHandle,
+    key: &[u8],
+    entry: &Versioned,
+    raw: Bytes,
+    chunk: ChunkRef,
+) -> Result<Option<Bytes>> {
+    match decode_chunk(&raw, &chunk) {
+        Ok(value) => {
+            let start = value.as_ptr() as usize - raw.as_ptr() as usize;
+            Ok(Some(raw.slice(start..start + value.len())))
+        }
+        Err(what) => {
+            let still = shard
+                .shared
+                .index
+                .get(key)
+                .is_some_and(|now| now.version == entry.version && now.stored == entry.stored);
+            if still {
+                let file = shard.shared.data_path.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                Err(Error::Corruption { file, offset: chunk.offset, what })
+            } else {
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// Asks the shard to read pages and chunks, and waits.
+pub(crate) fn read(shard: &ShardHandle, pages: Vec<u64>, chunks: Vec<(u64, u32)>) -> Result<ReadReply> {
+    let (reply, rx) = oneshot::channel();
+    shard.send(Request::Read { pages, chunks, reply })?;
+    rx.recv().map_err(|_| Error::Closed)?
+}
+
+/// Values of many keys (each with its shard), with every miss of a shard read in one
+/// request, all shards at once.
+pub(crate) fn get_many(shards: &[ShardHandle], keys: &[(usize, &[u8])]) -> Result<Vec<Option<Bytes>>> {
+    let mut out: Vec<Option<Bytes>> = vec![None; keys.len()];
+    // (key index, entry) of the keys whose pages are not cached, per shard.
+    let mut misses: Vec<Vec<(usize, Versioned)>> = vec![Vec::new(); shards.len()];
+    for (i, &(s, key)) in keys.iter().enumerate() {
+        let Some(entry) = shards[s].shared.index.get(key) else { continue };
+        match &entry.stored {
+            Stored::Inline(v) => out[i] = Some(v.clone()),
+            Stored::Page { page_id, offset, len } => match shards[s].shared.cache.get(*page_id) {
+                Some(image) => out[i] = Some(slice(&image, *offset, *len)),
+                None => misses[s].push((i, entry)),
+            },
+            Stored::Chunk { .. } => misses[s].push((i, entry)),
+        }
+    }
+    let mut pending = Vec::new();
+    for (s, shard_misses) in misses.into_iter().enumerate() {
+        if shard_misses.is_empty() {
+            continue;
+        }
+        let mut pages = Vec::new();
+        let mut chunks = Vec::new();
+        for (_, entry) in &shard_misses {
+            match &entry.stored {
+                Stored::Page { page_id, .. } => pages.push(*page_id),
+                Stored::Chunk { offset, len, .. } => chunks.push((*offset, *len)),
+                Stored::Inline(_) => unreachable!("inline values are never misses"),
+            }
+        }
+        let (reply, rx) = oneshot::channel();
+        shards[s].send(Request::Read { pages, chunks, reply })?;
+        pending.push((s, shard_misses, rx));
+    }
+    for (s, shard_misses, rx) in pending {
+        let reply = rx.recv().map_err(|_| Error::Closed)??;
+        let (mut pages, mut chunks) = (reply.pages.into_iter(), reply.chunks.into_iter());
+        for (i, entry) in shard_misses {
+            let key = keys[i].1;
+            let value = match &entry.stored {
+                Stored::Page { offset, len, .. } => pages.next().flatten().map(|image| slice(&image, *offset, *len)),
+                Stored::Chunk { offset, len, crc32 } => {
+                    let raw = chunks.next().unwrap_or_default();
+                    check_chunk(&shards[s], key, &entry, raw, ChunkRef { offset: *offset, len: *len, crc32: *crc32 })?
+                }
+                Stored::Inline(_) => unreachable!("inline values are never misses"),
+            };
+            out[i] = match value {
+                Some(v) => Some(v),
+                // Moved by a checkpoint meanwhile: look it up again.
+                None => get(&shards[s], key)?,
+            };
+        }
+    }
+    Ok(out)
+}

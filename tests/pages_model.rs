@@ -1,0 +1,207 @@
+//! The paged store matches a `BTreeMap` model through random puts (values growing,
+//! shrinking, some large enough for chunks), deletes, gets, multi_gets, scans,
+//! checkpoints and reopens, with a page cache far smaller than the data; its log is
+//! truncated by checkpoints, its data file stays bounded, and a corrupt page is
+//! reported as corruption naming the file and offset, never returned as data.
+
+use std::collections::BTreeMap;
+
+use ringdb::format::checkpoint::{KeyLocation, decode_table, newest_slot};
+use ringdb::{Db, Error, Options};
+
+fn seed() -> u64 {
+    let seed = std::env::var("RINGDB_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    });
+    println!("seed {seed} (replay with RINGDB_SEED={seed})");
+    seed
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn options() -> Options {
+    Options::default()
+        .shards(2)
+        .cache_bytes(128 << 10)
+        .page_records_max(4)
+        .page_chunk_bytes(3000)
+        .wal_segment_bytes(256 << 10)
+        .checkpoint_wal_bytes(256 << 10)
+}
+
+fn value(rng: &mut Rng, round: usize, i: usize) -> Vec<u8> {
+    let len = match rng.below(10) {
+        0 => 3000 + rng.below(6000) as usize,
+        1..=3 => 0,
+        _ => rng.below(600) as usize,
+    };
+    let mut v = format!("{round}:{i}:").into_bytes();
+    v.resize(len.max(v.len()), b'a' + (i % 26) as u8);
+    v
+}
+
+fn check(db: &Db, model: &BTreeMap<Vec<u8>, Vec<u8>>, rng: &mut Rng, keys: u64) {
+    for _ in 0..200 {
+        let k = format!("key{:05}", rng.below(keys)).into_bytes();
+        assert_eq!(db.get(&k).unwrap().map(|v| v.to_vec()), model.get(&k).cloned(), "get {k:?}");
+    }
+    let probe: Vec<Vec<u8>> = (0..64).map(|_| format!("key{:05}", rng.below(keys)).into_bytes()).collect();
+    let got = db.multi_get(&probe).unwrap();
+    for (k, v) in probe.iter().zip(got) {
+        assert_eq!(v.map(|v| v.to_vec()), model.get(k).cloned(), "multi_get {k:?}");
+    }
+    let scanned: Vec<(Vec<u8>, Vec<u8>)> =
+        db.scan(..).map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec()))).collect::<Result<_, _>>().unwrap();
+    let want: Vec<(Vec<u8>, Vec<u8>)> = model.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    assert_eq!(scanned.len(), want.len());
+    assert!(scanned == want, "scan differs from the model");
+}
+
+#[test]
+fn random_operations_match_a_model_across_checkpoints_and_reopens() {
+    let mut rng = Rng(seed() | 1);
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = Db::open(dir.path(), options()).unwrap();
+    let mut model = BTreeMap::new();
+    let keys = 600;
+    for round in 0..12 {
+        for i in 0..500 {
+            let k = format!("key{:05}", rng.below(keys)).into_bytes();
+            if rng.below(5) == 0 {
+                db.delete(&k).unwrap();
+                model.remove(&k);
+            } else {
+                let v = value(&mut rng, round, i);
+                db.put(&k, &v).unwrap();
+                model.insert(k, v);
+            }
+        }
+        match round % 4 {
+            0 => db.checkpoint().unwrap(),
+            1 => {
+                db.close().unwrap();
+                db = Db::open(dir.path(), options()).unwrap();
+            }
+            2 => {
+                db.checkpoint().unwrap();
+                db.close().unwrap();
+                db = Db::open(dir.path(), options()).unwrap();
+            }
+            _ => {}
+        }
+        check(&db, &model, &mut rng, keys);
+    }
+    let stats = db.stats();
+    assert!(stats.pages > 0, "{} pages", stats.pages);
+    assert!(stats.cache_misses > 0, "a cache of 128 KiB must miss on this data set");
+    db.close().unwrap();
+}
+
+#[test]
+fn checkpoints_truncate_the_log_and_reopen_replays_only_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), options().checkpoint_wal_bytes(64 << 20)).unwrap();
+    let v = vec![7u8; 500];
+    for i in 0..3000u32 {
+        db.put(format!("k{i:06}").as_bytes(), &v).unwrap();
+    }
+    let before = db.stats().wal_segments;
+    db.checkpoint().unwrap();
+    let after = db.stats();
+    assert!(before > 3 && after.wal_segments < before, "segments {before} -> {}", after.wal_segments);
+    for i in 0..10u32 {
+        db.put(format!("late{i}").as_bytes(), b"x").unwrap();
+    }
+    db.close().unwrap();
+    let db = Db::open(dir.path(), options().checkpoint_wal_bytes(64 << 20)).unwrap();
+    let stats = db.stats();
+    assert_eq!(stats.keys, 3010);
+    assert!(stats.recovered_records <= 10 + 1000, "replayed {} records", stats.recovered_records);
+    assert_eq!(db.get(b"k002999").unwrap().as_deref(), Some(&v[..]));
+    assert_eq!(db.get(b"late9").unwrap().as_deref(), Some(&b"x"[..]));
+    db.close().unwrap();
+}
+
+#[test]
+fn space_stays_bounded_under_overwrites_of_changing_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), options()).unwrap();
+    let keys = 2000u32;
+    for round in 0..10u32 {
+        let len = 40 + ((round * 97) % 400) as usize;
+        for i in 0..keys {
+            db.put(format!("k{i:05}").as_bytes(), &vec![round as u8; len]).unwrap();
+        }
+        db.checkpoint().unwrap();
+    }
+    let stats = db.stats();
+    // The documented bound: a checkpoint that rewrites every page needs the old and the
+    // new copy at once, so the file holds at most twice the pages' footprint (records
+    // plus each page's designed free space), plus the table blob and a unit of slack
+    // per shard (256 KiB each, generously).
+    let constant = 2 * (256 << 10);
+    assert!(
+        stats.data_file_bytes <= 2 * stats.page_bytes + constant,
+        "data file {} bytes for {} page bytes ({} live bytes, {} pages)",
+        stats.data_file_bytes,
+        stats.page_bytes,
+        stats.live_bytes,
+        stats.pages
+    );
+    println!(
+        "data file {} bytes, pages {} bytes, records {} bytes: {:.2}x the records",
+        stats.data_file_bytes,
+        stats.page_bytes,
+        stats.live_bytes,
+        stats.data_file_bytes as f64 / stats.live_bytes as f64
+    );
+    db.close().unwrap();
+}
+
+#[test]
+fn a_corrupt_page_is_reported_not_returned() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = || options().shards(1);
+    let db = Db::open(dir.path(), opts()).unwrap();
+    for i in 0..40u32 {
+        db.put(format!("k{i:03}").as_bytes(), format!("value {i}").as_bytes()).unwrap();
+    }
+    db.checkpoint().unwrap();
+    db.close().unwrap();
+    // Find the page holding k007 through the checkpoint's own table.
+    let shard = dir.path().join("shard-000");
+    let slot = newest_slot(&std::fs::read(shard.join("CHECKPOINT")).unwrap()).0.unwrap();
+    let data = std::fs::read(shard.join("pages.dat")).unwrap();
+    let table_bytes = &data[slot.table_offset as usize..(slot.table_offset + slot.table_len) as usize];
+    let table = decode_table(table_bytes).unwrap();
+    let entry = table.keys.iter().find(|k| k.key == b"k007").unwrap();
+    let KeyLocation::Page { page_id, value_offset, .. } = entry.location else { panic!("k007 is in a page") };
+    let page = table.pages.iter().find(|p| p.page_id == page_id).unwrap();
+    let mut data = data.clone();
+    data[(page.offset + u64::from(value_offset)) as usize] ^= 0x10;
+    std::fs::write(shard.join("pages.dat"), &data).unwrap();
+    let db = Db::open(dir.path(), opts()).unwrap();
+    match db.get(b"k007") {
+        Err(Error::Corruption { file, offset, .. }) => {
+            assert!(file.ends_with("pages.dat"), "{file:?}");
+            assert_eq!(offset, page.offset);
+        }
+        other => panic!("expected corruption, got {other:?}"),
+    }
+    // Keys in other pages still read.
+    let other =
+        table.keys.iter().find(|k| matches!(k.location, KeyLocation::Page { page_id: p, .. } if p != page_id)).unwrap();
+    assert!(db.get(other.key).unwrap().is_some());
+    db.close().unwrap();
+}
