@@ -33,6 +33,7 @@ mod batch;
 mod db;
 mod dir;
 mod error;
+mod failpoint;
 pub mod format;
 mod index;
 mod io;

@@ -2,7 +2,8 @@
 //! test binary, re-run in child mode) writes puts, deletes and single-shard write batches
 //! from several threads and reports each acknowledged write; the parent kills it, reopens
 //! and checks that every acknowledged write is there, that at most each writer's one
-//! write in flight was added on top, and that a batch is there whole or not at all.
+//! write in flight was added on top, and that a batch is there whole or not at all, with
+//! checkpoints running every 64 KiB of log so that many kills land inside one.
 //! It repeats on the same directory, at least 20 kill points per run.
 //! `RINGDB_SEED=<n>` replays a run (the seed is printed).
 
@@ -25,7 +26,15 @@ const BATCH_KEYS: u64 = 12;
 const KILLS: u64 = 28;
 
 fn options() -> Options {
-    Options::default().shards(SHARDS).wal_segment_bytes(256 << 10)
+    // Checkpoints every 64 KiB of log, small pages and a small cache: many kills land
+    // inside a checkpoint, and values over 512 bytes go to chunks.
+    Options::default()
+        .shards(SHARDS)
+        .wal_segment_bytes(256 << 10)
+        .checkpoint_wal_bytes(64 << 10)
+        .page_records_max(4)
+        .page_chunk_bytes(512)
+        .cache_bytes(64 << 10)
 }
 
 fn put_key(writer: u64, i: u64) -> Vec<u8> {

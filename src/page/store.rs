@@ -381,6 +381,7 @@ impl PageStore {
         rewrite.sort_unstable();
         // 2. Load them.
         let images = self.load_pages(io, cache, &rewrite, stash)?;
+        crate::failpoint::hit("checkpoint-pages-loaded");
         let mut buildings: Vec<Building> = Vec::new();
         let mut by_old: HashMap<u64, usize> = HashMap::new();
         for &page_id in &rewrite {
@@ -527,7 +528,9 @@ impl PageStore {
             }
             Ok(())
         })?;
+        crate::failpoint::hit("checkpoint-pages-written");
         crate::io::fdatasync(fd).map_err(|e| Error::io("fdatasync", self.data_path.clone(), e))?;
+        crate::failpoint::hit("checkpoint-pages-synced");
         // 6. Move the index entries; swap page images in the cache.
         for (key, version, stored) in placed {
             index.relocate(&key, version, stored);
@@ -589,6 +592,7 @@ impl PageStore {
             c.result.map(|_| ()).map_err(|e| Error::io("write checkpoint table", self.data_path.clone(), e))
         })?;
         crate::io::fdatasync(fd).map_err(|e| Error::io("fdatasync", self.data_path.clone(), e))?;
+        crate::failpoint::hit("checkpoint-table-synced");
         if let Some(old) = self.table_extent.replace(table_extent) {
             self.alloc.retire(old);
         }
@@ -609,6 +613,7 @@ impl PageStore {
             file_end: self.alloc.file_end(),
         };
         self.write_slot(&slot)?;
+        crate::failpoint::hit("checkpoint-slot-synced");
         // 9. The previous checkpoint is superseded: its extents are free.
         self.alloc.checkpoint_durable();
         self.checkpoint_lsn = lsn;

@@ -482,6 +482,7 @@ impl Shard {
             &mut self.stash,
         );
         let result = result.and_then(|()| self.wal.drop_segments_through(lsn).map(|_| ()));
+        crate::failpoint::hit("checkpoint-extents-freed");
         if let Err(e) = &result {
             self.pages.abandon_checkpoint();
             // The pages may now disagree with the index: refuse writes until reopened,
