@@ -71,15 +71,25 @@ impl Db {
         let mut shards = Vec::with_capacity(shard_count);
         let mut threads = Vec::with_capacity(shard_count);
         let mut failure = None;
+        let mut starting = Vec::with_capacity(shard_count);
         for id in 0..shard_count {
-            match shard::start(id, crate::dir::shard_dir(dir, id), &options, &cpus) {
+            match shard::spawn(id, shard_count, crate::dir::shard_dir(dir, id), &options, &cpus) {
+                Ok(s) => starting.push(s),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        // Every shard replays at once; wait for all, keeping the first failure.
+        for s in starting {
+            match s.wait() {
                 Ok((handle, thread)) => {
                     shards.push(handle);
                     threads.push(thread);
                 }
                 Err(e) => {
-                    failure = Some(e);
-                    break;
+                    failure.get_or_insert(e);
                 }
             }
         }
@@ -386,6 +396,7 @@ impl Db {
             checkpoints: 0,
             checkpoint_us_last: 0,
             checkpoint_us_max: 0,
+            checkpoint_bytes_last: 0,
             data_file_bytes: 0,
             live_bytes: 0,
             page_bytes: 0,
@@ -426,6 +437,7 @@ impl Db {
             stats.checkpoints += p.counters.checkpoints;
             stats.checkpoint_us_last = stats.checkpoint_us_last.max(p.counters.checkpoint_us_last);
             stats.checkpoint_us_max = stats.checkpoint_us_max.max(p.counters.checkpoint_us_max);
+            stats.checkpoint_bytes_last += p.counters.checkpoint_bytes_last;
             stats.data_file_bytes += p.file_bytes;
             stats.live_bytes += p.live_bytes;
             stats.page_bytes += p.footprint_bytes;

@@ -153,3 +153,54 @@ pub(crate) fn get_many(shards: &[ShardHandle], keys: &[(usize, &[u8])]) -> Resul
     }
     Ok(out)
 }
+
+/// Values of a shard's `(key, entry)` pairs, in order, with every miss read in one
+/// request; `None` for a key deleted since its entry was taken.
+pub(crate) fn resolve_many(
+    shard: &ShardHandle,
+    entries: Vec<(Bytes, Versioned)>,
+) -> Result<Vec<(Bytes, Option<Bytes>)>> {
+    let mut pages = Vec::new();
+    let mut chunks = Vec::new();
+    for (_, entry) in &entries {
+        match &entry.stored {
+            Stored::Page { page_id, .. } if shard.shared.cache.get(*page_id).is_none() => pages.push(*page_id),
+            Stored::Chunk { offset, len, .. } => chunks.push((*offset, *len)),
+            _ => {}
+        }
+    }
+    pages.sort_unstable();
+    pages.dedup();
+    let reply = if pages.is_empty() && chunks.is_empty() {
+        ReadReply { pages: Vec::new(), chunks: Vec::new() }
+    } else {
+        read(shard, pages.clone(), chunks)?
+    };
+    let read_pages: std::collections::HashMap<u64, Option<Bytes>> = pages.into_iter().zip(reply.pages).collect();
+    let mut read_chunks = reply.chunks.into_iter();
+    let mut out = Vec::with_capacity(entries.len());
+    for (key, entry) in entries {
+        let value = match &entry.stored {
+            Stored::Inline(v) => Some(v.clone()),
+            Stored::Page { page_id, offset, len } => {
+                let image = match read_pages.get(page_id) {
+                    Some(read) => read.clone(),
+                    None => shard.shared.cache.get(*page_id),
+                };
+                image.map(|image| slice(&image, *offset, *len))
+            }
+            Stored::Chunk { offset, len, crc32 } => {
+                let raw = read_chunks.next().unwrap_or_default();
+                check_chunk(shard, &key, &entry, raw, ChunkRef { offset: *offset, len: *len, crc32: *crc32 })?
+            }
+        };
+        let value = match value {
+            Some(v) => Some(v),
+            // Moved by a checkpoint (or evicted) since the entry was taken: look it up
+            // again; it may also have been deleted since.
+            None => get(shard, &key)?,
+        };
+        out.push((key, value));
+    }
+    Ok(out)
+}

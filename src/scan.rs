@@ -25,7 +25,7 @@ use crate::value::Value;
 pub const SCAN_CHUNK: usize = 256;
 
 struct Cursor {
-    buf: VecDeque<(Bytes, Versioned)>,
+    buf: VecDeque<(Bytes, Bytes)>,
     /// Where the next chunk starts (just after the last key fetched).
     next_start: Bound<Bytes>,
     exhausted: bool,
@@ -85,18 +85,35 @@ impl Scan {
         Ok(rx)
     }
 
-    fn receive(&mut self, shard: usize, rx: oneshot::Receiver<Vec<(Bytes, Versioned)>>) -> Result<()> {
+    fn receive_only(&mut self, shard: usize, rx: oneshot::Receiver<Vec<(Bytes, Versioned)>>) -> Result<()> {
         let chunk = rx.recv().map_err(|_| Error::Closed)?;
         let cursor = &mut self.cursors[shard];
         cursor.exhausted = chunk.len() < SCAN_CHUNK;
         if let Some((last, _)) = chunk.last() {
             cursor.next_start = Bound::Excluded(last.clone());
         }
-        cursor.buf.extend(chunk);
-        if let Some((key, _)) = cursor.buf.front() {
-            self.heap.push(Reverse((key.clone(), shard)));
-        }
+        // Values not in memory or in the cache are read in one request per chunk.
+        let resolved = crate::read::resolve_many(&self.shards[shard], chunk)?;
+        let cursor = &mut self.cursors[shard];
+        cursor.buf.extend(resolved.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
         Ok(())
+    }
+
+    /// Puts the shard's next key in the heap, fetching its next chunk if its buffer is
+    /// empty (a chunk whose keys were all deleted meanwhile leaves it empty: fetch again).
+    fn refill(&mut self, shard: usize) -> Result<()> {
+        loop {
+            let cursor = &self.cursors[shard];
+            if let Some((next, _)) = cursor.buf.front() {
+                self.heap.push(Reverse((next.clone(), shard)));
+                return Ok(());
+            }
+            if cursor.exhausted {
+                return Ok(());
+            }
+            let rx = self.request(shard)?;
+            self.receive_only(shard, rx)?;
+        }
     }
 
     fn start(&mut self) -> Result<()> {
@@ -104,7 +121,8 @@ impl Scan {
         // Ask every shard first, then collect: the shards fill their chunks in parallel.
         let receivers = (0..self.shards.len()).map(|s| self.request(s)).collect::<Result<Vec<_>>>()?;
         for (shard, rx) in receivers.into_iter().enumerate() {
-            self.receive(shard, rx)?;
+            self.receive_only(shard, rx)?;
+            self.refill(shard)?;
         }
         Ok(())
     }
@@ -113,26 +131,11 @@ impl Scan {
         if !self.started {
             self.start()?;
         }
-        loop {
-            let Some(Reverse((_, shard))) = self.heap.pop() else { return Ok(None) };
-            let cursor = &mut self.cursors[shard];
-            let (key, entry) = cursor.buf.pop_front().expect("a shard in the heap has a buffered entry");
-            if let Some((next, _)) = cursor.buf.front() {
-                self.heap.push(Reverse((next.clone(), shard)));
-            } else if !cursor.exhausted {
-                let rx = self.request(shard)?;
-                self.receive(shard, rx)?;
-            }
-            let value = match crate::read::resolve(&self.shards[shard], &key, &entry)? {
-                Some(value) => Some(value),
-                // Moved by a checkpoint since the chunk was taken: look it up again (it
-                // may also have been deleted since).
-                None => crate::read::get(&self.shards[shard], &key)?,
-            };
-            if let Some(value) = value {
-                return Ok(Some((Value(key), Value(value))));
-            }
-        }
+        let Some(Reverse((_, shard))) = self.heap.pop() else { return Ok(None) };
+        let cursor = &mut self.cursors[shard];
+        let (key, value) = cursor.buf.pop_front().expect("a shard in the heap has a buffered entry");
+        self.refill(shard)?;
+        Ok(Some((Value(key), Value(value))))
     }
 }
 

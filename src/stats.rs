@@ -178,6 +178,8 @@ pub struct Stats {
     pub checkpoint_us_last: u64,
     /// Longest checkpoint since open, in microseconds.
     pub checkpoint_us_max: u64,
+    /// Bytes the latest checkpoint of each shard wrote to its data file, summed.
+    pub checkpoint_bytes_last: u64,
     /// Bytes of the data files in use.
     pub data_file_bytes: u64,
     /// Bytes of live data in pages and chunks (records' bytes, not the pages' free space).

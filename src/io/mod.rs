@@ -87,8 +87,9 @@ pub fn open_data_file(path: &Path, create: bool, direct: bool) -> Result<File> {
     })
 }
 
-/// The offset alignment O_DIRECT needs on `file` (`STATX_DIOALIGN`), at least 512.
-pub fn direct_io_offset_align(file: &File) -> usize {
+/// The memory and offset alignments O_DIRECT needs on `file` (`STATX_DIOALIGN`), each at
+/// least 512 (4096 when the kernel does not say).
+pub fn direct_io_aligns(file: &File) -> (usize, usize) {
     const STATX_DIOALIGN: u32 = 0x2000;
     // SAFETY: `statx` is a plain-old-data struct; all zeroes is a valid value.
     let mut stx: libc::statx = unsafe { std::mem::zeroed() };
@@ -96,11 +97,11 @@ pub fn direct_io_offset_align(file: &File) -> usize {
     // SAFETY: the fd is open for the duration of the call, the path is a valid C string,
     // and `stx` is a valid, writable statx buffer.
     let rc = unsafe { libc::statx(file.as_raw_fd(), empty.as_ptr(), libc::AT_EMPTY_PATH, STATX_DIOALIGN, &mut stx) };
-    let reported = stx.stx_dio_offset_align as usize;
-    if rc == 0 && stx.stx_mask & STATX_DIOALIGN != 0 && reported.is_power_of_two() && reported <= 65536 {
-        reported.max(512)
+    let sane = |v: u32| v.is_power_of_two() && v <= 65536;
+    if rc == 0 && stx.stx_mask & STATX_DIOALIGN != 0 && sane(stx.stx_dio_mem_align) && sane(stx.stx_dio_offset_align) {
+        ((stx.stx_dio_mem_align as usize).max(512), (stx.stx_dio_offset_align as usize).max(512))
     } else {
-        4096
+        (4096, 4096)
     }
 }
 

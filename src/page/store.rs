@@ -47,8 +47,6 @@ use crate::io::{AlignedBuf, Completion, Io, SyncMode};
 
 /// Tokens of checkpoint I/O carry this bit.
 pub(crate) const CHECKPOINT_TOKEN_BIT: u64 = 1 << 61;
-/// Memory alignment of page buffers.
-const BUF_ALIGN: usize = 4096;
 
 /// Settings of a page store.
 #[derive(Debug, Clone)]
@@ -92,6 +90,17 @@ pub(crate) struct Opened {
 /// A write a checkpoint queues: where, what, and the page it holds (none for a chunk).
 type PendingWrite = (Extent, AlignedBuf, Option<(u64, PageMeta)>);
 
+/// Largest write a checkpoint makes of adjacent extents, in bytes.
+const WRITE_COALESCE_BYTES: u64 = 1 << 20;
+
+/// Adjacent extents written as one.
+struct WriteGroup {
+    offset: u64,
+    len: u64,
+    /// Each part: its extent, its bytes, and the page it holds (none for a chunk).
+    parts: Vec<(Extent, AlignedBuf, Option<u64>)>,
+}
+
 /// A record being placed in a page.
 struct Placing {
     key: Bytes,
@@ -124,6 +133,8 @@ pub(crate) struct PageStore {
     slot_file: Option<File>,
     pub config: PageConfig,
     pub unit: usize,
+    /// Memory alignment of buffers for O_DIRECT on the data file.
+    pub mem_align: usize,
     alloc: Allocator,
     pub pages: HashMap<u64, PageMeta>,
     next_page_id: u64,
@@ -143,8 +154,9 @@ fn corruption(file: &Path, offset: u64, what: impl Into<String>) -> Error {
     Error::Corruption { file: file.to_path_buf(), offset, what: what.into() }
 }
 
-fn aligned(len: usize) -> AlignedBuf {
-    AlignedBuf::zeroed(len.next_multiple_of(BUF_ALIGN).max(BUF_ALIGN), BUF_ALIGN)
+/// A zeroed buffer of at least `len` bytes, aligned for O_DIRECT on the data file.
+fn aligned(len: usize, mem_align: usize) -> AlignedBuf {
+    AlignedBuf::zeroed(len.next_multiple_of(mem_align).max(mem_align), mem_align)
 }
 
 impl PageStore {
@@ -158,7 +170,7 @@ impl PageStore {
         if !existed {
             crate::io::sync_dir(shard_dir)?;
         }
-        let align = if config.direct { crate::io::direct_io_offset_align(&data) } else { 512 };
+        let (mem_align, align) = if config.direct { crate::io::direct_io_aligns(&data) } else { (512, 512) };
         let mut unit = align.max(1024);
         let slot = match std::fs::read(&slot_path) {
             Ok(bytes) => {
@@ -191,6 +203,7 @@ impl PageStore {
             slot_file,
             config,
             unit,
+            mem_align,
             alloc: Allocator::new(unit as u64, 0, []),
             pages: HashMap::new(),
             next_page_id: 1,
@@ -227,7 +240,7 @@ impl PageStore {
         if slot.table_offset % unit as u64 != 0 || slot.table_offset + read_len as u64 > slot.file_end {
             return Err(corruption(&slot_path, 40, "table outside the data file"));
         }
-        let mut buf = aligned(read_len);
+        let mut buf = aligned(read_len, store.mem_align);
         crate::io::pread_exact(store.data.as_raw_fd(), &mut buf.as_mut_slice()[..read_len], slot.table_offset)
             .map_err(|e| Error::io("read checkpoint table", data_path.clone(), e))?;
         let blob = &buf.as_slice()[..table_len];
@@ -423,7 +436,7 @@ impl PageStore {
             if p.value.len() > self.config.chunk_threshold {
                 let len = chunk_bytes(p.value.len(), unit);
                 let extent = self.alloc.allocate(len as u64);
-                let mut buf = aligned(len);
+                let mut buf = aligned(len, self.mem_align);
                 let crc32 = encode_chunk(&p.value, &mut buf.as_mut_slice()[..len]);
                 let value_len = u32::try_from(p.value.len()).expect("values are at most 16 MiB");
                 self.chunk_bytes_live += u64::from(value_len);
@@ -476,7 +489,7 @@ impl PageStore {
             let page_id = self.next_page_id;
             self.next_page_id += 1;
             let extent = self.alloc.allocate(capacity as u64);
-            let mut buf = aligned(capacity);
+            let mut buf = aligned(capacity, self.mem_align);
             let records: Vec<PageRecord<'_>> = b
                 .records
                 .iter()
@@ -510,21 +523,51 @@ impl PageStore {
             writes.push((extent, buf, Some((page_id, meta))));
             new_pages.push((page_id, meta));
         }
-        // 5. Write them all, many in flight, then sync the data file.
+        // 5. Write them all, then sync the data file. Extents adjacent in the file (fresh
+        // allocations mostly are) go out as one write of up to WRITE_COALESCE_BYTES, and
+        // every write is in flight at once.
         let mut bytes_written: u64 = writes.iter().map(|(e, _, _)| e.len).sum();
-        let mut images_out: Vec<(u64, Bytes)> = Vec::new();
-        let fd = self.data.as_raw_fd();
-        let targets: Vec<Option<u64>> = writes.iter().map(|(_, _, m)| m.map(|(id, _)| id)).collect();
-        let count = writes.len();
-        for (i, (extent, buf, _)) in writes.into_iter().enumerate() {
-            io.write(fd, extent.offset, buf, extent.len as usize, SyncMode::None, CHECKPOINT_TOKEN_BIT | i as u64);
+        let capacities: HashMap<u64, usize> = new_pages.iter().map(|(id, m)| (*id, m.capacity as usize)).collect();
+        writes.sort_by_key(|(e, _, _)| e.offset);
+        let mut groups: Vec<WriteGroup> = Vec::new();
+        for (extent, buf, page) in writes {
+            let page = page.map(|(id, _)| id);
+            match groups.last_mut() {
+                Some(g) if g.offset + g.len == extent.offset && g.len + extent.len <= WRITE_COALESCE_BYTES => {
+                    g.len += extent.len;
+                    g.parts.push((extent, buf, page));
+                }
+                _ => {
+                    groups.push(WriteGroup { offset: extent.offset, len: extent.len, parts: vec![(extent, buf, page)] })
+                }
+            }
         }
+        let mut members: Vec<Vec<(Option<u64>, usize)>> = Vec::with_capacity(groups.len());
+        let fd = self.data.as_raw_fd();
+        let count = groups.len();
+        for (i, g) in groups.into_iter().enumerate() {
+            members.push(g.parts.iter().map(|(e, _, page)| (*page, (e.offset - g.offset) as usize)).collect());
+            let buf = if g.parts.len() == 1 {
+                g.parts.into_iter().next().expect("one part").1
+            } else {
+                let mut big = aligned(g.len as usize, self.mem_align);
+                for (e, part, _) in &g.parts {
+                    let at = (e.offset - g.offset) as usize;
+                    big.as_mut_slice()[at..at + e.len as usize].copy_from_slice(&part.as_slice()[..e.len as usize]);
+                }
+                big
+            };
+            io.write(fd, g.offset, buf, g.len as usize, SyncMode::None, CHECKPOINT_TOKEN_BIT | i as u64);
+        }
+        let mut images_out: Vec<(u64, Bytes)> = Vec::new();
         wait_all(io, count, stash, |c| {
             let i = (c.token & !CHECKPOINT_TOKEN_BIT) as usize;
             c.result.map_err(|e| Error::io("write page", self.data_path.clone(), e))?;
-            if let (Some(page_id), Some(buf)) = (targets[i], c.buf) {
-                let meta = new_pages.iter().find(|(id, _)| *id == page_id).expect("written page is new").1;
-                images_out.push((page_id, Bytes::from_owner(buf).slice(..meta.capacity as usize)));
+            let written = Bytes::from_owner(c.buf.expect("a write returns its buffer"));
+            for &(page, at) in &members[i] {
+                if let Some(page_id) = page {
+                    images_out.push((page_id, written.slice(at..at + capacities[&page_id])));
+                }
             }
             Ok(())
         })?;
@@ -584,7 +627,7 @@ impl PageStore {
         );
         let table_crc = crc32fast::hash(&blob);
         let table_extent = self.alloc.allocate(blob.len() as u64);
-        let mut buf = aligned(table_extent.len as usize);
+        let mut buf = aligned(table_extent.len as usize, self.mem_align);
         buf.as_mut_slice()[..blob.len()].copy_from_slice(&blob);
         bytes_written += table_extent.len;
         io.write(fd, table_extent.offset, buf, table_extent.len as usize, SyncMode::None, CHECKPOINT_TOKEN_BIT);
@@ -670,7 +713,7 @@ impl PageStore {
             io.read(
                 fd,
                 extent.offset,
-                aligned(extent.len as usize),
+                aligned(extent.len as usize, self.mem_align),
                 extent.len as usize,
                 CHECKPOINT_TOKEN_BIT | i as u64,
             );

@@ -175,14 +175,41 @@ impl ShardHandle {
 }
 
 /// Starts shard `id` and waits until it has replayed its log and is ready.
-pub(crate) fn start(
+/// A shard thread opening (replaying its checkpoint and log); see [`Starting::wait`].
+pub(crate) struct Starting {
     id: usize,
+    handle: ShardHandle,
+    thread: std::thread::JoinHandle<()>,
+    ready: oneshot::Receiver<Result<()>>,
+}
+
+impl Starting {
+    /// Waits until the shard is ready (or failed to open).
+    pub fn wait(self) -> Result<(ShardHandle, std::thread::JoinHandle<()>)> {
+        match self.ready.recv() {
+            Ok(Ok(())) => Ok((self.handle, self.thread)),
+            Ok(Err(e)) => {
+                let _ = self.thread.join();
+                Err(e)
+            }
+            Err(_) => {
+                let _ = self.thread.join();
+                Err(Error::InvalidArgument(format!("shard {} thread died while opening", self.id)))
+            }
+        }
+    }
+}
+
+/// Starts shard `id` of `shard_count`; it opens on its own thread, so all shards of a
+/// database recover at once.
+pub(crate) fn spawn(
+    id: usize,
+    shard_count: usize,
     shard_dir: PathBuf,
     options: &Options,
     cpus: &[usize],
-) -> Result<(ShardHandle, std::thread::JoinHandle<()>)> {
-    let shards = options.shards.max(1) as u64;
-    let shared = Arc::new(ShardShared::new(id, (options.cache_bytes / shards).max(64 << 10))?);
+) -> Result<Starting> {
+    let shared = Arc::new(ShardShared::new(id, (options.cache_bytes / shard_count.max(1) as u64).max(64 << 10))?);
     let (tx, rx) = crossbeam_channel::bounded(options.queue_depth);
     let (ready_tx, ready_rx) = oneshot::channel();
     let thread_shared = Arc::clone(&shared);
@@ -205,17 +232,7 @@ pub(crate) fn start(
             }
         })
         .map_err(|e| Error::io("spawn shard thread", None, e))?;
-    match ready_rx.recv() {
-        Ok(Ok(())) => Ok((ShardHandle { tx, shared }, handle)),
-        Ok(Err(e)) => {
-            let _ = handle.join();
-            Err(e)
-        }
-        Err(_) => {
-            let _ = handle.join();
-            Err(Error::InvalidArgument(format!("shard {id} thread died while opening")))
-        }
-    }
+    Ok(Starting { id, handle: ShardHandle { tx, shared }, thread: handle, ready: ready_rx })
 }
 
 fn pin_to_cpu(cpu: usize) {
@@ -506,7 +523,8 @@ impl Shard {
                 answer.pages[i] = Some(image);
             } else if let Some(meta) = self.pages.pages.get(&page_id) {
                 let len = meta.extent.len as usize;
-                let buf = AlignedBuf::zeroed(len.next_multiple_of(4096), 4096);
+                let align = self.pages.mem_align;
+                let buf = AlignedBuf::zeroed(len.next_multiple_of(align), align);
                 let token = READ_TOKEN_BIT | (job << READ_INDEX_BITS) | i as u64;
                 self.io.read(fd, meta.extent.offset, buf, len, token);
                 remaining += 1;
@@ -514,7 +532,8 @@ impl Shard {
         }
         for (j, &(offset, len)) in chunks.iter().enumerate() {
             let bytes = crate::format::page::chunk_bytes(len as usize, self.pages.unit);
-            let buf = AlignedBuf::zeroed(bytes.next_multiple_of(4096), 4096);
+            let align = self.pages.mem_align;
+            let buf = AlignedBuf::zeroed(bytes.next_multiple_of(align), align);
             let token = READ_TOKEN_BIT | READ_CHUNK_BIT | (job << READ_INDEX_BITS) | j as u64;
             self.io.read(fd, offset, buf, bytes, token);
             remaining += 1;
