@@ -15,6 +15,7 @@ use bytes::Bytes;
 use crate::error::{Error, Result};
 use crate::format::page::{ChunkRef, decode_chunk};
 use crate::index::{Stored, Versioned};
+use crate::page::cache::CHUNK_KEY_BIT;
 use crate::shard::{ReadReply, Request, ShardHandle};
 
 /// Lookups of one key before giving up (each retry means a checkpoint moved the key
@@ -51,7 +52,10 @@ pub(crate) fn resolve(shard: &ShardHandle, key: &[u8], entry: &Versioned) -> Res
             Ok(Some(slice(&image, *offset, *len)))
         }
         Stored::Chunk { offset, len, crc32 } => {
-            let raw = read(shard, Vec::new(), vec![(*offset, *len)])?.chunks.pop().unwrap_or_default();
+            let raw = match shard.shared.cache.get(CHUNK_KEY_BIT | *offset) {
+                Some(raw) => raw,
+                None => read(shard, Vec::new(), vec![(*offset, *len)])?.chunks.pop().unwrap_or_default(),
+            };
             check_chunk(shard, key, entry, raw, ChunkRef { offset: *offset, len: *len, crc32: *crc32 })
         }
     }
@@ -110,7 +114,16 @@ pub(crate) fn get_many(shards: &[ShardHandle], keys: &[(usize, &[u8])]) -> Resul
                 Some(image) => out[i] = Some(slice(&image, *offset, *len)),
                 None => misses[s].push((i, entry)),
             },
-            Stored::Chunk { .. } => misses[s].push((i, entry)),
+            Stored::Chunk { offset, len, crc32 } => match shards[s].shared.cache.get(CHUNK_KEY_BIT | *offset) {
+                Some(raw) => {
+                    let chunk = ChunkRef { offset: *offset, len: *len, crc32: *crc32 };
+                    out[i] = match check_chunk(&shards[s], key, &entry, raw, chunk)? {
+                        Some(v) => Some(v),
+                        None => get(&shards[s], key)?,
+                    };
+                }
+                None => misses[s].push((i, entry)),
+            },
         }
     }
     let mut pending = Vec::new();
@@ -162,12 +175,24 @@ pub(crate) fn resolve_many(
 ) -> Result<Vec<(Bytes, Option<Bytes>)>> {
     let mut pages = Vec::new();
     let mut chunks = Vec::new();
+    // For each entry, the raw chunk already at hand (cached) or its place in `chunks`.
+    let mut chunk_at: Vec<Option<Result<Bytes, usize>>> = Vec::with_capacity(entries.len());
     for (_, entry) in &entries {
+        let mut at = None;
         match &entry.stored {
             Stored::Page { page_id, .. } if shard.shared.cache.get(*page_id).is_none() => pages.push(*page_id),
-            Stored::Chunk { offset, len, .. } => chunks.push((*offset, *len)),
+            Stored::Chunk { offset, len, .. } => {
+                at = Some(match shard.shared.cache.get(CHUNK_KEY_BIT | *offset) {
+                    Some(raw) => Ok(raw),
+                    None => {
+                        chunks.push((*offset, *len));
+                        Err(chunks.len() - 1)
+                    }
+                });
+            }
             _ => {}
         }
+        chunk_at.push(at);
     }
     pages.sort_unstable();
     pages.dedup();
@@ -177,9 +202,9 @@ pub(crate) fn resolve_many(
         read(shard, pages.clone(), chunks)?
     };
     let read_pages: std::collections::HashMap<u64, Option<Bytes>> = pages.into_iter().zip(reply.pages).collect();
-    let mut read_chunks = reply.chunks.into_iter();
+    let read_chunks = reply.chunks;
     let mut out = Vec::with_capacity(entries.len());
-    for (key, entry) in entries {
+    for ((key, entry), at) in entries.into_iter().zip(chunk_at) {
         let value = match &entry.stored {
             Stored::Inline(v) => Some(v.clone()),
             Stored::Page { page_id, offset, len } => {
@@ -190,7 +215,10 @@ pub(crate) fn resolve_many(
                 image.map(|image| slice(&image, *offset, *len))
             }
             Stored::Chunk { offset, len, crc32 } => {
-                let raw = read_chunks.next().unwrap_or_default();
+                let raw = match at.expect("every chunk entry has a source") {
+                    Ok(raw) => raw,
+                    Err(i) => read_chunks.get(i).cloned().unwrap_or_default(),
+                };
                 check_chunk(shard, &key, &entry, raw, ChunkRef { offset: *offset, len: *len, crc32: *crc32 })?
             }
         };

@@ -13,6 +13,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
 
+/// Cache keys of chunks: the chunk's offset with this bit set (page ids never reach it).
+pub(crate) const CHUNK_KEY_BIT: u64 = 1 << 63;
+
 struct Cached {
     image: Bytes,
     referenced: AtomicBool,

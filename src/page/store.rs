@@ -142,6 +142,9 @@ pub(crate) struct PageStore {
     pub checkpoint_lsn: u64,
     table_extent: Option<Extent>,
     dead_chunks: Vec<Extent>,
+    /// Offsets of the chunks the index references (a chunk read for one of them may be
+    /// cached; a superseded chunk may be freed and its extent reused).
+    pub live_chunks: HashSet<u64>,
     dirty: HashSet<Bytes>,
     moved_from: HashMap<Bytes, u64>,
     hot: Option<u64>,
@@ -211,6 +214,7 @@ impl PageStore {
             checkpoint_lsn: 0,
             table_extent: None,
             dead_chunks: Vec::new(),
+            live_chunks: HashSet::new(),
             dirty: HashSet::new(),
             moved_from: HashMap::new(),
             hot: None,
@@ -289,6 +293,7 @@ impl PageStore {
                     }
                     used.push(extent);
                     store.chunk_bytes_live += u64::from(value_len);
+                    store.live_chunks.insert(offset);
                     Stored::Chunk { offset, len: value_len, crc32 }
                 }
             };
@@ -323,6 +328,7 @@ impl PageStore {
             }
             Some(Stored::Chunk { offset, len, .. }) => {
                 self.dead_chunks.push(Extent { offset: *offset, len: chunk_bytes(*len as usize, self.unit) as u64 });
+                self.live_chunks.remove(offset);
                 self.chunk_bytes_live = self.chunk_bytes_live.saturating_sub(u64::from(*len));
             }
             _ => {}
@@ -440,6 +446,7 @@ impl PageStore {
                 let crc32 = encode_chunk(&p.value, &mut buf.as_mut_slice()[..len]);
                 let value_len = u32::try_from(p.value.len()).expect("values are at most 16 MiB");
                 self.chunk_bytes_live += u64::from(value_len);
+                self.live_chunks.insert(extent.offset);
                 placed.push((p.key, p.version, Stored::Chunk { offset: extent.offset, len: value_len, crc32 }));
                 writes.push((extent, buf, None));
                 self.counters.chunks_written += 1;
@@ -641,6 +648,8 @@ impl PageStore {
         }
         for chunk in self.dead_chunks.drain(..) {
             self.alloc.retire(chunk);
+            // Freed below; a later chunk or page may take the extent.
+            cache_writer.remove(cache, crate::page::cache::CHUNK_KEY_BIT | chunk.offset);
         }
         // 8. The slot, in the other half of CHECKPOINT from the newest one.
         self.generation += 1;

@@ -36,7 +36,7 @@ use crate::wal::writer::{Outcome, WalWriter, WriterConfig, WriterStart};
 
 pub(crate) use crate::index::Index;
 use crate::index::{IndexWriter, Stored, Versioned, range_chunk};
-use crate::page::cache::{CacheWriter, PageCache};
+use crate::page::cache::{CHUNK_KEY_BIT, CacheWriter, PageCache};
 use crate::page::store::{CHECKPOINT_TOKEN_BIT, PageConfig, PageCounters, PageStore};
 
 /// Tokens of reads for callers carry this bit (log tokens are small numbers, or carry
@@ -78,6 +78,7 @@ struct ReadJob {
     reply: oneshot::Sender<Result<ReadReply>>,
     answer: ReadReply,
     page_ids: Vec<u64>,
+    chunk_offsets: Vec<u64>,
     remaining: usize,
     error: Option<Error>,
 }
@@ -531,6 +532,10 @@ impl Shard {
             }
         }
         for (j, &(offset, len)) in chunks.iter().enumerate() {
+            if let Some(raw) = self.shared.cache.get(CHUNK_KEY_BIT | offset) {
+                answer.chunks[j] = raw;
+                continue;
+            }
             let bytes = crate::format::page::chunk_bytes(len as usize, self.pages.unit);
             let align = self.pages.mem_align;
             let buf = AlignedBuf::zeroed(bytes.next_multiple_of(align), align);
@@ -538,7 +543,8 @@ impl Shard {
             self.io.read(fd, offset, buf, bytes, token);
             remaining += 1;
         }
-        let job = ReadJob { reply, answer, page_ids: pages, remaining, error: None };
+        let chunk_offsets = chunks.iter().map(|&(offset, _)| offset).collect();
+        let job = ReadJob { reply, answer, page_ids: pages, chunk_offsets, remaining, error: None };
         if remaining == 0 {
             let _ = job.reply.send(Ok(job.answer));
         } else {
@@ -562,7 +568,14 @@ impl Shard {
             Ok(len) => {
                 let buf = c.buf.expect("a read returns its buffer");
                 if is_chunk {
-                    job.answer.chunks[i] = Bytes::from_owner(buf).slice(..len);
+                    let raw = Bytes::from_owner(buf).slice(..len);
+                    let offset = job.chunk_offsets[i];
+                    // Cache only a chunk the index still references: a superseded one may
+                    // be freed by the next checkpoint and its extent reused.
+                    if self.pages.live_chunks.contains(&offset) {
+                        self.cache_writer.insert(&self.shared.cache, CHUNK_KEY_BIT | offset, raw.clone());
+                    }
+                    job.answer.chunks[i] = raw;
                 } else {
                     let page_id = job.page_ids[i];
                     match self.pages.pages.get(&page_id) {
