@@ -30,6 +30,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod batch;
+mod blob;
 mod db;
 mod dir;
 mod error;
@@ -48,6 +49,10 @@ mod value;
 mod wal;
 
 pub use batch::WriteBatch;
+pub use blob::{
+    BLOB_SEGMENT_BYTES_MAX, BLOB_SEGMENT_BYTES_MIN, BlobDropEvent, BlobLog, BlobOptions, BlobPersistEvent,
+    BlobRotateEvent, BlobTransaction, Location, SegmentInfo,
+};
 pub use db::Db;
 pub use error::{Error, Result};
 pub use options::{

@@ -5,6 +5,7 @@
 //! kind byte and a crc32 (IEEE, `crc32fast`); `docs/FORMAT.md` describes each byte.
 //! Decoders never panic and never allocate from an unchecked length field.
 
+pub mod blob;
 pub mod checkpoint;
 pub mod manifest;
 pub mod page;

@@ -1,0 +1,733 @@
+//! The writer thread of a blob log (`ringdb-blob-N`): batches, group commit,
+//! rotation, trims and drops.
+//!
+//! Callers encode their records (crc32, compression) on their own threads and
+//! send them here. The thread owns the current segment's end and one io_uring
+//! (or the portable backend) through the [`Io`] trait. Records gather in the
+//! open batch, a block-aligned buffer mirroring the file from the block that
+//! holds the log's end; one flush is in flight at a time, and when it completes
+//! the next batch goes out at once (group commit: every append that arrived
+//! meanwhile shares one write and one device flush). A transaction's records
+//! always go into one batch, so they reach the file in one write.
+//!
+//! Each flush rewrites the partial block at the end with the bytes it already
+//! held plus new ones; the old bytes are unchanged, so a torn write cannot harm
+//! records already durable.
+//!
+//! Acknowledgement per durability: `Sync` answers when the flush carrying the
+//! records completed with `RWF_DSYNC`; `Periodic` and `None` answer at once and
+//! make the records readable from memory until their write completes. Operations
+//! that change the layout (rotation, trims, drops) wait until nothing is in
+//! flight and nothing is buffered, and run on this thread, in request order.
+//!
+//! A failed write or sync poisons the log: it answers every later write with
+//! [`Error::Poisoned`] until reopened, and never retries as if data were safe.
+
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, TryRecvError};
+
+use super::location::Location;
+use super::reader::{Reader, SegmentFile};
+use super::recovery::is_record_start;
+use super::segment::{create_segment, open_segment, punch_hole, read_full, segment_path, write_state};
+use super::{BlobDropEvent, BlobPersistEvent, BlobRotateEvent, Config, SegmentInfo};
+use crate::error::{Error, Result};
+use crate::format::blob::{SegmentState, stamp_record};
+use crate::io::{AlignedBuf, Completion, Io, SyncMode, direct_io_block_bytes, sync_dir};
+use crate::options::Durability;
+
+const BATCH_TOKEN: u64 = 1;
+const SYNC_TOKEN: u64 = 2;
+
+/// Answer to an append: the locations of its blobs.
+pub type AppendReply = oneshot::Sender<Result<Vec<Location>>>;
+
+/// What a handle asks of the writer thread.
+pub enum Request {
+    /// Append encoded records (with their blob lengths) as one all-or-nothing group.
+    Append {
+        /// Encoded records and the length of the blob each holds.
+        records: Vec<(Vec<u8>, u64)>,
+        /// Where the locations go.
+        reply: AppendReply,
+    },
+    /// Make everything appended so far durable.
+    Sync(oneshot::Sender<Result<()>>),
+    /// Change the layout (needs nothing in flight).
+    Admin(AdminOp, oneshot::Sender<Result<()>>),
+    /// List the segments.
+    Segments(oneshot::Sender<Result<Vec<SegmentInfo>>>),
+    /// Flush, sync and stop.
+    Close(oneshot::Sender<Result<()>>),
+}
+
+/// A layout change.
+#[derive(Debug, Clone, Copy)]
+pub enum AdminOp {
+    /// Delete an immutable segment.
+    Drop(u32),
+    /// Remove everything from an offset to the end of a segment.
+    Rtrim(u32, u64),
+    /// Remove everything from the start of a segment to an offset.
+    Ltrim(u32, u64),
+}
+
+/// What the writer knows of one segment.
+#[derive(Debug, Clone, Copy)]
+pub struct SegState {
+    /// Newest state slot written.
+    pub generation: u64,
+    /// First live byte.
+    pub data_start: u64,
+    /// End of the records.
+    pub end: u64,
+    /// Immutable.
+    pub sealed: bool,
+}
+
+/// Where recovery left the log.
+pub struct WriterStart {
+    /// The open segment.
+    pub current: u32,
+    /// Its file.
+    pub file: Arc<SegmentFile>,
+    /// Bytes of the open segment from `align_down(end)` to `end`.
+    pub tail: Vec<u8>,
+    /// Number of the next flush.
+    pub next_flush_seq: u32,
+    /// Every segment, the open one included.
+    pub segments: BTreeMap<u32, SegState>,
+}
+
+struct Batch {
+    segment: u32,
+    file: Arc<SegmentFile>,
+    /// File offset of `buf[0]` (block-aligned).
+    offset: u64,
+    buf: Option<AlignedBuf>,
+    /// Bytes of `buf` holding log data.
+    len: usize,
+    flush_seq: u32,
+    first: Option<Location>,
+    last: Option<Location>,
+    records: u64,
+    new_bytes: u64,
+    /// Replies deferred until the batch is durable (`Sync`).
+    acks: Vec<(AppendReply, Vec<Location>)>,
+    /// Records readable from memory until this batch is written.
+    pending: Vec<Location>,
+    opened_at: Instant,
+    dsync: bool,
+}
+
+enum Fit {
+    Done,
+    NeedRoom,
+    NeedRotate,
+}
+
+/// The writer thread's state; see the module docs.
+pub struct Writer {
+    config: Arc<Config>,
+    io: Box<dyn Io>,
+    rx: Receiver<Request>,
+    reader: Arc<Reader>,
+    block: usize,
+    current: u32,
+    current_file: Arc<SegmentFile>,
+    tail: Vec<u8>,
+    segments: BTreeMap<u32, SegState>,
+    open: Option<Batch>,
+    in_flight: Option<Batch>,
+    syncing: bool,
+    /// Written without a device flush: (first, last).
+    unsynced: Option<(Location, Location)>,
+    held: Option<Request>,
+    sync_waiters: Vec<oneshot::Sender<Result<()>>>,
+    next_flush_seq: u32,
+    poisoned: Option<String>,
+    closing: Option<oneshot::Sender<Result<()>>>,
+    disconnected: bool,
+    pool: Vec<AlignedBuf>,
+    current_segment: Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl Writer {
+    /// A writer continuing where recovery left the log.
+    pub fn new(
+        config: Arc<Config>,
+        io: Box<dyn Io>,
+        rx: Receiver<Request>,
+        reader: Arc<Reader>,
+        start: WriterStart,
+        current_segment: Arc<std::sync::atomic::AtomicU32>,
+    ) -> Writer {
+        let block = start.file.block_bytes;
+        Writer {
+            config,
+            io,
+            rx,
+            reader,
+            block,
+            current: start.current,
+            current_file: start.file,
+            tail: start.tail,
+            segments: start.segments,
+            open: None,
+            in_flight: None,
+            syncing: false,
+            unsynced: None,
+            held: None,
+            sync_waiters: Vec::new(),
+            next_flush_seq: start.next_flush_seq,
+            poisoned: None,
+            closing: None,
+            disconnected: false,
+            pool: Vec::new(),
+            current_segment,
+        }
+    }
+
+    fn end(&self) -> u64 {
+        self.segments[&self.current].end
+    }
+
+    fn quiescent(&self) -> bool {
+        self.in_flight.is_none() && !self.syncing && self.open.as_ref().is_none_or(|b| b.records == 0)
+    }
+
+    /// Runs until closed (or every handle is gone).
+    pub fn run(mut self) {
+        let mut completions = Vec::new();
+        loop {
+            while self.held.is_none() && self.closing.is_none() && !self.disconnected {
+                match self.rx.try_recv() {
+                    Ok(req) => self.take(req),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => self.disconnected = true,
+                }
+            }
+            self.progress();
+            let stopping = self.closing.is_some() || self.disconnected;
+            if stopping && self.quiescent() && self.held.is_none() && self.sync_waiters.is_empty() {
+                let result = self.finish();
+                if let Some(reply) = self.closing.take() {
+                    let _ = reply.send(result);
+                }
+                return;
+            }
+            let busy = self.in_flight.is_some() || self.syncing;
+            let timeout = self.periodic_wait();
+            // Everything that could be done now was done by `progress`: sleep until a
+            // completion, a client's wake-up, or a Periodic batch's deadline.
+            let timeout = if busy { None } else { timeout };
+            if let Err(e) = self.io.wait(true, timeout, &mut completions) {
+                let cause = format!("blob log I/O backend failed: {e}");
+                self.fail(cause);
+            }
+            for c in completions.drain(..) {
+                self.complete(c);
+            }
+        }
+    }
+
+    /// How long until a `Periodic` batch is due by age, if one waits.
+    fn periodic_wait(&self) -> Option<Duration> {
+        let Durability::Periodic { interval, .. } = self.config.durability else { return None };
+        let b = self.open.as_ref().filter(|b| b.records > 0)?;
+        Some(interval.saturating_sub(b.opened_at.elapsed()).max(Duration::from_micros(100)))
+    }
+
+    fn take(&mut self, req: Request) {
+        match req {
+            Request::Append { records, reply } => {
+                if let Some(cause) = &self.poisoned {
+                    let _ = reply.send(Err(poisoned(cause)));
+                    return;
+                }
+                let total: u64 = records.iter().map(|(r, _)| r.len() as u64).sum();
+                let room = self.config.max_segment_bytes - self.block as u64;
+                if total > room {
+                    let _ = reply.send(Err(Error::InvalidArgument(format!(
+                        "{} blob(s) encode to {total} bytes, more than the {room} bytes a segment holds \
+                         (raise BlobOptions::max_segment_bytes)",
+                        records.len()
+                    ))));
+                    return;
+                }
+                let req = Request::Append { records, reply };
+                self.held = Some(req);
+                self.retry_held_append();
+            }
+            Request::Sync(reply) => {
+                if let Some(cause) = &self.poisoned {
+                    let _ = reply.send(Err(poisoned(cause)));
+                } else {
+                    self.sync_waiters.push(reply);
+                }
+            }
+            Request::Segments(reply) => {
+                let list = self
+                    .segments
+                    .iter()
+                    .map(|(&segment, s)| SegmentInfo {
+                        segment,
+                        data_start: s.data_start,
+                        end: s.end,
+                        current: segment == self.current,
+                    })
+                    .collect();
+                let _ = reply.send(Ok(list));
+            }
+            Request::Admin(..) => self.held = Some(req),
+            Request::Close(reply) => self.closing = Some(reply),
+        }
+    }
+
+    /// Tries the held append, if there is one and it can go now.
+    fn retry_held_append(&mut self) {
+        let Some(Request::Append { records, .. }) = &self.held else { return };
+        let total: u64 = records.iter().map(|(r, _)| r.len() as u64).sum();
+        let fit = self.fit(total);
+        let fit = match fit {
+            Fit::NeedRotate if self.quiescent() => match self.rotate() {
+                Ok(()) => self.fit(total),
+                Err(e) => {
+                    let Some(Request::Append { reply, .. }) = self.held.take() else { unreachable!() };
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+            },
+            other => other,
+        };
+        if let Fit::Done = fit {
+            let Some(Request::Append { records, reply }) = self.held.take() else { unreachable!() };
+            self.append(records, reply);
+        }
+    }
+
+    fn fit(&self, total: u64) -> Fit {
+        let end = self.end();
+        let allocated = self.config.max_segment_bytes;
+        if end + total > allocated {
+            return Fit::NeedRotate;
+        }
+        match &self.open {
+            None => Fit::Done,
+            Some(b) => {
+                let cap = b.buf.as_ref().map_or(0, AlignedBuf::capacity);
+                if b.len as u64 + total <= cap as u64 || b.records == 0 { Fit::Done } else { Fit::NeedRoom }
+            }
+        }
+    }
+
+    fn new_batch(&mut self, total: u64) -> Batch {
+        let block = self.block;
+        let end = self.end();
+        let offset = end - end % block as u64;
+        let prefix = self.tail.len();
+        debug_assert_eq!(offset + prefix as u64, end);
+        let standard = (self.config.group_commit_bytes_max + block).next_multiple_of(block);
+        let need = (prefix + total as usize).next_multiple_of(block);
+        let mut buf = if need <= standard {
+            self.pool.pop().unwrap_or_else(|| AlignedBuf::zeroed(standard, block))
+        } else {
+            AlignedBuf::zeroed(need, block)
+        };
+        buf.as_mut_slice()[..prefix].copy_from_slice(&self.tail);
+        let flush_seq = self.next_flush_seq;
+        self.next_flush_seq = self.next_flush_seq.wrapping_add(1);
+        Batch {
+            segment: self.current,
+            file: Arc::clone(&self.current_file),
+            offset,
+            buf: Some(buf),
+            len: prefix,
+            flush_seq,
+            first: None,
+            last: None,
+            records: 0,
+            new_bytes: 0,
+            acks: Vec::new(),
+            pending: Vec::new(),
+            opened_at: Instant::now(),
+            dsync: false,
+        }
+    }
+
+    fn append(&mut self, records: Vec<(Vec<u8>, u64)>, reply: AppendReply) {
+        let total: u64 = records.iter().map(|(r, _)| r.len() as u64).sum();
+        let mut batch = match self.open.take() {
+            Some(b) if b.records > 0 => b,
+            Some(empty) => {
+                if let Some(buf) = empty.buf {
+                    self.pool.push(buf);
+                }
+                self.next_flush_seq = empty.flush_seq;
+                self.new_batch(total)
+            }
+            None => self.new_batch(total),
+        };
+        if batch.records == 0 {
+            // An empty batch may be too small for a large group: size it for this one.
+            let cap = batch.buf.as_ref().map_or(0, AlignedBuf::capacity);
+            if batch.len + total as usize > cap {
+                let mut bigger =
+                    AlignedBuf::zeroed((batch.len + total as usize).next_multiple_of(self.block), self.block);
+                let old = batch.buf.take().expect("an open batch owns its buffer");
+                bigger.as_mut_slice()[..batch.len].copy_from_slice(&old.as_slice()[..batch.len]);
+                batch.buf = Some(bigger);
+            }
+        }
+        let count = records.len();
+        let mut locs = Vec::with_capacity(count);
+        let mut end = self.end();
+        let buf = batch.buf.as_mut().expect("an open batch owns its buffer");
+        for (i, (mut rec, blob_len)) in records.into_iter().enumerate() {
+            let left = u32::try_from(count - 1 - i).expect("a transaction holds fewer than 2^32 blobs");
+            stamp_record(&mut rec, left, batch.flush_seq);
+            buf.as_mut_slice()[batch.len..batch.len + rec.len()].copy_from_slice(&rec);
+            let loc = Location { segment: self.current, offset: end, len: blob_len };
+            batch.len += rec.len();
+            batch.new_bytes += rec.len() as u64;
+            end += rec.len() as u64;
+            batch.records += 1;
+            batch.first.get_or_insert(loc);
+            batch.last = Some(loc);
+            if self.config.durability != Durability::Sync {
+                self.reader.add_pending(loc, Bytes::from(rec));
+                batch.pending.push(loc);
+            }
+            locs.push(loc);
+        }
+        if batch.records == count as u64 {
+            batch.opened_at = Instant::now();
+        }
+        self.segments.get_mut(&self.current).expect("the current segment is listed").end = end;
+        if self.config.durability == Durability::Sync {
+            batch.acks.push((reply, locs));
+        } else {
+            let _ = reply.send(Ok(locs));
+        }
+        self.open = Some(batch);
+    }
+
+    /// Whether the open batch should be written now.
+    fn flush_due(&self) -> bool {
+        let Some(b) = self.open.as_ref().filter(|b| b.records > 0) else { return false };
+        if self.held.is_some() || !self.sync_waiters.is_empty() || self.closing.is_some() || self.disconnected {
+            return true;
+        }
+        if b.len >= self.config.group_commit_bytes_max {
+            return true;
+        }
+        match self.config.durability {
+            Durability::Sync => true,
+            Durability::Periodic { bytes, items, interval } => {
+                b.new_bytes >= bytes || b.records >= items || b.opened_at.elapsed() >= interval
+            }
+            Durability::None => false,
+        }
+    }
+
+    fn progress(&mut self) {
+        loop {
+            if self.poisoned.is_some() {
+                self.refuse_all();
+                return;
+            }
+            if self.in_flight.is_none() && !self.syncing && self.flush_due() {
+                self.submit();
+            }
+            if matches!(self.held, Some(Request::Append { .. })) {
+                self.retry_held_append();
+                if self.held.is_none() {
+                    continue;
+                }
+            }
+            if !self.quiescent() {
+                return;
+            }
+            if let Some(Request::Admin(op, reply)) = self.held.take() {
+                let result = self.admin(op);
+                let _ = reply.send(result);
+                continue;
+            }
+            if self.held.is_some() {
+                return;
+            }
+            let want_sync = !self.sync_waiters.is_empty() || self.closing.is_some() || self.disconnected;
+            if want_sync && self.unsynced.is_some() {
+                self.syncing = true;
+                self.io.fdatasync(self.current_file.file.as_raw_fd(), SYNC_TOKEN);
+                return;
+            }
+            for w in self.sync_waiters.drain(..) {
+                let _ = w.send(Ok(()));
+            }
+            return;
+        }
+    }
+
+    fn submit(&mut self) {
+        let mut batch = self.open.take().expect("a due batch exists");
+        let block = self.block;
+        // Keep the partial last block: the next batch starts by rewriting it.
+        let end = batch.offset + batch.len as u64;
+        let tail_start = (end - end % block as u64 - batch.offset) as usize;
+        let buf = batch.buf.as_mut().expect("an unsubmitted batch owns its buffer");
+        self.tail.clear();
+        self.tail.extend_from_slice(&buf.as_slice()[tail_start..batch.len]);
+        let write_len = batch.len.next_multiple_of(block);
+        buf.as_mut_slice()[batch.len..write_len].fill(0);
+        let want_sync = !self.sync_waiters.is_empty() || self.closing.is_some() || self.disconnected;
+        batch.dsync = self.config.durability != Durability::None || want_sync;
+        let sync = if batch.dsync { SyncMode::Dsync } else { SyncMode::None };
+        let buf = batch.buf.take().expect("checked above");
+        let fd: RawFd = batch.file.file.as_raw_fd();
+        self.io.write(fd, batch.offset, buf, write_len, sync, BATCH_TOKEN);
+        self.in_flight = Some(batch);
+    }
+
+    fn complete(&mut self, c: Completion) {
+        if c.token == SYNC_TOKEN {
+            self.syncing = false;
+            match c.result {
+                Ok(_) => {
+                    if let Some((first, last)) = self.unsynced.take() {
+                        self.persisted(first, last);
+                    }
+                }
+                Err(e) => self.fail(format!("fdatasync of blob segment {} failed: {e}", self.current)),
+            }
+            return;
+        }
+        let mut batch = self.in_flight.take().expect("a batch completion has a batch in flight");
+        if let Some(buf) = c.buf {
+            let standard = (self.config.group_commit_bytes_max + self.block).next_multiple_of(self.block);
+            if buf.capacity() == standard && self.pool.len() < 2 {
+                self.pool.push(buf);
+            }
+        }
+        if let Err(e) = c.result {
+            let cause = format!("write to blob segment {} at offset {} failed: {e}", batch.segment, batch.offset);
+            for (reply, _) in batch.acks.drain(..) {
+                let _ = reply.send(Err(poisoned(&cause)));
+            }
+            self.fail(cause);
+            return;
+        }
+        self.reader.remove_pending(&batch.pending);
+        let (first, last) = (batch.first.expect("a written batch has records"), batch.last.expect("and a last"));
+        if batch.dsync {
+            for (reply, locs) in batch.acks.drain(..) {
+                let _ = reply.send(Ok(locs));
+            }
+            self.persisted(first, last);
+        } else {
+            self.unsynced = Some(match self.unsynced {
+                Some((f, _)) => (f, last),
+                None => (first, last),
+            });
+        }
+    }
+
+    fn persisted(&self, first: Location, last: Location) {
+        if let Some(cb) = &self.config.on_persist {
+            cb(BlobPersistEvent { first, last, timestamp: SystemTime::now() });
+        }
+    }
+
+    fn fail(&mut self, cause: String) {
+        if self.poisoned.is_none() {
+            self.poisoned = Some(cause);
+        }
+        self.refuse_all();
+    }
+
+    /// Answers everything waiting with the poisoning error.
+    fn refuse_all(&mut self) {
+        let cause = self.poisoned.clone().expect("called when poisoned");
+        if let Some(mut b) = self.open.take() {
+            for (reply, _) in b.acks.drain(..) {
+                let _ = reply.send(Err(poisoned(&cause)));
+            }
+        }
+        for w in self.sync_waiters.drain(..) {
+            let _ = w.send(Err(poisoned(&cause)));
+        }
+        match self.held.take() {
+            Some(Request::Append { reply, .. }) => {
+                let _ = reply.send(Err(poisoned(&cause)));
+            }
+            Some(Request::Admin(_, reply)) => {
+                let _ = reply.send(Err(poisoned(&cause)));
+            }
+            _ => {}
+        }
+    }
+
+    /// Final flush on close: everything written is made durable.
+    fn finish(&mut self) -> Result<()> {
+        if let Some(cause) = &self.poisoned {
+            return Err(poisoned(cause));
+        }
+        if let Some((first, last)) = self.unsynced.take() {
+            crate::io::fdatasync(self.current_file.file.as_raw_fd())
+                .map_err(|e| Error::io("fdatasync", self.current_file.path.clone(), e))?;
+            self.persisted(first, last);
+        }
+        Ok(())
+    }
+
+    fn write_seg_state(&mut self, segment: u32, file: &SegmentFile, data_start: u64, sealed_end: u64) -> Result<()> {
+        let s = self.segments.get_mut(&segment).expect("a listed segment");
+        let state = SegmentState { generation: s.generation + 1, data_start, sealed_end };
+        write_state(&file.file, &file.path, file.block_bytes, state)?;
+        s.generation = state.generation;
+        s.data_start = data_start;
+        Ok(())
+    }
+
+    /// Seals the current segment and starts the next one. Needs quiescence.
+    fn rotate(&mut self) -> Result<()> {
+        debug_assert!(self.quiescent());
+        if let Some(cause) = &self.poisoned {
+            return Err(poisoned(cause));
+        }
+        let sealed = self.current;
+        let end = self.end();
+        let file = Arc::clone(&self.current_file);
+        let data_start = self.segments[&sealed].data_start;
+        // The state write's fdatasync also makes any unsynced data of the segment durable.
+        self.write_seg_state(sealed, &file, data_start, end)?;
+        if let Some((first, last)) = self.unsynced.take() {
+            self.persisted(first, last);
+        }
+        // Give back the unused reserved space.
+        file.file
+            .set_len(end.next_multiple_of(self.block as u64))
+            .and_then(|()| file.file.sync_all())
+            .map_err(|e| Error::io("truncate sealed segment", file.path.clone(), e))?;
+        self.segments.get_mut(&sealed).expect("listed").sealed = true;
+        let next =
+            sealed.checked_add(1).ok_or_else(|| Error::InvalidArgument("blob segment numbers ran out".into()))?;
+        let created = match create_segment(
+            self.reader.dir(),
+            next,
+            self.config.max_segment_bytes,
+            self.block,
+            self.config.direct_io,
+            self.config.zero_fill,
+        ) {
+            Ok(file) => file,
+            Err(e) => {
+                // The old segment is sealed and there is no new one: nothing may be
+                // appended until a reopen creates it.
+                self.poisoned = Some(format!("blob segment {next} could not be created: {e}"));
+                return Err(e);
+            }
+        };
+        let block_bytes = direct_io_block_bytes(&created).max(self.block);
+        let seg_file =
+            Arc::new(SegmentFile { file: created, path: segment_path(self.reader.dir(), next), block_bytes });
+        self.reader.insert_file(next, Arc::clone(&seg_file));
+        self.segments.insert(
+            next,
+            SegState { generation: 1, data_start: self.block as u64, end: self.block as u64, sealed: false },
+        );
+        self.current = next;
+        self.current_file = seg_file;
+        self.tail.clear();
+        self.current_segment.store(next, std::sync::atomic::Ordering::Release);
+        if let Some(cb) = &self.config.on_rotate {
+            cb(BlobRotateEvent { sealed, sealed_end: end, next, timestamp: SystemTime::now() });
+        }
+        Ok(())
+    }
+
+    fn admin(&mut self, op: AdminOp) -> Result<()> {
+        if let Some(cause) = &self.poisoned {
+            return Err(poisoned(cause));
+        }
+        let segment = match op {
+            AdminOp::Drop(s) | AdminOp::Rtrim(s, _) | AdminOp::Ltrim(s, _) => s,
+        };
+        let Some(state) = self.segments.get(&segment).copied() else {
+            return Err(Error::InvalidArgument(format!("blob segment {segment} does not exist (dropped?)")));
+        };
+        let file = if segment == self.current {
+            Arc::clone(&self.current_file)
+        } else {
+            // Trims write to the file: open it for writing (readers' descriptors are read-only).
+            let path = segment_path(self.reader.dir(), segment);
+            let file = open_segment(&path, false, self.config.direct_io)?;
+            Arc::new(SegmentFile { file, path, block_bytes: self.block })
+        };
+        let check_boundary = |at: u64, what: &str| -> Result<()> {
+            if at < state.data_start || at > state.end {
+                return Err(Error::InvalidArgument(format!(
+                    "{what} offset {at} is outside the live bytes {}..{} of blob segment {segment}",
+                    state.data_start, state.end
+                )));
+            }
+            if at != state.end && !is_record_start(&file.path, at)? {
+                return Err(Error::InvalidArgument(format!(
+                    "{what} offset {at} of blob segment {segment} is not the start of a blob"
+                )));
+            }
+            Ok(())
+        };
+        match op {
+            AdminOp::Drop(_) => {
+                if segment == self.current {
+                    return Err(Error::InvalidArgument(format!(
+                        "blob segment {segment} is the one being written; only immutable segments can be dropped"
+                    )));
+                }
+                // Unlink first, then forget the descriptor (see `Reader::file`).
+                std::fs::remove_file(&file.path).map_err(|e| Error::io("remove", file.path.clone(), e))?;
+                self.reader.remove_file(segment);
+                sync_dir(self.reader.dir())?;
+                self.segments.remove(&segment);
+                if let Some(cb) = &self.config.on_drop {
+                    cb(BlobDropEvent { segment, timestamp: SystemTime::now() });
+                }
+            }
+            AdminOp::Rtrim(_, from) => {
+                check_boundary(from, "rtrim")?;
+                punch_hole(&file.file, &file.path, from, state.end)?;
+                if segment == self.current {
+                    // The space is reused: the next append lands at `from`.
+                    let start = from - from % self.block as u64;
+                    let mut tail = vec![0u8; (from - start) as usize];
+                    // A buffered descriptor: `file` may be O_DIRECT, and this read is unaligned.
+                    let plain = std::fs::File::open(&file.path).map_err(|e| Error::io("open", file.path.clone(), e))?;
+                    read_full(&plain, &mut tail, start).map_err(|e| Error::io("read", file.path.clone(), e))?;
+                    self.tail = tail;
+                } else {
+                    self.write_seg_state(segment, &file, state.data_start, from)?;
+                }
+                self.segments.get_mut(&segment).expect("listed").end = from;
+            }
+            AdminOp::Ltrim(_, to) => {
+                check_boundary(to, "ltrim")?;
+                punch_hole(&file.file, &file.path, state.data_start, to)?;
+                let sealed_end = if state.sealed { state.end } else { 0 };
+                self.write_seg_state(segment, &file, to, sealed_end)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn poisoned(cause: &str) -> Error {
+    Error::Poisoned { shard: 0, cause: cause.to_string() }
+}
