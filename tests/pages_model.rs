@@ -205,3 +205,43 @@ fn a_corrupt_page_is_reported_not_returned() {
     assert!(db.get(other.key).unwrap().is_some());
     db.close().unwrap();
 }
+
+/// Checkpoints must not starve under a steady write load (a flush is almost always in
+/// flight), under every durability mode, and what was written must all be there after.
+#[test]
+fn checkpoints_keep_up_under_sustained_writes() {
+    for durability in [
+        ringdb::Durability::Sync,
+        ringdb::Durability::Periodic { bytes: 64 << 10, items: 256, interval: std::time::Duration::from_millis(2) },
+        ringdb::Durability::None,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = || options().durability(durability).checkpoint_wal_bytes(128 << 10);
+        let db = Db::open(dir.path(), opts()).unwrap();
+        let writers = 6u64;
+        let per_writer = 1500u64;
+        std::thread::scope(|s| {
+            for w in 0..writers {
+                let db = db.clone();
+                s.spawn(move || {
+                    for i in 0..per_writer {
+                        db.put(format!("w{w}-{:04}", i % 400).as_bytes(), format!("{i:0100}").as_bytes()).unwrap();
+                    }
+                });
+            }
+        });
+        let stats = db.stats();
+        assert!(stats.checkpoints >= 2, "{durability:?}: only {} checkpoints during the load", stats.checkpoints);
+        assert!(stats.wal_segments <= 16, "{durability:?}: {} log segments kept", stats.wal_segments);
+        db.close().unwrap();
+        let db = Db::open(dir.path(), opts()).unwrap();
+        for w in 0..writers {
+            for k in 0..400u64 {
+                let last = (0..per_writer).rev().find(|i| i % 400 == k).unwrap();
+                let got = db.get(format!("w{w}-{k:04}").as_bytes()).unwrap();
+                assert_eq!(got.as_deref(), Some(format!("{last:0100}").as_bytes()), "{durability:?}: w{w}-{k}");
+            }
+        }
+        db.close().unwrap();
+    }
+}

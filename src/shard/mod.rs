@@ -429,7 +429,6 @@ impl Shard {
             if woken {
                 ShardCounters::add(&self.shared.counters.wakeups, 1);
             }
-            completions.append(&mut self.stash);
             for completion in completions.drain(..) {
                 self.on_completion(completion);
             }
@@ -471,20 +470,22 @@ impl Shard {
     /// flight, and everything applied also durable in the log (so the log never misses
     /// a record the pages hold).
     fn maybe_checkpoint(&mut self) {
-        if self.wal.busy() || self.wal.poisoned().is_some() || self.shutdown.is_some() {
-            if let Some(cause) = self.wal.poisoned() {
-                let err = Error::Poisoned { shard: self.shared.id, cause: cause.to_string() };
-                for reply in self.checkpoint_waiters.drain(..) {
-                    let _ = reply.send(Err(err.clone()));
-                }
+        if let Some(cause) = self.wal.poisoned() {
+            let err = Error::Poisoned { shard: self.shared.id, cause: cause.to_string() };
+            for reply in self.checkpoint_waiters.drain(..) {
+                let _ = reply.send(Err(err.clone()));
             }
             return;
         }
-        if self.checkpoint_waiters.is_empty() && !self.checkpoint_due() {
+        if self.shutdown.is_some() || (self.checkpoint_waiters.is_empty() && !self.checkpoint_due()) {
             return;
         }
+        // Everything applied must be durable in the log, or a crash could leave pages
+        // holding a write the log lost, with older durable versions already dropped.
+        // Under Sync that always holds (a write is applied only once durable), so the
+        // checkpoint may run while a flush is in flight: its completion waits in `stash`.
+        // Otherwise `take_requests` pauses new writes and `submit` flushes until it holds.
         if self.wal.durable_lsn() < self.applied_lsn {
-            // `submit` sees the waiting checkpoint and flushes the log first.
             return;
         }
         self.appended_at_checkpoint = self.wal.appended_bytes;
@@ -511,6 +512,13 @@ impl Shard {
         for reply in self.checkpoint_waiters.drain(..) {
             let _ = reply.send(result.clone());
         }
+        // Completions that arrived during the checkpoint (a log flush among them, which
+        // the log still counts as in flight) are handled now, before the loop may sleep
+        // waiting for them.
+        for completion in std::mem::take(&mut self.stash) {
+            self.on_completion(completion);
+        }
+        self.answer_flush_waiters();
         self.publish_page_stats();
     }
 
@@ -621,9 +629,18 @@ impl Shard {
     }
 
     /// Takes up to `DRAIN_MAX` requests while the log accepts records.
+    /// Whether new requests wait until a due checkpoint has run (under Periodic and None,
+    /// so that what is applied stops outrunning what is durable; see `maybe_checkpoint`).
+    fn paused_for_checkpoint(&self) -> bool {
+        self.options.durability != Durability::Sync
+            && self.wal.poisoned().is_none()
+            && self.wal.durable_lsn() < self.applied_lsn
+            && (!self.checkpoint_waiters.is_empty() || self.checkpoint_due())
+    }
+
     fn take_requests(&mut self) -> usize {
         let mut took = 0;
-        while took < DRAIN_MAX && self.shutdown.is_none() && self.wal.can_accept() {
+        while took < DRAIN_MAX && self.shutdown.is_none() && self.wal.can_accept() && !self.paused_for_checkpoint() {
             match self.rx.try_recv() {
                 Ok(request) => {
                     took += 1;
@@ -756,7 +773,7 @@ impl Shard {
             fence(Ordering::SeqCst);
             // After a shutdown request the queue is no longer read: don't let what waits
             // in it keep the thread from sleeping.
-            if self.shutdown.is_none() && !self.rx.is_empty() {
+            if self.shutdown.is_none() && !self.paused_for_checkpoint() && !self.rx.is_empty() {
                 self.shared.sleeping.store(false, Ordering::Relaxed);
                 return self.poll(completions);
             }
