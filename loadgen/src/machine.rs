@@ -43,6 +43,20 @@ impl Machine {
     }
 }
 
+/// Bytes written to the block device behind `fs_device` since boot (sectors written in
+/// `/sys/class/block/<dev>/stat`, times 512), or `None` if it is not a block device.
+pub fn device_write_bytes(fs_device: &str) -> Option<u64> {
+    let dev = Path::new(fs_device);
+    if !fs_device.starts_with("/dev/") {
+        return None;
+    }
+    let real = dev.canonicalize().ok()?;
+    let name = real.file_name()?.to_str()?.to_string();
+    let stat = std::fs::read_to_string(format!("/sys/class/block/{name}/stat")).ok()?;
+    let sectors: u64 = stat.split_whitespace().nth(6)?.parse().ok()?;
+    Some(sectors * 512)
+}
+
 /// The (device, mount point, type) of the mount with the longest mount point that is a
 /// prefix of `path`; of equal mount points the last one listed (it shadows the others).
 fn mount_of(mounts: &str, path: &Path) -> Option<(String, String, String)> {
