@@ -390,6 +390,7 @@ impl Db {
             pages: 0,
             pages_written: 0,
             pages_read: 0,
+            chunks_read: 0,
             chunks_written: 0,
             bytes_padded: 0,
             heap_pages: 0,
@@ -397,6 +398,7 @@ impl Db {
             checkpoint_us_last: 0,
             checkpoint_us_max: 0,
             checkpoint_bytes_last: 0,
+            checkpoint_bytes_total: 0,
             data_file_bytes: 0,
             live_bytes: 0,
             page_bytes: 0,
@@ -430,7 +432,8 @@ impl Db {
             let p = *s.page_stats.lock().unwrap_or_else(|p| p.into_inner());
             stats.pages += p.pages;
             stats.pages_written += p.counters.pages_written;
-            stats.pages_read += p.counters.pages_read;
+            stats.pages_read += load(&c.pages_read);
+            stats.chunks_read += load(&c.chunks_read);
             stats.chunks_written += p.counters.chunks_written;
             stats.bytes_padded += p.counters.bytes_padded;
             stats.heap_pages += p.heap_pages;
@@ -438,6 +441,7 @@ impl Db {
             stats.checkpoint_us_last = stats.checkpoint_us_last.max(p.counters.checkpoint_us_last);
             stats.checkpoint_us_max = stats.checkpoint_us_max.max(p.counters.checkpoint_us_max);
             stats.checkpoint_bytes_last += p.counters.checkpoint_bytes_last;
+            stats.checkpoint_bytes_total += p.counters.checkpoint_bytes_total;
             stats.data_file_bytes += p.file_bytes;
             stats.live_bytes += p.live_bytes;
             stats.page_bytes += p.footprint_bytes;

@@ -67,6 +67,8 @@ pub(crate) struct ShardCounters {
     pub requests: AtomicU64,
     pub segments: AtomicU64,
     pub wal_segments: AtomicU64,
+    pub pages_read: AtomicU64,
+    pub chunks_read: AtomicU64,
     pub recovered_records: AtomicU64,
     pub recovery_us: AtomicU64,
 }
@@ -164,8 +166,10 @@ pub struct Stats {
     pub pages: u64,
     /// Pages written by checkpoints.
     pub pages_written: u64,
-    /// Pages read from disk.
+    /// Pages read from disk for callers (cache misses).
     pub pages_read: u64,
+    /// Chunks read from disk for callers.
+    pub chunks_read: u64,
     /// Chunks (values of their own) written by checkpoints.
     pub chunks_written: u64,
     /// Free space written into pages for later updates (the padding to the page unit).
@@ -180,6 +184,8 @@ pub struct Stats {
     pub checkpoint_us_max: u64,
     /// Bytes the latest checkpoint of each shard wrote to its data file, summed.
     pub checkpoint_bytes_last: u64,
+    /// Bytes all checkpoints wrote to the data files since open (pages, chunks, tables).
+    pub checkpoint_bytes_total: u64,
     /// Bytes of the data files in use.
     pub data_file_bytes: u64,
     /// Bytes of live data in pages and chunks (records' bytes, not the pages' free space).
@@ -196,6 +202,16 @@ impl Stats {
     /// Mean records per log batch (group commit's batching factor).
     pub fn mean_batch_records(&self) -> f64 {
         if self.wal_batches == 0 { 0.0 } else { self.wal_records as f64 / self.wal_batches as f64 }
+    }
+
+    /// Bytes written to disk (log and data files) per byte of keys and values written by
+    /// callers; 0 before any write.
+    pub fn write_amplification(&self) -> f64 {
+        if self.write_bytes == 0 {
+            0.0
+        } else {
+            (self.wal_bytes + self.checkpoint_bytes_total) as f64 / self.write_bytes as f64
+        }
     }
 
     /// Cache hit ratio (0 when nothing was read from pages).

@@ -245,3 +245,28 @@ fn checkpoints_keep_up_under_sustained_writes() {
         db.close().unwrap();
     }
 }
+
+/// A get that misses the page cache counts one miss and one page read; the next get of a
+/// key in the same page is a hit.
+#[test]
+fn cache_counters_count_each_lookup_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = || options().shards(1);
+    let db = Db::open(dir.path(), opts()).unwrap();
+    for i in 0..8u32 {
+        db.put(format!("k{i}").as_bytes(), b"small value").unwrap();
+    }
+    db.checkpoint().unwrap();
+    db.close().unwrap();
+    let db = Db::open(dir.path(), opts()).unwrap();
+    let before = db.stats();
+    assert_eq!(db.get(b"k0").unwrap().as_deref(), Some(&b"small value"[..]));
+    let after = db.stats();
+    assert_eq!(after.cache_misses - before.cache_misses, 1, "one miss for one uncached get");
+    assert_eq!(after.pages_read - before.pages_read, 1, "one page read for one uncached get");
+    assert_eq!(db.get(b"k1").unwrap().as_deref(), Some(&b"small value"[..]));
+    let again = db.stats();
+    assert_eq!(again.cache_hits - after.cache_hits, 1, "k1 shares k0's page (4 records a page)");
+    assert_eq!(again.pages_read, after.pages_read);
+    db.close().unwrap();
+}

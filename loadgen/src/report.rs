@@ -60,7 +60,8 @@ pub struct EngineStats {
     pub wal_bytes: u64,
     /// Key and value bytes callers wrote (`Stats::write_bytes`).
     pub write_bytes: u64,
-    /// `wal_bytes / write_bytes`: the log's write amplification (null without writes).
+    /// `(wal_bytes + checkpoint bytes) / write_bytes`: bytes the engine wrote to its log and
+    /// data files per byte callers wrote (null without writes).
     pub write_amplification: Option<f64>,
     /// Page reads served from the page cache, and those that missed it.
     pub cache_hits: u64,
@@ -100,6 +101,7 @@ impl EngineStats {
             }
         }
         let wal_bytes = after.wal_bytes - before.wal_bytes;
+        let checkpoint_bytes = after.checkpoint_bytes_total.saturating_sub(before.checkpoint_bytes_total);
         let write_bytes = after.write_bytes - before.write_bytes;
         let cache_hits = after.cache_hits - before.cache_hits;
         let cache_misses = after.cache_misses - before.cache_misses;
@@ -113,7 +115,7 @@ impl EngineStats {
             fsyncs: after.fsyncs - before.fsyncs,
             wal_bytes,
             write_bytes,
-            write_amplification: (write_bytes > 0).then(|| wal_bytes as f64 / write_bytes as f64),
+            write_amplification: (write_bytes > 0).then(|| (wal_bytes + checkpoint_bytes) as f64 / write_bytes as f64),
             cache_hits,
             cache_misses,
             cache_hit_ratio: (cache_hits + cache_misses > 0)

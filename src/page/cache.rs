@@ -59,6 +59,13 @@ impl PageCache {
         }
     }
 
+    /// The image of `page_id`, if cached, without counting a hit or a miss (for the
+    /// shard's own second look after a caller's miss).
+    pub fn peek(&self, page_id: u64) -> Option<Bytes> {
+        let guard = self.map.guard();
+        self.map.get(&page_id, &guard).map(|c| c.image.clone())
+    }
+
     /// Bytes cached.
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)

@@ -78,6 +78,10 @@ pub(crate) struct PageCounters {
     pub checkpoint_us_last: u64,
     pub checkpoint_us_max: u64,
     pub checkpoint_bytes_last: u64,
+    /// Bytes written by every checkpoint since open.
+    pub checkpoint_bytes_total: u64,
+    /// Pages loaded by checkpoints (from the cache or the disk).
+    pub checkpoint_pages_read: u64,
 }
 
 /// What `open` found.
@@ -400,6 +404,7 @@ impl PageStore {
         rewrite.sort_unstable();
         // 2. Load them.
         let images = self.load_pages(io, cache, &rewrite, stash)?;
+        self.counters.checkpoint_pages_read += images.len() as u64;
         crate::failpoint::hit("checkpoint-pages-loaded");
         let mut buildings: Vec<Building> = Vec::new();
         let mut by_old: HashMap<u64, usize> = HashMap::new();
@@ -674,6 +679,7 @@ impl PageStore {
         self.counters.checkpoint_us_last = us;
         self.counters.checkpoint_us_max = self.counters.checkpoint_us_max.max(us);
         self.counters.checkpoint_bytes_last = bytes_written;
+        self.counters.checkpoint_bytes_total += bytes_written;
         Ok(())
     }
 

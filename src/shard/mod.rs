@@ -528,7 +528,7 @@ impl Shard {
         let mut answer = ReadReply { pages: vec![None; pages.len()], chunks: vec![Bytes::new(); chunks.len()] };
         let mut remaining = 0;
         for (i, &page_id) in pages.iter().enumerate() {
-            if let Some(image) = self.shared.cache.get(page_id) {
+            if let Some(image) = self.shared.cache.peek(page_id) {
                 answer.pages[i] = Some(image);
             } else if let Some(meta) = self.pages.pages.get(&page_id) {
                 let len = meta.extent.len as usize;
@@ -540,7 +540,7 @@ impl Shard {
             }
         }
         for (j, &(offset, len)) in chunks.iter().enumerate() {
-            if let Some(raw) = self.shared.cache.get(CHUNK_KEY_BIT | offset) {
+            if let Some(raw) = self.shared.cache.peek(CHUNK_KEY_BIT | offset) {
                 answer.chunks[j] = raw;
                 continue;
             }
@@ -577,6 +577,7 @@ impl Shard {
                 let buf = c.buf.expect("a read returns its buffer");
                 if is_chunk {
                     let raw = Bytes::from_owner(buf).slice(..len);
+                    ShardCounters::add(&self.shared.counters.chunks_read, 1);
                     let offset = job.chunk_offsets[i];
                     // Cache only a chunk the index still references: a superseded one may
                     // be freed by the next checkpoint and its extent reused.
@@ -595,6 +596,7 @@ impl Shard {
                             match crate::format::page::decode_page(&image) {
                                 Ok(page) if page.page_id == page_id => {
                                     self.pages.counters.pages_read += 1;
+                                    ShardCounters::add(&self.shared.counters.pages_read, 1);
                                     self.cache_writer.insert(&self.shared.cache, page_id, image.clone());
                                     job.answer.pages[i] = Some(image);
                                 }
