@@ -14,6 +14,15 @@ fn armed() -> Option<&'static str> {
     ARMED.get_or_init(|| std::env::var("RINGDB_FAILPOINT").ok()).as_deref()
 }
 
+/// An injected I/O error if the process was started with `RINGDB_FAILPOINT=<name>`
+/// (points in use: `checkpoint-error-pages-written`).
+pub(crate) fn error(name: &str) -> crate::Result<()> {
+    if armed() == Some(name) {
+        return Err(crate::Error::io("failpoint", None, std::io::Error::other(format!("injected failure at {name}"))));
+    }
+    Ok(())
+}
+
 /// Aborts the process if it was started with `RINGDB_FAILPOINT=<name>`.
 pub(crate) fn hit(name: &str) {
     if armed() == Some(name) {

@@ -119,3 +119,76 @@ fn a_crash_at_every_checkpoint_step_loses_nothing_and_leaks_nothing() {
         }
     }
 }
+
+const FAIL_ENV: &str = "RINGDB_TEST_CKPT_FAIL_DIR";
+
+/// Child mode: writers run while a checkpoint fails with an injected I/O error (so a
+/// log flush is usually in flight as it fails). The shard must stay up: writes are then
+/// refused with `Poisoned`, none hangs, reads still serve what was acknowledged, and close
+/// reports the poisoning. Prints how many writes each writer had acknowledged.
+#[test]
+fn child_failed_checkpoint() {
+    let Ok(dir) = std::env::var(FAIL_ENV) else { return };
+    let db = Db::open(&dir, options()).unwrap();
+    for i in 0..200u32 {
+        db.put(format!("before{i:03}").as_bytes(), &vec![b'b'; (i % 900) as usize]).unwrap();
+    }
+    let acked: Vec<u32> = std::thread::scope(|s| {
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let db = db.clone();
+                s.spawn(move || {
+                    let mut i = 0u32;
+                    loop {
+                        match db.put(format!("w{w}-{i:05}").as_bytes(), b"x") {
+                            Ok(()) => i += 1,
+                            Err(e) => {
+                                assert!(matches!(e, ringdb::Error::Poisoned { .. }), "{e}");
+                                return i;
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        db.checkpoint().unwrap_err();
+        emit("checkpoint failed");
+        writers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    for i in 0..200u32 {
+        let v = db.get(format!("before{i:03}").as_bytes()).unwrap();
+        assert_eq!(v.map(|v| v.len()), Some((i % 900) as usize), "before{i:03} still reads");
+    }
+    emit("reads ok");
+    assert!(db.close().is_err(), "close reports the poisoned shard");
+    emit(&format!("acked {}", acked.iter().map(u32::to_string).collect::<Vec<_>>().join(" ")));
+}
+
+#[test]
+fn a_failed_checkpoint_poisons_writes_but_keeps_reads_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = child_command(
+        "child_failed_checkpoint",
+        &[(FAIL_ENV, dir.path().display().to_string()), ("RINGDB_FAILPOINT", "checkpoint-error-pages-written".into())],
+    )
+    .output()
+    .expect("run the child");
+    let lines = marked_lines(&String::from_utf8_lossy(&output.stdout));
+    assert!(output.status.success(), "child failed: {lines:?}");
+    assert_eq!(&lines[..2], ["checkpoint failed", "reads ok"]);
+    let acked: Vec<u32> = lines[2].strip_prefix("acked ").unwrap().split(' ').map(|n| n.parse().unwrap()).collect();
+    assert!(acked.iter().sum::<u32>() > 0, "the writers ran before the checkpoint failed");
+    let db = Db::open(dir.path(), options()).unwrap();
+    for i in 0..200u32 {
+        let v = db.get(format!("before{i:03}").as_bytes()).unwrap();
+        assert_eq!(v.map(|v| v.len()), Some((i % 900) as usize), "before{i:03} after reopen");
+    }
+    for (w, &n) in acked.iter().enumerate() {
+        for i in 0..n {
+            assert!(db.get(format!("w{w}-{i:05}").as_bytes()).unwrap().is_some(), "acknowledged w{w}-{i} lost");
+        }
+    }
+    db.checkpoint().unwrap();
+    db.close().unwrap();
+}

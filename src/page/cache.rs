@@ -102,7 +102,11 @@ impl CacheWriter {
         if let Some(old) = cache.map.remove(&page_id, &guard) {
             cache.bytes.fetch_sub(old.image.len() as u64, Ordering::Relaxed);
         }
-        // The id stays in the clock until the hand reaches it; it is skipped then.
+        // The id stays in the clock until the hand reaches it and skips it; prune the
+        // clock when such stale ids outnumber the live ones, so it cannot grow for ever.
+        if self.clock.len() > 2 * cache.map.len() + 1024 {
+            self.clock.retain(|id| cache.map.contains_key(id, &guard));
+        }
     }
 
     fn evict(&mut self, cache: &PageCache) {

@@ -114,16 +114,21 @@ struct Placing {
 
 /// A page being assembled by a checkpoint.
 struct Building {
-    old: Option<u64>,
     /// Fixed capacity (the page was full), if any.
     frozen: Option<usize>,
     records: Vec<Placing>,
     used: usize,
 }
 
+/// Largest page, in bytes (before its free space): keeps page sizes far inside the
+/// format's 32-bit fields whatever `page_records_max` and `page_chunk_bytes` allow.
+const PAGE_BYTES_MAX: usize = 16 << 20;
+
 impl Building {
     fn fits(&self, rec: usize, records_max: usize) -> bool {
-        self.records.len() < records_max && self.frozen.is_none_or(|cap| self.used + rec <= cap)
+        self.records.len() < records_max
+            && self.used + rec <= PAGE_BYTES_MAX
+            && self.frozen.is_none_or(|cap| self.used + rec <= cap)
     }
 }
 
@@ -146,9 +151,10 @@ pub(crate) struct PageStore {
     pub checkpoint_lsn: u64,
     table_extent: Option<Extent>,
     dead_chunks: Vec<Extent>,
-    /// Offsets of the chunks the index references (a chunk read for one of them may be
-    /// cached; a superseded chunk may be freed and its extent reused).
-    pub live_chunks: HashSet<u64>,
+    /// The chunks the index references: offset to (value length, value crc32). Only a
+    /// read of one of these, that checks against them, may be cached; a superseded chunk
+    /// may be freed and its extent reused.
+    pub live_chunks: HashMap<u64, (u32, u32)>,
     dirty: HashSet<Bytes>,
     moved_from: HashMap<Bytes, u64>,
     hot: Option<u64>,
@@ -218,7 +224,7 @@ impl PageStore {
             checkpoint_lsn: 0,
             table_extent: None,
             dead_chunks: Vec::new(),
-            live_chunks: HashSet::new(),
+            live_chunks: HashMap::new(),
             dirty: HashSet::new(),
             moved_from: HashMap::new(),
             hot: None,
@@ -261,10 +267,14 @@ impl PageStore {
         used.push(table_extent);
         for p in &table.pages {
             let extent = Extent { offset: p.offset, len: u64::from(p.extent_len) };
+            let in_file = p.offset.checked_add(extent.len).is_some_and(|end| end <= slot.file_end);
+            let sizes =
+                p.used <= p.capacity && u64::from(p.capacity) <= extent.len && p.used as usize >= PAGE_HEADER_BYTES;
             if extent.len == 0
                 || extent.offset % unit as u64 != 0
                 || extent.len % unit as u64 != 0
-                || extent.end() > slot.file_end
+                || !in_file
+                || !sizes
             {
                 return Err(corruption(
                     &data_path,
@@ -273,6 +283,9 @@ impl PageStore {
                 ));
             }
             used.push(extent);
+            if store.pages.contains_key(&p.page_id) {
+                return Err(corruption(&data_path, slot.table_offset, format!("page {} listed twice", p.page_id)));
+            }
             store.pages.insert(
                 p.page_id,
                 PageMeta { extent, capacity: p.capacity, used: p.used, records: p.records, dead: 0 },
@@ -292,15 +305,19 @@ impl PageStore {
                 }
                 KeyLocation::Chunk { offset, value_len, crc32 } => {
                     let extent = Extent { offset, len: chunk_bytes(value_len as usize, unit) as u64 };
-                    if offset % unit as u64 != 0 || extent.end() > slot.file_end {
+                    if offset % unit as u64 != 0 || offset.checked_add(extent.len).is_none_or(|end| end > slot.file_end)
+                    {
                         return Err(corruption(&data_path, slot.table_offset, "a key points at an impossible chunk"));
                     }
                     used.push(extent);
                     store.chunk_bytes_live += u64::from(value_len);
-                    store.live_chunks.insert(offset);
+                    store.live_chunks.insert(offset, (value_len, crc32));
                     Stored::Chunk { offset, len: value_len, crc32 }
                 }
             };
+            if entries.last().is_some_and(|(last, _, _): &(Bytes, Stored, u64)| &last[..] >= k.key) {
+                return Err(corruption(&data_path, slot.table_offset, "key directory out of order or repeated"));
+            }
             entries.push((Bytes::copy_from_slice(k.key), stored, k.version));
         }
         used.sort();
@@ -413,7 +430,6 @@ impl PageStore {
             let image = &images[&page_id];
             let page = decode_page(image).map_err(|what| corruption(&self.data_path, meta.extent.offset, what))?;
             let mut b = Building {
-                old: Some(page_id),
                 frozen: (meta.records as usize >= records_max).then_some(meta.capacity as usize),
                 records: Vec::with_capacity(page.records.len()),
                 used: PAGE_HEADER_BYTES,
@@ -424,7 +440,14 @@ impl PageStore {
                 let live = matches!(index.index.get(r.key), Some(v) if v.version == r.txid
                     && matches!(v.stored, Stored::Page { page_id: p, .. } if p == page_id));
                 if live {
-                    if let PageStored::Inline(value) = r.value {
+                    let PageStored::Inline(value) = r.value else {
+                        return Err(corruption(
+                            &self.data_path,
+                            meta.extent.offset,
+                            "a page record refers to a chunk, which this version never writes",
+                        ));
+                    };
+                    {
                         let value_start = at + RECORD_HEADER_BYTES + r.key.len();
                         b.records.push(Placing {
                             key: Bytes::copy_from_slice(r.key),
@@ -451,7 +474,7 @@ impl PageStore {
                 let crc32 = encode_chunk(&p.value, &mut buf.as_mut_slice()[..len]);
                 let value_len = u32::try_from(p.value.len()).expect("values are at most 16 MiB");
                 self.chunk_bytes_live += u64::from(value_len);
-                self.live_chunks.insert(extent.offset);
+                self.live_chunks.insert(extent.offset, (value_len, crc32));
                 placed.push((p.key, p.version, Stored::Chunk { offset: extent.offset, len: value_len, crc32 }));
                 writes.push((extent, buf, None));
                 self.counters.chunks_written += 1;
@@ -467,12 +490,7 @@ impl PageStore {
                     }
                     let found = (fill_from..buildings.len()).find(|&b| buildings[b].fits(rec, records_max));
                     found.unwrap_or_else(|| {
-                        buildings.push(Building {
-                            old: None,
-                            frozen: None,
-                            records: Vec::new(),
-                            used: PAGE_HEADER_BYTES,
-                        });
+                        buildings.push(Building { frozen: None, records: Vec::new(), used: PAGE_HEADER_BYTES });
                         buildings.len() - 1
                     })
                 }
@@ -489,10 +507,6 @@ impl PageStore {
         let mut new_hot = None;
         let mut new_pages: Vec<(u64, PageMeta)> = Vec::new();
         for b in buildings {
-            if let Some(old) = b.old {
-                let meta = self.pages.remove(&old).expect("a rewritten page is live");
-                self.alloc.retire(meta.extent);
-            }
             if b.records.is_empty() {
                 continue;
             }
@@ -584,13 +598,17 @@ impl PageStore {
             Ok(())
         })?;
         crate::failpoint::hit("checkpoint-pages-written");
+        crate::failpoint::error("checkpoint-error-pages-written")?;
         crate::io::fdatasync(fd).map_err(|e| Error::io("fdatasync", self.data_path.clone(), e))?;
         crate::failpoint::hit("checkpoint-pages-synced");
-        // 6. Move the index entries; swap page images in the cache.
+        // 6. The new pages are durable: move the index entries to them, and only now let
+        // the old pages go (if anything before failed, the old pages still serve reads).
         for (key, version, stored) in placed {
             index.relocate(&key, version, stored);
         }
         for &page_id in &rewrite {
+            let meta = self.pages.remove(&page_id).expect("a rewritten page is live");
+            self.alloc.retire(meta.extent);
             cache_writer.remove(cache, page_id);
         }
         for (page_id, meta) in new_pages {

@@ -46,6 +46,9 @@ const READ_TOKEN_BIT: u64 = 1 << 62;
 const READ_CHUNK_BIT: u64 = 1 << 60;
 /// Bits of a read token that index the page or chunk within its request.
 const READ_INDEX_BITS: u32 = 24;
+/// With at least this many reads in flight a completion wakes the shard within a few
+/// microseconds anyway, so callers are not asked to wake it through the eventfd.
+const READS_IN_FLIGHT_NO_WAKE: usize = 4;
 
 /// Requests taken off the queue per loop turn at most, so completions are never starved.
 const DRAIN_MAX: usize = 4096;
@@ -78,7 +81,7 @@ struct ReadJob {
     reply: oneshot::Sender<Result<ReadReply>>,
     answer: ReadReply,
     page_ids: Vec<u64>,
-    chunk_offsets: Vec<u64>,
+    chunks: Vec<(u64, u32)>,
     remaining: usize,
     error: Option<Error>,
 }
@@ -286,6 +289,8 @@ struct Shard {
     /// Highest LSN applied to the index.
     applied_lsn: u64,
     read_jobs: slab::Slab<ReadJob>,
+    /// Reads for callers submitted and not yet completed.
+    reads_in_flight: usize,
     /// Completions that arrived while a checkpoint waited for its own.
     stash: Vec<crate::io::Completion>,
     checkpoint_waiters: Vec<oneshot::Sender<Result<()>>>,
@@ -319,18 +324,30 @@ impl Shard {
         }
         let checkpoint_lsn = pages.checkpoint_lsn;
         let mut applied_lsn = checkpoint_lsn;
+        let mut first_after: Option<u64> = None;
         let recovered = recover(&wal_dir, id, |r: Replayed<'_>| {
             debug_assert!(r.lsn > 0);
             // Records up to the checkpoint are in the pages already.
             if r.lsn <= checkpoint_lsn {
                 return Ok(());
             }
+            first_after.get_or_insert(r.lsn);
             let body = Bytes::copy_from_slice(r.body);
             let mut writer = IndexWriter { index: &shared.index, order: &mut order };
             apply_ops(&mut writer, &mut pages, &body, &r.ops, r.lsn);
             applied_lsn = r.lsn;
             Ok(())
         })?;
+        // The log must continue right after the checkpoint: a gap means records are lost.
+        if let Some(first) = first_after.filter(|&f| checkpoint_lsn > 0 && f != checkpoint_lsn + 1) {
+            return Err(Error::Corruption {
+                file: wal_dir.clone(),
+                offset: 0,
+                what: format!(
+                    "the log resumes at LSN {first} after a checkpoint at LSN {checkpoint_lsn}: records are missing"
+                ),
+            });
+        }
         let recovery_us = started.elapsed().as_micros() as u64;
         ShardCounters::add(&shared.counters.recovered_records, recovered.records);
         ShardCounters::add(&shared.counters.recovery_us, recovery_us);
@@ -396,6 +413,7 @@ impl Shard {
             cache_writer: CacheWriter::new(),
             applied_lsn,
             read_jobs: slab::Slab::new(),
+            reads_in_flight: 0,
             stash: Vec::new(),
             checkpoint_waiters: Vec::new(),
             last_checkpoint: Instant::now(),
@@ -523,6 +541,14 @@ impl Shard {
     }
 
     fn handle_read(&mut self, pages: Vec<u64>, chunks: Vec<(u64, u32)>, reply: oneshot::Sender<Result<ReadReply>>) {
+        if pages.len() + chunks.len() >= 1 << READ_INDEX_BITS {
+            let _ = reply.send(Err(Error::InvalidArgument(format!(
+                "a read of {} pages and chunks; at most {} at once",
+                pages.len() + chunks.len(),
+                (1 << READ_INDEX_BITS) - 1
+            ))));
+            return;
+        }
         let job = self.read_jobs.vacant_key() as u64;
         let fd = self.pages.data.as_raw_fd();
         let mut answer = ReadReply { pages: vec![None; pages.len()], chunks: vec![Bytes::new(); chunks.len()] };
@@ -537,9 +563,16 @@ impl Shard {
                 let token = READ_TOKEN_BIT | (job << READ_INDEX_BITS) | i as u64;
                 self.io.read(fd, meta.extent.offset, buf, len, token);
                 remaining += 1;
+                self.reads_in_flight += 1;
             }
         }
         for (j, &(offset, len)) in chunks.iter().enumerate() {
+            if self.pages.live_chunks.get(&offset).is_none_or(|&(live_len, _)| live_len != len) {
+                // Not a chunk the index references now (the caller's entry is stale and
+                // the extent may hold anything): an empty answer fails the caller's
+                // check, and the caller looks the key up again.
+                continue;
+            }
             if let Some(raw) = self.shared.cache.peek(CHUNK_KEY_BIT | offset) {
                 answer.chunks[j] = raw;
                 continue;
@@ -550,9 +583,9 @@ impl Shard {
             let token = READ_TOKEN_BIT | READ_CHUNK_BIT | (job << READ_INDEX_BITS) | j as u64;
             self.io.read(fd, offset, buf, bytes, token);
             remaining += 1;
+            self.reads_in_flight += 1;
         }
-        let chunk_offsets = chunks.iter().map(|&(offset, _)| offset).collect();
-        let job = ReadJob { reply, answer, page_ids: pages, chunk_offsets, remaining, error: None };
+        let job = ReadJob { reply, answer, page_ids: pages, chunks, remaining, error: None };
         if remaining == 0 {
             let _ = job.reply.send(Ok(job.answer));
         } else {
@@ -567,6 +600,7 @@ impl Shard {
         let job_key = (token >> READ_INDEX_BITS) as usize;
         let i = (token & ((1 << READ_INDEX_BITS) - 1)) as usize;
         let data_path = self.pages.data_path.clone();
+        self.reads_in_flight -= 1;
         let Some(job) = self.read_jobs.get_mut(job_key) else { return };
         job.remaining -= 1;
         match c.result {
@@ -578,11 +612,14 @@ impl Shard {
                 if is_chunk {
                     let raw = Bytes::from_owner(buf).slice(..len);
                     ShardCounters::add(&self.shared.counters.chunks_read, 1);
-                    let offset = job.chunk_offsets[i];
-                    // Cache only a chunk the index still references: a superseded one may
-                    // be freed by the next checkpoint and its extent reused.
-                    if self.pages.live_chunks.contains(&offset) {
-                        self.cache_writer.insert(&self.shared.cache, CHUNK_KEY_BIT | offset, raw.clone());
+                    let (offset, len) = job.chunks[i];
+                    // Cache only the chunk the index references now, checked: a superseded
+                    // one may have been freed and its extent reused while this read waited.
+                    if let Some(&(live_len, crc32)) = self.pages.live_chunks.get(&offset) {
+                        let chunk = crate::format::page::ChunkRef { offset, len: live_len, crc32 };
+                        if live_len == len && crate::format::page::decode_chunk(&raw, &chunk).is_ok() {
+                            self.cache_writer.insert(&self.shared.cache, CHUNK_KEY_BIT | offset, raw.clone());
+                        }
                     }
                     job.answer.chunks[i] = raw;
                 } else {
@@ -661,7 +698,12 @@ impl Shard {
 
     fn handle(&mut self, request: Request) {
         match request {
-            Request::Write(w) => self.handle_write(w),
+            Request::Write(w) => {
+                self.handle_write(w);
+                if let Some(outcome) = self.wal.take_failure() {
+                    self.on_outcome(outcome);
+                }
+            }
             Request::Flush(reply) => {
                 if let Some(cause) = self.wal.poisoned() {
                     let _ = reply.send(Err(Error::Poisoned { shard: self.shared.id, cause: cause.to_string() }));
@@ -749,7 +791,7 @@ impl Shard {
         // With nothing in flight, a client that was just answered often sends its next
         // request within microseconds: spin briefly for it instead of paying a wake-up
         // through the eventfd (bounded by Options::spin_us; 0 disables).
-        if self.shutdown.is_none() && !self.wal.busy() && !self.options.spin.is_zero() {
+        if self.shutdown.is_none() && !self.wal.busy() && self.reads_in_flight == 0 && !self.options.spin.is_zero() {
             let deadline = Instant::now() + self.options.spin;
             let mut turns = 0u32;
             while self.rx.is_empty() && Instant::now() < deadline {
@@ -769,7 +811,10 @@ impl Shard {
         // Under Sync, a request that arrives while a flush is in flight cannot be answered
         // before the next flush anyway: don't ask clients to wake the shard for it. The
         // completion wakes the shard, which then takes everything queued in one go.
-        let announce = !(self.options.durability == Durability::Sync && self.wal.busy());
+        // Likewise while many reads are in flight: a completion is never far off, and the
+        // shard takes every queued request when it comes.
+        let announce = !(self.options.durability == Durability::Sync && self.wal.busy())
+            && self.reads_in_flight < READS_IN_FLIGHT_NO_WAKE;
         if announce {
             self.shared.sleeping.store(true, Ordering::Relaxed);
             fence(Ordering::SeqCst);
@@ -847,6 +892,7 @@ impl Shard {
                     self.persisted(f.last_lsn);
                 }
             }
+            Outcome::Discarded => {}
             Outcome::Synced => {
                 ShardCounters::add(&c.fsyncs, 1);
                 // The sync made everything written durable, not only one batch.

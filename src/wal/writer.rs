@@ -109,6 +109,8 @@ pub enum Outcome<T> {
     Flushed(Flushed<T>),
     /// A standalone fdatasync finished; everything written is durable.
     Synced,
+    /// The completion of I/O submitted before the log was poisoned; nothing to do.
+    Discarded,
     /// The flush failed: the log is poisoned and these items were never made durable.
     Failed {
         /// What failed.
@@ -140,6 +142,11 @@ pub struct WalWriter<T> {
     sealed: VecDeque<(u64, PathBuf, u64)>,
     /// Record bytes appended since open.
     pub appended_bytes: u64,
+    /// Unsynced writes (`SyncMode::None`) completed in the current segment: a rotation
+    /// must sync it, since later syncs cover only the new current segment.
+    current_unsynced: bool,
+    /// The log was poisoned inside `append`; `take_failure` reports it.
+    failure_pending: bool,
 }
 
 impl<T> WalWriter<T> {
@@ -165,6 +172,8 @@ impl<T> WalWriter<T> {
             segments_created: 0,
             sealed: start.sealed.into(),
             appended_bytes: 0,
+            current_unsynced: false,
+            failure_pending: false,
         };
         writer.prepare_spare();
         writer
@@ -369,11 +378,18 @@ impl<T> WalWriter<T> {
 
     /// Takes a completion of this log's I/O.
     pub fn complete(&mut self, completion: Completion) -> Outcome<T> {
+        if self.poisoned.is_some() {
+            // A flush or sync that was in flight when the log was poisoned from outside
+            // (a failed checkpoint, a failed wait): its callers were already answered
+            // with the error, and the kernel is done with its buffer.
+            return Outcome::Discarded;
+        }
         if completion.token & SYNC_TOKEN_BIT != 0 {
             self.sync_in_flight = false;
             return match completion.result {
                 Ok(_) => {
                     self.durable_lsn = self.written_lsn;
+                    self.current_unsynced = false;
                     Outcome::Synced
                 }
                 Err(e) => self.fail(format!("fdatasync of the log failed: {e}")),
@@ -396,7 +412,12 @@ impl<T> WalWriter<T> {
         let durable = batch.sync != SyncMode::None;
         if durable {
             self.durable_lsn = batch.last_lsn;
-        } else if batch.segment_seq != self.current.seq {
+            if batch.segment_seq == self.current.seq {
+                self.current_unsynced = false;
+            }
+        } else if batch.segment_seq == self.current.seq {
+            self.current_unsynced = true;
+        } else {
             // The last unsynced write to a retired segment: make it durable now, since a
             // later fdatasync of the current segment will not cover it.
             if let Err(e) = crate::io::fdatasync(batch.file.as_raw_fd()) {
@@ -411,6 +432,15 @@ impl<T> WalWriter<T> {
             bytes: batch.len.next_multiple_of(self.config.block_bytes),
             durable,
         })
+    }
+
+    /// A failure that poisoned the log inside `append`, with the items it strands.
+    pub fn take_failure(&mut self) -> Option<Outcome<T>> {
+        if !std::mem::take(&mut self.failure_pending) {
+            return None;
+        }
+        let cause = self.poisoned.clone().expect("a pending failure poisoned the log");
+        Some(self.fail(cause))
     }
 
     /// Poisons the log from outside (the I/O backend failed); see [`Outcome::Failed`].
@@ -467,6 +497,17 @@ impl<T> WalWriter<T> {
     }
 
     fn rotate(&mut self) -> Result<()> {
+        if self.current_unsynced {
+            if let Err(e) = crate::io::fdatasync(self.current_file.as_raw_fd()) {
+                let cause = format!("fdatasync of a full log segment failed: {e}");
+                // Poisoned now; the waiting batches' callers are answered through
+                // `take_failure`, which the shard calls after each request.
+                self.poisoned = Some(cause.clone());
+                self.failure_pending = true;
+                return Err(Error::Poisoned { shard: self.config.shard, cause });
+            }
+            self.current_unsynced = false;
+        }
         let next = self.take_spare()?;
         self.seal_back();
         self.sealed.push_back((self.current.seq, self.current.path.clone(), self.next_lsn - 1));
