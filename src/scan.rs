@@ -3,8 +3,9 @@
 //! Each shard holds its keys in order; a [`Scan`] asks every shard for a chunk
 //! of its next keys (all shards at once), then merges the chunks in key order
 //! with a heap. When a shard's chunk runs out, the next chunk is fetched from
-//! just after its last key. Memory is bounded by `shards x SCAN_CHUNK` entries,
-//! whatever the range's size.
+//! just after its last key; chunks start at 16 entries and double up to
+//! `SCAN_CHUNK`, so a short scan costs little. Memory is bounded by
+//! `shards x SCAN_CHUNK` entries, whatever the range's size.
 //!
 //! A scan sees every write acknowledged before it started. Writes made while
 //! it runs may or may not appear (each chunk is read at its own moment); a key
@@ -21,13 +22,18 @@ use crate::index::Versioned;
 use crate::shard::{Request, ShardHandle};
 use crate::value::Value;
 
-/// Entries fetched from a shard per request.
+/// Most entries fetched from a shard per request.
 pub const SCAN_CHUNK: usize = 256;
+/// Entries fetched from a shard by its first request; each later request doubles it,
+/// up to [`SCAN_CHUNK`], so a short scan reads little and a long one soon reads a lot.
+const SCAN_CHUNK_FIRST: usize = 16;
 
 struct Cursor {
     buf: VecDeque<(Bytes, Bytes)>,
     /// Where the next chunk starts (just after the last key fetched).
     next_start: Bound<Bytes>,
+    /// Entries the next request asks for.
+    next_limit: usize,
     exhausted: bool,
 }
 
@@ -64,7 +70,12 @@ pub(crate) fn prefix_end(prefix: &[u8]) -> Bound<Bytes> {
 impl Scan {
     pub(crate) fn new(shards: Vec<ShardHandle>, start: Bound<Bytes>, end: Bound<Bytes>) -> Scan {
         let cursors = (0..shards.len())
-            .map(|_| Cursor { buf: VecDeque::new(), next_start: start.clone(), exhausted: false })
+            .map(|_| Cursor {
+                buf: VecDeque::new(),
+                next_start: start.clone(),
+                next_limit: SCAN_CHUNK_FIRST,
+                exhausted: false,
+            })
             .collect();
         Scan { shards, cursors, heap: BinaryHeap::new(), end, error: None, started: false }
     }
@@ -79,7 +90,7 @@ impl Scan {
         self.shards[shard].send(Request::Scan {
             start: cursor.next_start.clone(),
             end: self.end.clone(),
-            limit: SCAN_CHUNK,
+            limit: cursor.next_limit,
             reply,
         })?;
         Ok(rx)
@@ -88,7 +99,8 @@ impl Scan {
     fn receive_only(&mut self, shard: usize, rx: oneshot::Receiver<Vec<(Bytes, Versioned)>>) -> Result<()> {
         let chunk = rx.recv().map_err(|_| Error::Closed)?;
         let cursor = &mut self.cursors[shard];
-        cursor.exhausted = chunk.len() < SCAN_CHUNK;
+        cursor.exhausted = chunk.len() < cursor.next_limit;
+        cursor.next_limit = (cursor.next_limit * 2).min(SCAN_CHUNK);
         if let Some((last, _)) = chunk.last() {
             cursor.next_start = Bound::Excluded(last.clone());
         }
