@@ -9,25 +9,12 @@ use std::collections::BTreeMap;
 use ringdb::format::checkpoint::{KeyLocation, decode_table, newest_slot};
 use ringdb::{Db, Error, Options};
 
-fn seed() -> u64 {
-    let seed = std::env::var("RINGDB_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-    });
-    println!("seed {seed} (replay with RINGDB_SEED={seed})");
-    seed
-}
+mod common;
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
+use common::Rng;
+
+fn seed() -> u64 {
+    common::seed("pages_model")
 }
 
 fn options() -> Options {
@@ -41,10 +28,10 @@ fn options() -> Options {
 }
 
 fn value(rng: &mut Rng, round: usize, i: usize) -> Vec<u8> {
-    let len = match rng.below(10) {
-        0 => 3000 + rng.below(6000) as usize,
+    let len = match rng.range(0, 9) {
+        0 => 3000 + rng.range(0, 5999) as usize,
         1..=3 => 0,
-        _ => rng.below(600) as usize,
+        _ => rng.range(0, 599) as usize,
     };
     let mut v = format!("{round}:{i}:").into_bytes();
     v.resize(len.max(v.len()), b'a' + (i % 26) as u8);
@@ -53,10 +40,10 @@ fn value(rng: &mut Rng, round: usize, i: usize) -> Vec<u8> {
 
 fn check(db: &Db, model: &BTreeMap<Vec<u8>, Vec<u8>>, rng: &mut Rng, keys: u64) {
     for _ in 0..200 {
-        let k = format!("key{:05}", rng.below(keys)).into_bytes();
+        let k = format!("key{:05}", rng.range(0, keys - 1)).into_bytes();
         assert_eq!(db.get(&k).unwrap().map(|v| v.to_vec()), model.get(&k).cloned(), "get {k:?}");
     }
-    let probe: Vec<Vec<u8>> = (0..64).map(|_| format!("key{:05}", rng.below(keys)).into_bytes()).collect();
+    let probe: Vec<Vec<u8>> = (0..64).map(|_| format!("key{:05}", rng.range(0, keys - 1)).into_bytes()).collect();
     let got = db.multi_get(&probe).unwrap();
     for (k, v) in probe.iter().zip(got) {
         assert_eq!(v.map(|v| v.to_vec()), model.get(k).cloned(), "multi_get {k:?}");
@@ -70,15 +57,15 @@ fn check(db: &Db, model: &BTreeMap<Vec<u8>, Vec<u8>>, rng: &mut Rng, keys: u64) 
 
 #[test]
 fn random_operations_match_a_model_across_checkpoints_and_reopens() {
-    let mut rng = Rng(seed() | 1);
+    let mut rng = Rng::new(seed());
     let dir = tempfile::tempdir().unwrap();
     let mut db = Db::open(dir.path(), options()).unwrap();
     let mut model = BTreeMap::new();
     let keys = 600;
     for round in 0..12 {
         for i in 0..500 {
-            let k = format!("key{:05}", rng.below(keys)).into_bytes();
-            if rng.below(5) == 0 {
+            let k = format!("key{:05}", rng.range(0, keys - 1)).into_bytes();
+            if rng.range(0, 4) == 0 {
                 db.delete(&k).unwrap();
                 model.remove(&k);
             } else {

@@ -6,34 +6,18 @@ use std::ops::Bound;
 
 use ringdb::{Db, Options, SCAN_CHUNK};
 
+mod common;
+
+use common::Rng;
+
 fn seed() -> u64 {
-    let seed = std::env::var("RINGDB_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand_seed);
-    println!("seed {seed} (replay with RINGDB_SEED={seed})");
-    seed
-}
-
-fn rand_seed() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-}
-
-/// xorshift64*: small, seeded, good enough to pick keys.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
+    common::seed("scan_ordered")
 }
 
 fn key(rng: &mut Rng) -> Vec<u8> {
     // Short keys over a small alphabet, so prefixes and ranges have many members.
-    let len = 1 + rng.below(4) as usize;
-    (0..len).map(|_| b"abcd\xff"[rng.below(5) as usize]).collect()
+    let len = 1 + rng.range(0, 3) as usize;
+    (0..len).map(|_| b"abcd\xff"[rng.range(0, 4) as usize]).collect()
 }
 
 fn collect(scan: ringdb::Scan) -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -58,7 +42,7 @@ impl Contains for (Bound<&[u8]>, Bound<&[u8]>) {
 }
 
 fn bound(rng: &mut Rng) -> Bound<Vec<u8>> {
-    match rng.below(3) {
+    match rng.range(0, 2) {
         0 => Bound::Unbounded,
         1 => Bound::Included(key(rng)),
         _ => Bound::Excluded(key(rng)),
@@ -75,7 +59,7 @@ fn as_ref(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
 
 #[test]
 fn random_scans_match_a_model() {
-    let mut rng = Rng(seed() | 1);
+    let mut rng = Rng::new(seed());
     let dir = tempfile::tempdir().unwrap();
     let options = || Options::default().shards(3).wal_segment_bytes(256 << 10);
     let mut db = Db::open(dir.path(), options()).unwrap();
@@ -83,7 +67,7 @@ fn random_scans_match_a_model() {
     for round in 0..6 {
         for i in 0..400 {
             let k = key(&mut rng);
-            if rng.below(4) == 0 {
+            if rng.range(0, 3) == 0 {
                 db.delete(&k).unwrap();
                 model.remove(&k);
             } else {

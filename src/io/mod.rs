@@ -105,23 +105,11 @@ pub fn direct_io_aligns(file: &File) -> (usize, usize) {
     }
 }
 
-/// The block size for O_DIRECT transfers on `file`: the larger of what `statx`
-/// reports (`STATX_DIOALIGN`, Linux 6.1+) and 4096, so blocks never straddle a 4 KiB
-/// device sector.
+/// The block size for O_DIRECT transfers on `file`: the larger of its memory and offset
+/// alignments and 4096, so blocks never straddle a 4 KiB device sector.
 pub fn direct_io_block_bytes(file: &File) -> usize {
-    const STATX_DIOALIGN: u32 = 0x2000;
-    const BLOCK_BYTES_MIN: usize = 4096;
-    // SAFETY: `statx` is a plain-old-data struct; all zeroes is a valid value.
-    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
-    let empty = c"";
-    // SAFETY: the fd is open for the duration of the call, the path is a valid C string,
-    // and `stx` is a valid, writable statx buffer.
-    let rc = unsafe { libc::statx(file.as_raw_fd(), empty.as_ptr(), libc::AT_EMPTY_PATH, STATX_DIOALIGN, &mut stx) };
-    if rc != 0 || stx.stx_mask & STATX_DIOALIGN == 0 {
-        return BLOCK_BYTES_MIN;
-    }
-    let reported = stx.stx_dio_offset_align.max(stx.stx_dio_mem_align) as usize;
-    if reported.is_power_of_two() && reported <= 65536 { reported.max(BLOCK_BYTES_MIN) } else { BLOCK_BYTES_MIN }
+    let (mem_align, offset_align) = direct_io_aligns(file);
+    mem_align.max(offset_align).max(4096)
 }
 
 /// Makes a new or renamed entry of `dir` durable.
