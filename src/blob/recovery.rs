@@ -71,15 +71,22 @@ pub struct Scan {
     pub damage: Option<String>,
 }
 
-/// Scans the records of the segment at `path` from `data_start`; see the module docs.
-/// Returns [`Error::Corruption`] for damage that a torn tail cannot explain.
-pub fn scan_segment(path: &Path, data_start: u64) -> Result<Scan> {
+/// Opens a segment for reading (buffered: recovery reads it once, sequentially) and
+/// returns it with its size.
+fn open_for_scan(path: &Path) -> Result<(std::fs::File, u64)> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_CLOEXEC)
         .open(path)
         .map_err(|e| Error::io("open", path.to_path_buf(), e))?;
     let file_bytes = file.metadata().map_err(|e| Error::io("stat", path.to_path_buf(), e))?.len();
+    Ok((file, file_bytes))
+}
+
+/// Scans the records of the segment at `path` from `data_start`; see the module docs.
+/// Returns [`Error::Corruption`] for damage that a torn tail cannot explain.
+pub fn scan_segment(path: &Path, data_start: u64) -> Result<Scan> {
+    let (file, file_bytes) = open_for_scan(path)?;
     let io = |e| Error::io("read", path.to_path_buf(), e);
     let mut cur = Cursor { file: &file, file_bytes, buf: Vec::new(), start: 0 };
     let mut at = data_start;
@@ -226,12 +233,7 @@ pub fn cut_torn_tail(dir: &Path, segment: u32, path: &Path, file: &File, from: u
 
 /// Whether a record with valid header and frame index starts at `at` of the file at `path`.
 pub fn is_record_start(path: &Path, at: u64) -> Result<bool> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| Error::io("open", path.to_path_buf(), e))?;
-    let file_bytes = file.metadata().map_err(|e| Error::io("stat", path.to_path_buf(), e))?.len();
+    let (file, file_bytes) = open_for_scan(path)?;
     if at >= file_bytes {
         return Ok(false);
     }

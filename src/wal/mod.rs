@@ -6,8 +6,8 @@
 //!
 //! A segment is `<shard>/wal/<seq as 16 hex digits>.log`: one header block, then
 //! records back to back (see `format::record`), zeros after the last one.
-//! Segments are never reused in this version; checkpoints (which will let old
-//! segments be recycled) only need the LSN each record carries.
+//! Segments are not reused: once a durable checkpoint covers every record of an
+//! older segment, the segment is deleted (`WalWriter::drop_segments_through`).
 
 pub mod recovery;
 pub mod segment;
