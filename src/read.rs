@@ -1,12 +1,13 @@
 //! Turning an index entry into its value, on the caller's thread.
 //!
 //! An `Inline` value is in the entry. A `Page` value is sliced out of the page's
-//! image in the shard's cache; on a miss, the caller asks the shard to read the
-//! page (one request per shard for all of a `multi_get`'s misses, so the shard
-//! has them in flight together). Page images never change, so a slice is always
+//! image in the shard's cache; on a miss, a single `get` reads the page itself
+//! (`page/disk.rs`: no hop to the shard), while `multi_get` and scans ask the
+//! shard to read all their misses (one request per shard, so the shard has them
+//! in flight together on its ring). Page images never change, so a slice is always
 //! the value that entry names. If a checkpoint replaced the page meanwhile, the
 //! shard answers that the page is gone, and the caller looks the key up again.
-//! A `Chunk` is read by the shard and checked here against the entry's length
+//! A `Chunk` is read the same way and checked here against the entry's length
 //! and checksum; a mismatch is corruption only if the entry still names that
 //! chunk (else the chunk was freed by a checkpoint and the key moved).
 
@@ -15,8 +16,8 @@ use bytes::Bytes;
 use crate::error::{Error, Result};
 use crate::format::page::{ChunkRef, decode_chunk};
 use crate::index::{Stored, Versioned};
-use crate::page::cache::CHUNK_KEY_BIT;
 use crate::shard::{ReadReply, Request, ShardHandle};
+use crate::stats::ShardCounters;
 
 /// Lookups of one key before giving up (each retry means a checkpoint moved the key
 /// while it was being read; more than a few in a row is a bug).
@@ -44,21 +45,46 @@ pub(crate) fn resolve(shard: &ShardHandle, key: &[u8], entry: &Versioned) -> Res
         Stored::Page { page_id, offset, len } => {
             let image = match shard.shared.cache.get(*page_id) {
                 Some(image) => image,
-                None => match read(shard, vec![*page_id], Vec::new())?.pages.pop().flatten() {
-                    Some(image) => image,
-                    None => return Ok(None),
-                },
+                None => {
+                    let read = match shard.shared.disk.get() {
+                        Some(disk) => disk.read_page(*page_id)?,
+                        None => read(shard, vec![*page_id], Vec::new())?.pages.pop().flatten(),
+                    };
+                    match read {
+                        Some(image) => {
+                            ShardCounters::add(&shard.shared.counters.pages_read, 1);
+                            shard.shared.cache.insert(*page_id, image.clone());
+                            image
+                        }
+                        None => return Ok(None),
+                    }
+                }
             };
             Ok(Some(slice(&image, *offset, *len)))
         }
         Stored::Chunk { offset, len, crc32 } => {
-            let raw = match shard.shared.cache.get(CHUNK_KEY_BIT | *offset) {
-                Some(raw) => raw,
-                None => read(shard, Vec::new(), vec![(*offset, *len)])?.chunks.pop().unwrap_or_default(),
+            let chunk = ChunkRef { offset: *offset, len: *len, crc32: *crc32 };
+            if let Some(value) = cached_chunk(shard, &chunk) {
+                return Ok(Some(value));
+            }
+            let Some(disk) = shard.shared.disk.get() else {
+                let raw = read(shard, Vec::new(), vec![(*offset, *len)])?.chunks.pop().unwrap_or_default();
+                return check_chunk(shard, key, entry, raw, chunk);
             };
-            check_chunk(shard, key, entry, raw, ChunkRef { offset: *offset, len: *len, crc32: *crc32 })
+            let raw = disk.read_chunk(*offset, *len)?;
+            ShardCounters::add(&shard.shared.counters.chunks_read, 1);
+            let value = check_chunk(shard, key, entry, raw.clone(), chunk)?;
+            if value.is_some() {
+                shard.shared.cache.insert_chunk(&chunk, raw);
+            }
+            Ok(value)
         }
     }
+}
+
+/// The value of `chunk`, if cached.
+fn cached_chunk(shard: &ShardHandle, chunk: &ChunkRef) -> Option<Bytes> {
+    shard.shared.cache.chunk(chunk)
 }
 
 fn slice(image: &Bytes, offset: u32, len: u32) -> Bytes {
@@ -114,16 +140,12 @@ pub(crate) fn get_many(shards: &[ShardHandle], keys: &[(usize, &[u8])]) -> Resul
                 Some(image) => out[i] = Some(slice(&image, *offset, *len)),
                 None => misses[s].push((i, entry)),
             },
-            Stored::Chunk { offset, len, crc32 } => match shards[s].shared.cache.get(CHUNK_KEY_BIT | *offset) {
-                Some(raw) => {
-                    let chunk = ChunkRef { offset: *offset, len: *len, crc32: *crc32 };
-                    out[i] = match check_chunk(&shards[s], key, &entry, raw, chunk)? {
-                        Some(v) => Some(v),
-                        None => get(&shards[s], key)?,
-                    };
+            Stored::Chunk { offset, len, crc32 } => {
+                match cached_chunk(&shards[s], &ChunkRef { offset: *offset, len: *len, crc32: *crc32 }) {
+                    Some(v) => out[i] = Some(v),
+                    None => misses[s].push((i, entry)),
                 }
-                None => misses[s].push((i, entry)),
-            },
+            }
         }
     }
     let mut pending = Vec::new();
@@ -175,15 +197,15 @@ pub(crate) fn resolve_many(
 ) -> Result<Vec<(Bytes, Option<Bytes>)>> {
     let mut pages = Vec::new();
     let mut chunks = Vec::new();
-    // For each entry, the raw chunk already at hand (cached) or its place in `chunks`.
+    // For each chunk entry, its value already at hand (cached) or its place in `chunks`.
     let mut chunk_at: Vec<Option<Result<Bytes, usize>>> = Vec::with_capacity(entries.len());
     for (_, entry) in &entries {
         let mut at = None;
         match &entry.stored {
             Stored::Page { page_id, .. } if shard.shared.cache.get(*page_id).is_none() => pages.push(*page_id),
-            Stored::Chunk { offset, len, .. } => {
-                at = Some(match shard.shared.cache.get(CHUNK_KEY_BIT | *offset) {
-                    Some(raw) => Ok(raw),
+            Stored::Chunk { offset, len, crc32 } => {
+                at = Some(match cached_chunk(shard, &ChunkRef { offset: *offset, len: *len, crc32: *crc32 }) {
+                    Some(value) => Ok(value),
                     None => {
                         chunks.push((*offset, *len));
                         Err(chunks.len() - 1)
@@ -214,13 +236,13 @@ pub(crate) fn resolve_many(
                 };
                 image.map(|image| slice(&image, *offset, *len))
             }
-            Stored::Chunk { offset, len, crc32 } => {
-                let raw = match at.expect("every chunk entry has a source") {
-                    Ok(raw) => raw,
-                    Err(i) => read_chunks.get(i).cloned().unwrap_or_default(),
-                };
-                check_chunk(shard, &key, &entry, raw, ChunkRef { offset: *offset, len: *len, crc32: *crc32 })?
-            }
+            Stored::Chunk { offset, len, crc32 } => match at.expect("every chunk entry has a source") {
+                Ok(value) => Some(value),
+                Err(i) => {
+                    let raw = read_chunks.get(i).cloned().unwrap_or_default();
+                    check_chunk(shard, &key, &entry, raw, ChunkRef { offset: *offset, len: *len, crc32: *crc32 })?
+                }
+            },
         };
         let value = match value {
             Some(v) => Some(v),

@@ -28,24 +28,18 @@
 //!     20    . key, then the value (or a 16-byte chunk reference)
 //! chunk reference: offset u64, len u32, crc32 u32 of the value
 //!
-//! chunk header (16 bytes), then the value, zero-padded to the page unit
-//!      0    4 magic        "RDCK"
-//!      4    4 crc32        of bytes 8..16, then the value
-//!      8    8 value_len
+//! chunk: the value alone, zero-padded to the page unit (its length and crc32
+//! are in the key directory and the index, which check every read)
 //! ```
 
 use super::{get_u16, get_u32, get_u64, put_u16, put_u32, put_u64};
 
 /// Magic of a page.
 pub const PAGE_MAGIC: &[u8; 4] = b"RDPG";
-/// Magic of a chunk.
-pub const CHUNK_MAGIC: &[u8; 4] = b"RDCK";
 /// Bytes of a page header.
 pub const PAGE_HEADER_BYTES: usize = 32;
 /// Bytes of a record header inside a page.
 pub const RECORD_HEADER_BYTES: usize = 20;
-/// Bytes of a chunk header.
-pub const CHUNK_HEADER_BYTES: usize = 16;
 /// Bytes of a chunk reference stored in place of a value.
 pub const CHUNK_REF_BYTES: usize = 16;
 /// Record flag: the value lives in a chunk.
@@ -253,39 +247,27 @@ pub fn decode_page(bytes: &[u8]) -> Result<DecodedPage<'_>, String> {
     Ok(DecodedPage { page_id: get_u64(bytes, 8), lsn: get_u64(bytes, 16), used_bytes: used, records })
 }
 
-/// Bytes a chunk holding `value_len` bytes takes on disk.
+/// Bytes a chunk holding `value_len` bytes takes on disk: the value alone, padded to
+/// the unit, so that a value of a unit's multiple reads in exactly its own size.
 pub fn chunk_bytes(value_len: usize, unit: usize) -> usize {
-    (CHUNK_HEADER_BYTES + value_len).next_multiple_of(unit)
+    value_len.next_multiple_of(unit).max(unit)
 }
 
-/// Encodes a chunk into `out` (of length `chunk_bytes`); returns the value's crc32.
+/// Encodes a chunk into `out` (of length `chunk_bytes`); returns the value's crc32,
+/// which the reference keeps.
 pub fn encode_chunk(value: &[u8], out: &mut [u8]) -> u32 {
-    let value_crc = crc32fast::hash(value);
-    out[..4].copy_from_slice(CHUNK_MAGIC);
-    put_u64(out, 8, value.len() as u64);
-    out[CHUNK_HEADER_BYTES..CHUNK_HEADER_BYTES + value.len()].copy_from_slice(value);
-    out[CHUNK_HEADER_BYTES + value.len()..].fill(0);
-    let mut h = crc32fast::Hasher::new();
-    h.update(&out[8..CHUNK_HEADER_BYTES]);
-    h.update(value);
-    put_u32(out, 4, h.finalize());
-    value_crc
+    out[..value.len()].copy_from_slice(value);
+    out[value.len()..].fill(0);
+    crc32fast::hash(value)
 }
 
-/// Decodes and checks a chunk against the reference that points at it.
+/// Decodes and checks a chunk against the reference that points at it (which holds
+/// its length and crc32).
 pub fn decode_chunk<'a>(bytes: &'a [u8], reference: &ChunkRef) -> Result<&'a [u8], String> {
-    if bytes.len() < CHUNK_HEADER_BYTES || &bytes[..4] != CHUNK_MAGIC {
-        return Err("wrong chunk magic".into());
-    }
-    let len = get_u64(bytes, 8);
-    if len != u64::from(reference.len) || CHUNK_HEADER_BYTES as u64 + len > bytes.len() as u64 {
-        return Err(format!("chunk length {len} does not match its reference ({})", reference.len));
-    }
-    let value = &bytes[CHUNK_HEADER_BYTES..CHUNK_HEADER_BYTES + len as usize];
-    let mut h = crc32fast::Hasher::new();
-    h.update(&bytes[8..CHUNK_HEADER_BYTES]);
-    h.update(value);
-    if h.finalize() != get_u32(bytes, 4) || crc32fast::hash(value) != reference.crc32 {
+    let Some(value) = bytes.get(..reference.len as usize) else {
+        return Err(format!("chunk of {} bytes read where {} are expected", bytes.len(), reference.len));
+    };
+    if crc32fast::hash(value) != reference.crc32 {
         return Err("chunk checksum mismatch".into());
     }
     Ok(value)

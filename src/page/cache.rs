@@ -1,23 +1,37 @@
-//! A shard's page cache: page id to immutable page image, read by any thread.
+//! A shard's page cache: page id (or chunk offset) to image, read and filled by
+//! any thread.
 //!
-//! Only the shard thread inserts and evicts; callers look images up and slice
-//! values out of them without a hop to the shard. Images never change (a page
-//! that changes gets a new id), so a caller holding an image can use it for as
-//! long as it likes. Eviction is CLOCK: a hit sets the page's referenced bit;
-//! the hand clears set bits and evicts the first page found clear, until the
-//! cache is within its byte budget.
+//! Callers look images up and slice values out of them without a hop to the
+//! shard; a caller that read an uncached page or chunk itself inserts it. A
+//! page image never changes (a page that changes gets a new id, and ids are
+//! never reused), so a cached page image is right for as long as anyone holds
+//! it, and one inserted after its page was released is merely dead weight that
+//! the hand evicts. A chunk is cached by its offset, and a freed chunk's extent
+//! may be reused by another chunk, so a cached chunk carries the crc32 it was
+//! checked against, and only a look-up for that same chunk (offset and crc32,
+//! from the index entry) finds it; any other is a miss and reads the disk.
+//!
+//! Eviction is CLOCK: a hit sets the image's referenced bit; the hand clears
+//! set bits and evicts the first image found clear, until the cache is within
+//! its byte budget. The hand and its ring are under a mutex taken by inserts
+//! and removals only; look-ups take no lock.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+
+use crate::format::page::ChunkRef;
 
 /// Cache keys of chunks: the chunk's offset with this bit set (page ids never reach it).
 pub(crate) const CHUNK_KEY_BIT: u64 = 1 << 63;
 
 struct Cached {
     image: Bytes,
+    /// For a chunk, the crc32 of the value it was checked against when inserted (0 for
+    /// a page); a look-up for another chunk at the same offset does not match it.
+    crc32: u32,
     referenced: AtomicBool,
 }
 
@@ -26,6 +40,8 @@ pub(crate) struct PageCache {
     map: papaya::HashMap<u64, Arc<Cached>>,
     bytes: AtomicU64,
     budget_bytes: u64,
+    /// The CLOCK ring of cached keys (and of removed ones not yet passed by the hand).
+    clock: Mutex<VecDeque<u64>>,
     pub hits: AtomicU64,
     pub misses: AtomicU64,
 }
@@ -36,6 +52,7 @@ impl PageCache {
             map: papaya::HashMap::new(),
             bytes: AtomicU64::new(0),
             budget_bytes,
+            clock: Mutex::new(VecDeque::new()),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
@@ -59,6 +76,36 @@ impl PageCache {
         }
     }
 
+    /// The value of the chunk `chunk`, if cached (an image of another chunk that was at
+    /// the same offset earlier counts as a miss).
+    pub fn chunk(&self, chunk: &ChunkRef) -> Option<Bytes> {
+        let guard = self.map.guard();
+        let found = self
+            .map
+            .get(&(CHUNK_KEY_BIT | chunk.offset), &guard)
+            .filter(|c| c.crc32 == chunk.crc32 && c.image.len() >= chunk.len as usize);
+        match found {
+            Some(c) => {
+                if !c.referenced.load(Ordering::Relaxed) {
+                    c.referenced.store(true, Ordering::Relaxed);
+                }
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                Some(c.image.slice(..chunk.len as usize))
+            }
+            None => {
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// The value of the chunk `chunk`, if cached, without counting a hit or a miss.
+    pub fn peek_chunk(&self, chunk: &ChunkRef) -> Option<Bytes> {
+        let guard = self.map.guard();
+        let c = self.map.get(&(CHUNK_KEY_BIT | chunk.offset), &guard)?;
+        (c.crc32 == chunk.crc32 && c.image.len() >= chunk.len as usize).then(|| c.image.slice(..chunk.len as usize))
+    }
+
     /// The image of `page_id`, if cached, without counting a hit or a miss (for the
     /// shard's own second look after a caller's miss).
     pub fn peek(&self, page_id: u64) -> Option<Bytes> {
@@ -70,59 +117,66 @@ impl PageCache {
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
     }
-}
 
-/// The shard thread's side: insertion, removal and the CLOCK hand.
-pub(crate) struct CacheWriter {
-    clock: VecDeque<u64>,
-}
-
-impl CacheWriter {
-    pub fn new() -> CacheWriter {
-        CacheWriter { clock: VecDeque::new() }
+    fn clock(&self) -> std::sync::MutexGuard<'_, VecDeque<u64>> {
+        self.clock.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn insert(&mut self, cache: &PageCache, page_id: u64, image: Bytes) {
-        let guard = cache.map.guard();
+    /// Caches the image of page `page_id` (replacing what was there), then evicts down to
+    /// the budget.
+    pub fn insert(&self, page_id: u64, image: Bytes) {
+        debug_assert!(page_id & CHUNK_KEY_BIT == 0);
+        self.insert_cached(page_id, image, 0);
+    }
+
+    /// Caches a chunk's bytes, already checked against `chunk` (replacing what was at its
+    /// offset), then evicts down to the budget.
+    pub fn insert_chunk(&self, chunk: &ChunkRef, raw: Bytes) {
+        self.insert_cached(CHUNK_KEY_BIT | chunk.offset, raw, chunk.crc32);
+    }
+
+    fn insert_cached(&self, key: u64, image: Bytes, crc32: u32) {
+        let mut clock = self.clock();
+        let guard = self.map.guard();
         let len = image.len() as u64;
-        let old = cache.map.insert(page_id, Arc::new(Cached { image, referenced: AtomicBool::new(false) }), &guard);
+        let old = self.map.insert(key, Arc::new(Cached { image, crc32, referenced: AtomicBool::new(false) }), &guard);
         match old {
             Some(old) => {
-                cache.bytes.fetch_sub(old.image.len() as u64, Ordering::Relaxed);
+                self.bytes.fetch_sub(old.image.len() as u64, Ordering::Relaxed);
             }
-            None => self.clock.push_back(page_id),
+            None => clock.push_back(key),
         }
-        cache.bytes.fetch_add(len, Ordering::Relaxed);
-        drop(guard);
-        self.evict(cache);
+        self.bytes.fetch_add(len, Ordering::Relaxed);
+        self.evict(&mut clock, &guard);
     }
 
-    pub fn remove(&mut self, cache: &PageCache, page_id: u64) {
-        let guard = cache.map.guard();
-        if let Some(old) = cache.map.remove(&page_id, &guard) {
-            cache.bytes.fetch_sub(old.image.len() as u64, Ordering::Relaxed);
+    /// Drops `key` from the cache.
+    pub fn remove(&self, key: u64) {
+        let clock = &mut *self.clock();
+        let guard = self.map.guard();
+        if let Some(old) = self.map.remove(&key, &guard) {
+            self.bytes.fetch_sub(old.image.len() as u64, Ordering::Relaxed);
         }
-        // The id stays in the clock until the hand reaches it and skips it; prune the
-        // clock when such stale ids outnumber the live ones, so it cannot grow for ever.
-        if self.clock.len() > 2 * cache.map.len() + 1024 {
-            self.clock.retain(|id| cache.map.contains_key(id, &guard));
+        // The key stays in the ring until the hand reaches it and skips it; prune the
+        // ring when such stale keys outnumber the live ones, so it cannot grow for ever.
+        if clock.len() > 2 * self.map.len() + 1024 {
+            clock.retain(|k| self.map.contains_key(k, &guard));
         }
     }
 
-    fn evict(&mut self, cache: &PageCache) {
-        let guard = cache.map.guard();
-        // Bounded: each turn either evicts, drops a stale id, or clears one bit; after
+    fn evict(&self, clock: &mut VecDeque<u64>, guard: &impl papaya::Guard) {
+        // Bounded: each turn either evicts, drops a stale key, or clears one bit; after
         // two passes every bit is clear.
-        let mut turns = 2 * self.clock.len() + 1;
-        while cache.bytes.load(Ordering::Relaxed) > cache.budget_bytes && turns > 0 {
+        let mut turns = 2 * clock.len() + 1;
+        while self.bytes.load(Ordering::Relaxed) > self.budget_bytes && turns > 0 {
             turns -= 1;
-            let Some(page_id) = self.clock.pop_front() else { break };
-            match cache.map.get(&page_id, &guard) {
+            let Some(key) = clock.pop_front() else { break };
+            match self.map.get(&key, guard) {
                 None => {}
-                Some(c) if c.referenced.swap(false, Ordering::Relaxed) => self.clock.push_back(page_id),
+                Some(c) if c.referenced.swap(false, Ordering::Relaxed) => clock.push_back(key),
                 Some(c) => {
-                    cache.bytes.fetch_sub(c.image.len() as u64, Ordering::Relaxed);
-                    cache.map.remove(&page_id, &guard);
+                    self.bytes.fetch_sub(c.image.len() as u64, Ordering::Relaxed);
+                    self.map.remove(&key, guard);
                 }
             }
         }
@@ -136,16 +190,27 @@ mod tests {
     #[test]
     fn clock_keeps_within_budget_and_prefers_referenced_pages() {
         let cache = PageCache::new(3000);
-        let mut w = CacheWriter::new();
         for id in 0..3 {
-            w.insert(&cache, id, Bytes::from(vec![0u8; 1000]));
+            cache.insert(id, Bytes::from(vec![0u8; 1000]));
         }
         assert!(cache.get(0).is_some());
-        w.insert(&cache, 3, Bytes::from(vec![0u8; 1000]));
+        cache.insert(3, Bytes::from(vec![0u8; 1000]));
         assert!(cache.bytes() <= 3000);
         assert!(cache.get(0).is_some(), "a referenced page survives a pass of the hand");
         assert!(cache.get(1).is_none(), "the first unreferenced page is evicted");
-        w.remove(&cache, 3);
+        cache.remove(3);
         assert_eq!(cache.bytes(), 2000);
+    }
+
+    #[test]
+    fn a_chunk_is_found_only_by_the_reference_it_was_checked_against() {
+        let cache = PageCache::new(1 << 20);
+        let chunk = ChunkRef { offset: 4096, len: 3, crc32: 7 };
+        cache.insert_chunk(&chunk, Bytes::from_static(b"abcdef"));
+        assert_eq!(cache.chunk(&chunk).as_deref(), Some(&b"abc"[..]));
+        assert!(cache.chunk(&ChunkRef { crc32: 8, ..chunk }).is_none(), "another chunk once at that offset");
+        assert!(cache.chunk(&ChunkRef { len: 9, ..chunk }).is_none(), "longer than the cached bytes");
+        assert!(cache.peek_chunk(&ChunkRef { crc32: 8, ..chunk }).is_none());
+        assert!(cache.get(4096).is_none(), "page ids and chunk offsets do not collide");
     }
 }

@@ -33,7 +33,8 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::alloc::{Allocator, Extent};
-use super::cache::{CacheWriter, PageCache};
+use super::cache::PageCache;
+use super::disk::{PageLoc, PageLocations};
 use crate::error::{Error, Result};
 use crate::format::checkpoint::{
     KeyEntry, KeyLocation, PageEntry, SLOT_BYTES, Slot, decode_table, encode_table, newest_slot,
@@ -146,6 +147,8 @@ pub(crate) struct PageStore {
     pub mem_align: usize,
     alloc: Allocator,
     pub pages: HashMap<u64, PageMeta>,
+    /// Where each page of `pages` lies, for callers' reads (see `disk.rs`).
+    pub locations: PageLocations,
     next_page_id: u64,
     generation: u64,
     pub checkpoint_lsn: u64,
@@ -161,6 +164,10 @@ pub(crate) struct PageStore {
     pub counters: PageCounters,
     /// Bytes of chunk values referenced by the index (for live-byte stats).
     pub chunk_bytes_live: u64,
+}
+
+fn loc(extent: Extent, capacity: u32) -> PageLoc {
+    PageLoc { offset: extent.offset, len: u32::try_from(extent.len).expect("page extents fit in 32 bits"), capacity }
 }
 
 fn corruption(file: &Path, offset: u64, what: impl Into<String>) -> Error {
@@ -219,6 +226,7 @@ impl PageStore {
             mem_align,
             alloc: Allocator::new(unit as u64, 0, []),
             pages: HashMap::new(),
+            locations: PageLocations::default(),
             next_page_id: 1,
             generation: 0,
             checkpoint_lsn: 0,
@@ -290,6 +298,7 @@ impl PageStore {
                 p.page_id,
                 PageMeta { extent, capacity: p.capacity, used: p.used, records: p.records, dead: 0 },
             );
+            store.locations.pin().insert(p.page_id, loc(extent, p.capacity));
         }
         let mut entries = Vec::with_capacity(table.keys.len());
         for k in &table.keys {
@@ -397,7 +406,6 @@ impl PageStore {
         io: &mut dyn Io,
         index: &mut IndexWriter<'_>,
         cache: &PageCache,
-        cache_writer: &mut CacheWriter,
         lsn: u64,
         stash: &mut Vec<Completion>,
     ) -> Result<()> {
@@ -601,21 +609,24 @@ impl PageStore {
         crate::failpoint::error("checkpoint-error-pages-written")?;
         crate::io::fdatasync(fd).map_err(|e| Error::io("fdatasync", self.data_path.clone(), e))?;
         crate::failpoint::hit("checkpoint-pages-synced");
-        // 6. The new pages are durable: move the index entries to them, and only now let
-        // the old pages go (if anything before failed, the old pages still serve reads).
+        // 6. The new pages are durable: publish them (callers read pages by their
+        // published location), move the index entries to them, and only now let the old
+        // pages go (if anything before failed, the old pages still serve reads).
+        for (page_id, meta) in new_pages {
+            self.locations.pin().insert(page_id, loc(meta.extent, meta.capacity));
+            self.pages.insert(page_id, meta);
+        }
+        for (page_id, image) in images_out {
+            cache.insert(page_id, image);
+        }
         for (key, version, stored) in placed {
             index.relocate(&key, version, stored);
         }
         for &page_id in &rewrite {
             let meta = self.pages.remove(&page_id).expect("a rewritten page is live");
+            self.locations.pin().remove(&page_id);
             self.alloc.retire(meta.extent);
-            cache_writer.remove(cache, page_id);
-        }
-        for (page_id, meta) in new_pages {
-            self.pages.insert(page_id, meta);
-        }
-        for (page_id, image) in images_out {
-            cache_writer.insert(cache, page_id, image);
+            cache.remove(page_id);
         }
         self.hot = new_hot.or(self.hot.filter(|h| self.pages.contains_key(h)));
         // 7. The table blob: every live page, and the key directory.
@@ -672,7 +683,7 @@ impl PageStore {
         for chunk in self.dead_chunks.drain(..) {
             self.alloc.retire(chunk);
             // Freed below; a later chunk or page may take the extent.
-            cache_writer.remove(cache, crate::page::cache::CHUNK_KEY_BIT | chunk.offset);
+            cache.remove(crate::page::cache::CHUNK_KEY_BIT | chunk.offset);
         }
         // 8. The slot, in the other half of CHECKPOINT from the newest one.
         self.generation += 1;

@@ -17,8 +17,8 @@ use std::ops::Bound;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
@@ -36,7 +36,8 @@ use crate::wal::writer::{Outcome, WalWriter, WriterConfig, WriterStart};
 
 pub(crate) use crate::index::Index;
 use crate::index::{IndexWriter, Stored, Versioned, range_chunk};
-use crate::page::cache::{CHUNK_KEY_BIT, CacheWriter, PageCache};
+use crate::page::cache::PageCache;
+use crate::page::disk::DiskReader;
 use crate::page::store::{CHECKPOINT_TOKEN_BIT, PageConfig, PageCounters, PageStore};
 
 /// Tokens of reads for callers carry this bit (log tokens are small numbers, or carry
@@ -113,6 +114,8 @@ pub(crate) struct ShardShared {
     pub cache: PageCache,
     /// The data file, for error reports.
     pub data_path: Mutex<PathBuf>,
+    /// Callers' reads of uncached pages and chunks; set once the store is open.
+    pub disk: OnceLock<DiskReader>,
     /// Page-store figures, refreshed by the shard thread.
     pub page_stats: Mutex<PageStats>,
 }
@@ -147,6 +150,7 @@ impl ShardShared {
             write_latency: Mutex::new([new_histogram(), new_histogram(), new_histogram()]),
             cache: PageCache::new(cache_bytes),
             data_path: Mutex::new(PathBuf::new()),
+            disk: OnceLock::new(),
             page_stats: Mutex::new(PageStats::default()),
         })
     }
@@ -285,7 +289,6 @@ struct Shard {
     /// The index's key order (see `index`).
     order: BTreeSet<Bytes>,
     pages: PageStore,
-    cache_writer: CacheWriter,
     /// Highest LSN applied to the index.
     applied_lsn: u64,
     read_jobs: slab::Slab<ReadJob>,
@@ -316,6 +319,14 @@ impl Shard {
         let opened = PageStore::open(&shard_dir, id, page_config)?;
         let mut pages = opened.store;
         *shared.data_path.lock().unwrap_or_else(|p| p.into_inner()) = pages.data_path.clone();
+        let handle = pages.data.try_clone().map_err(|e| Error::io("duplicate handle", pages.data_path.clone(), e))?;
+        let _ = shared.disk.set(DiskReader::new(
+            handle,
+            pages.data_path.clone(),
+            pages.unit,
+            pages.mem_align,
+            pages.locations.clone(),
+        ));
         {
             let mut writer = IndexWriter { index: &shared.index, order: &mut order };
             for (key, stored, version) in opened.entries {
@@ -410,7 +421,6 @@ impl Shard {
             persisted_lsn,
             order,
             pages,
-            cache_writer: CacheWriter::new(),
             applied_lsn,
             read_jobs: slab::Slab::new(),
             reads_in_flight: 0,
@@ -510,14 +520,7 @@ impl Shard {
         self.last_checkpoint = Instant::now();
         let lsn = self.applied_lsn;
         let mut writer = IndexWriter { index: &self.shared.index, order: &mut self.order };
-        let result = self.pages.checkpoint(
-            self.io.as_mut(),
-            &mut writer,
-            &self.shared.cache,
-            &mut self.cache_writer,
-            lsn,
-            &mut self.stash,
-        );
+        let result = self.pages.checkpoint(self.io.as_mut(), &mut writer, &self.shared.cache, lsn, &mut self.stash);
         let result = result.and_then(|()| self.wal.drop_segments_through(lsn).map(|_| ()));
         crate::failpoint::hit("checkpoint-extents-freed");
         if let Err(e) = &result {
@@ -573,8 +576,11 @@ impl Shard {
                 // check, and the caller looks the key up again.
                 continue;
             }
-            if let Some(raw) = self.shared.cache.peek(CHUNK_KEY_BIT | offset) {
-                answer.chunks[j] = raw;
+            let (live_len, crc32) = self.pages.live_chunks[&offset];
+            if let Some(value) =
+                self.shared.cache.peek_chunk(&crate::format::page::ChunkRef { offset, len: live_len, crc32 })
+            {
+                answer.chunks[j] = value;
                 continue;
             }
             let bytes = crate::format::page::chunk_bytes(len as usize, self.pages.unit);
@@ -618,7 +624,7 @@ impl Shard {
                     if let Some(&(live_len, crc32)) = self.pages.live_chunks.get(&offset) {
                         let chunk = crate::format::page::ChunkRef { offset, len: live_len, crc32 };
                         if live_len == len && crate::format::page::decode_chunk(&raw, &chunk).is_ok() {
-                            self.cache_writer.insert(&self.shared.cache, CHUNK_KEY_BIT | offset, raw.clone());
+                            self.shared.cache.insert_chunk(&chunk, raw.clone());
                         }
                     }
                     job.answer.chunks[i] = raw;
@@ -634,7 +640,7 @@ impl Shard {
                                 Ok(page) if page.page_id == page_id => {
                                     self.pages.counters.pages_read += 1;
                                     ShardCounters::add(&self.shared.counters.pages_read, 1);
-                                    self.cache_writer.insert(&self.shared.cache, page_id, image.clone());
+                                    self.shared.cache.insert(page_id, image.clone());
                                     job.answer.pages[i] = Some(image);
                                 }
                                 Ok(page) => {
