@@ -60,7 +60,9 @@ pub(crate) const ENTRY_OVERHEAD_BYTES: u64 = 144;
 /// The point-read half of a shard's index, shared with callers.
 #[derive(Default)]
 pub(crate) struct Index {
-    map: papaya::HashMap<Bytes, Versioned>,
+    /// foldhash's quality hasher, seeded per process: fast on short keys, and keys
+    /// chosen to collide cannot be precomputed.
+    map: papaya::HashMap<Bytes, Versioned, foldhash::quality::RandomState>,
     /// Key and in-memory value bytes held, for the memory estimate.
     data_bytes: AtomicU64,
     /// Bytes of `Inline` values (written since the last checkpoint).

@@ -37,7 +37,7 @@ struct Cached {
 
 /// See the module docs.
 pub(crate) struct PageCache {
-    map: papaya::HashMap<u64, Arc<Cached>>,
+    map: papaya::HashMap<u64, Arc<Cached>, foldhash::fast::RandomState>,
     bytes: AtomicU64,
     budget_bytes: u64,
     /// The CLOCK ring of cached keys (and of removed ones not yet passed by the hand).
@@ -49,7 +49,7 @@ pub(crate) struct PageCache {
 impl PageCache {
     pub fn new(budget_bytes: u64) -> PageCache {
         PageCache {
-            map: papaya::HashMap::new(),
+            map: papaya::HashMap::default(),
             bytes: AtomicU64::new(0),
             budget_bytes,
             clock: Mutex::new(VecDeque::new()),

@@ -40,7 +40,7 @@ pub(crate) struct PageLoc {
 }
 
 /// Live pages by id, published by the shard thread for callers.
-pub(crate) type PageLocations = Arc<papaya::HashMap<u64, PageLoc>>;
+pub(crate) type PageLocations = Arc<papaya::HashMap<u64, PageLoc, foldhash::fast::RandomState>>;
 
 /// See the module docs.
 pub(crate) struct DiskReader {
