@@ -254,11 +254,17 @@ impl Db {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn scan<'a>(&self, range: impl RangeBounds<&'a [u8]>) -> Scan {
+        if let Err(e) = self.check_open() {
+            return Scan::failed(e);
+        }
         Scan::range(self.inner.shards.clone(), range)
     }
 
     /// The entries whose keys start with `prefix`, in key order.
     pub fn scan_prefix(&self, prefix: &[u8]) -> Scan {
+        if let Err(e) = self.check_open() {
+            return Scan::failed(e);
+        }
         let start = Bound::Included(Bytes::copy_from_slice(prefix));
         Scan::new(self.inner.shards.clone(), start, crate::scan::prefix_end(prefix))
     }

@@ -4,9 +4,10 @@
 //! - a concurrent hash map (`papaya`: lock-free reads, one writer, the shard
 //!   thread), which `get` and `multi_get` read from callers' threads without a
 //!   hop to the shard;
-//! - the key order, a `BTreeSet` owned by the shard thread, from which scans
-//!   are served in chunks (a scan is one request per chunk, never a request
-//!   per key).
+//! - the key order, a `BTreeSet` under a read-write lock, which callers'
+//!   scans read in chunks (a lock per chunk, never per key) without a hop to
+//!   the shard. Only the shard thread writes it, and only when a key appears
+//!   or goes: an overwrite touches the hash map alone.
 //!
 //! An ordered concurrent map (a lock-free skip list) would serve both, but
 //! measured here it cut cached gets from 3.2 M/s to under 1.5 M/s from two
@@ -21,6 +22,7 @@
 use std::collections::BTreeSet;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{RwLock, RwLockReadGuard};
 
 use bytes::Bytes;
 
@@ -63,6 +65,8 @@ pub(crate) struct Index {
     /// foldhash's quality hasher, seeded per process: fast on short keys, and keys
     /// chosen to collide cannot be precomputed.
     map: papaya::HashMap<Bytes, Versioned, foldhash::quality::RandomState>,
+    /// Every key of `map`, in order.
+    order: RwLock<BTreeSet<Bytes>>,
     /// Key and in-memory value bytes held, for the memory estimate.
     data_bytes: AtomicU64,
     /// Bytes of `Inline` values (written since the last checkpoint).
@@ -79,6 +83,15 @@ impl Index {
         self.map.len()
     }
 
+    /// The key order, read-locked.
+    pub fn order(&self) -> RwLockReadGuard<'_, BTreeSet<Bytes>> {
+        self.order.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn order_mut(&self) -> std::sync::RwLockWriteGuard<'_, BTreeSet<Bytes>> {
+        self.order.write().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Estimated memory held by the index (both halves), in bytes.
     pub fn memory_bytes(&self) -> u64 {
         self.data_bytes.load(Ordering::Relaxed) + self.map.len() as u64 * ENTRY_OVERHEAD_BYTES
@@ -90,10 +103,9 @@ impl Index {
     }
 }
 
-/// The shard thread's writing handle: the shared map plus the key order.
+/// The shard thread's writing handle (only the shard thread makes one).
 pub(crate) struct IndexWriter<'a> {
     pub index: &'a Index,
-    pub order: &'a mut BTreeSet<Bytes>,
 }
 
 impl IndexWriter<'_> {
@@ -111,7 +123,7 @@ impl IndexWriter<'_> {
                 self.index.inline_bytes.fetch_sub(old.inline_bytes(), Ordering::Relaxed);
             }
             None => {
-                self.order.insert(key);
+                self.index.order_mut().insert(key);
             }
         }
         old
@@ -123,7 +135,7 @@ impl IndexWriter<'_> {
         let old = self.index.map.remove(key, &guard).map(|o| o.stored.clone())?;
         self.index.data_bytes.fetch_sub(key.len() as u64 + old.inline_bytes(), Ordering::Relaxed);
         self.index.inline_bytes.fetch_sub(old.inline_bytes(), Ordering::Relaxed);
-        self.order.remove(key);
+        self.index.order_mut().remove(key);
         Some(old)
     }
 
@@ -151,7 +163,6 @@ impl IndexWriter<'_> {
 /// key order.
 pub(crate) fn range_chunk(
     index: &Index,
-    order: &BTreeSet<Bytes>,
     start: Bound<&[u8]>,
     end: Bound<&[u8]>,
     limit: usize,
@@ -165,6 +176,7 @@ pub(crate) fn range_chunk(
             return;
         }
     }
+    let order = index.order();
     let guard = index.map.guard();
     for key in order.range::<[u8], _>((start, end)).take(limit) {
         let value = index.map.get(&key[..], &guard).expect("every ordered key is in the map");

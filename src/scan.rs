@@ -1,9 +1,10 @@
 //! Ordered scans across shards.
 //!
-//! Each shard holds its keys in order; a [`Scan`] asks every shard for a chunk
-//! of its next keys (all shards at once), then merges the chunks in key order
-//! with a heap. When a shard's chunk runs out, the next chunk is fetched from
-//! just after its last key; chunks start at 16 entries and double up to
+//! Each shard holds its keys in order (`index.rs`); a [`Scan`] reads a chunk
+//! of every shard's next keys from the shards' indexes, on the caller's thread
+//! (no hop to a shard unless values must be read from the disk), then merges
+//! the chunks in key order with a heap. When a shard's chunk runs out, the next
+//! chunk is read from just after its last key; chunks start at 16 entries and double up to
 //! `SCAN_CHUNK`, so a short scan costs little. Memory is bounded by
 //! `shards x SCAN_CHUNK` entries, whatever the range's size.
 //!
@@ -18,8 +19,8 @@ use std::ops::{Bound, RangeBounds};
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
-use crate::index::Versioned;
-use crate::shard::{Request, ShardHandle};
+use crate::index::range_chunk;
+use crate::shard::ShardHandle;
 use crate::value::Value;
 
 /// Most entries fetched from a shard per request.
@@ -44,7 +45,17 @@ pub struct Scan {
     heap: BinaryHeap<Reverse<(Bytes, usize)>>,
     end: Bound<Bytes>,
     error: Option<Error>,
+    /// An error to yield first (the scan of a closed database).
+    pending: Option<Error>,
     started: bool,
+}
+
+fn bound_ref(bound: &Bound<Bytes>) -> Bound<&[u8]> {
+    match bound {
+        Bound::Included(k) => Bound::Included(&k[..]),
+        Bound::Excluded(k) => Bound::Excluded(&k[..]),
+        Bound::Unbounded => Bound::Unbounded,
+    }
 }
 
 fn owned(bound: Bound<&&[u8]>) -> Bound<Bytes> {
@@ -77,34 +88,38 @@ impl Scan {
                 exhausted: false,
             })
             .collect();
-        Scan { shards, cursors, heap: BinaryHeap::new(), end, error: None, started: false }
+        Scan { shards, cursors, heap: BinaryHeap::new(), end, error: None, pending: None, started: false }
+    }
+
+    /// A scan that yields `error` and then ends.
+    pub(crate) fn failed(error: Error) -> Scan {
+        let mut scan = Scan::new(Vec::new(), Bound::Unbounded, Bound::Unbounded);
+        scan.pending = Some(error);
+        scan
     }
 
     pub(crate) fn range<'a>(shards: Vec<ShardHandle>, range: impl RangeBounds<&'a [u8]>) -> Scan {
         Scan::new(shards, owned(range.start_bound()), owned(range.end_bound()))
     }
 
-    fn request(&self, shard: usize) -> Result<oneshot::Receiver<Vec<(Bytes, Versioned)>>> {
-        let (reply, rx) = oneshot::channel();
+    /// Reads the shard's next chunk of keys from its index (on this thread) and their
+    /// values (the ones not in memory or in the cache in one read request).
+    fn fetch(&mut self, shard: usize) -> Result<()> {
         let cursor = &self.cursors[shard];
-        self.shards[shard].send(Request::Scan {
-            start: cursor.next_start.clone(),
-            end: self.end.clone(),
-            limit: cursor.next_limit,
-            reply,
-        })?;
-        Ok(rx)
-    }
-
-    fn receive_only(&mut self, shard: usize, rx: oneshot::Receiver<Vec<(Bytes, Versioned)>>) -> Result<()> {
-        let chunk = rx.recv().map_err(|_| Error::Closed)?;
+        let mut chunk = Vec::with_capacity(cursor.next_limit);
+        range_chunk(
+            &self.shards[shard].shared.index,
+            bound_ref(&cursor.next_start),
+            bound_ref(&self.end),
+            cursor.next_limit,
+            &mut chunk,
+        );
         let cursor = &mut self.cursors[shard];
         cursor.exhausted = chunk.len() < cursor.next_limit;
         cursor.next_limit = (cursor.next_limit * 2).min(SCAN_CHUNK);
         if let Some((last, _)) = chunk.last() {
             cursor.next_start = Bound::Excluded(last.clone());
         }
-        // Values not in memory or in the cache are read in one request per chunk.
         let resolved = crate::read::resolve_many(&self.shards[shard], chunk)?;
         let cursor = &mut self.cursors[shard];
         cursor.buf.extend(resolved.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
@@ -123,17 +138,13 @@ impl Scan {
             if cursor.exhausted {
                 return Ok(());
             }
-            let rx = self.request(shard)?;
-            self.receive_only(shard, rx)?;
+            self.fetch(shard)?;
         }
     }
 
     fn start(&mut self) -> Result<()> {
         self.started = true;
-        // Ask every shard first, then collect: the shards fill their chunks in parallel.
-        let receivers = (0..self.shards.len()).map(|s| self.request(s)).collect::<Result<Vec<_>>>()?;
-        for (shard, rx) in receivers.into_iter().enumerate() {
-            self.receive_only(shard, rx)?;
+        for shard in 0..self.shards.len() {
             self.refill(shard)?;
         }
         Ok(())
@@ -155,6 +166,10 @@ impl Iterator for Scan {
     type Item = Result<(Value, Value)>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        if let Some(e) = self.pending.take() {
+            self.error = Some(e.clone());
+            return Some(Err(e));
+        }
         if self.error.is_some() {
             return None;
         }

@@ -643,8 +643,9 @@ impl PageStore {
             })
             .collect();
         page_entries.sort_by_key(|p| p.page_id);
-        let mut keys = Vec::with_capacity(index.order.len());
-        for key in index.order.iter() {
+        let order = index.index.order();
+        let mut keys = Vec::with_capacity(order.len());
+        for key in order.iter() {
             let v = index.index.get(key).expect("every ordered key is in the map");
             let location = match v.stored {
                 Stored::Page { page_id, offset, len } => {

@@ -12,8 +12,6 @@
 //! `Durability::Sync` a write is applied to the index only once its batch is
 //! durable, so a reader never sees data a crash could take back.
 
-use std::collections::BTreeSet;
-use std::ops::Bound;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -35,7 +33,7 @@ use crate::wal::segment::{PreparedSegment, prepare_segment};
 use crate::wal::writer::{Outcome, WalWriter, WriterConfig, WriterStart};
 
 pub(crate) use crate::index::Index;
-use crate::index::{IndexWriter, Stored, Versioned, range_chunk};
+use crate::index::{IndexWriter, Stored};
 use crate::page::cache::PageCache;
 use crate::page::disk::DiskReader;
 use crate::page::store::{CHECKPOINT_TOKEN_BIT, PageConfig, PageCounters, PageStore};
@@ -62,8 +60,6 @@ pub(crate) enum Request {
     Flush(oneshot::Sender<Result<()>>),
     /// Make everything durable, stop, and answer.
     Shutdown(oneshot::Sender<Result<()>>),
-    /// Answer with up to `limit` entries in `(start, end)`, in key order.
-    Scan { start: Bound<Bytes>, end: Bound<Bytes>, limit: usize, reply: oneshot::Sender<Vec<(Bytes, Versioned)>> },
     /// Read pages (answered with their images, `None` for a page that no longer exists)
     /// and chunks (answered with their raw bytes, checked by the caller) not in the cache.
     Read { pages: Vec<u64>, chunks: Vec<(u64, u32)>, reply: oneshot::Sender<Result<ReadReply>> },
@@ -287,7 +283,6 @@ struct Shard {
     /// Last LSN reported to `on_persist`.
     persisted_lsn: u64,
     /// The index's key order (see `index`).
-    order: BTreeSet<Bytes>,
     pages: PageStore,
     /// Highest LSN applied to the index.
     applied_lsn: u64,
@@ -309,7 +304,6 @@ impl Shard {
         crate::dir::create_dir(&shard_dir)?;
         crate::dir::create_dir(&wal_dir)?;
         let started = Instant::now();
-        let mut order = BTreeSet::new();
         let page_config = PageConfig {
             records_max: options.page_records_max,
             free_space_factor: options.page_free_space_factor,
@@ -328,7 +322,7 @@ impl Shard {
             pages.locations.clone(),
         ));
         {
-            let mut writer = IndexWriter { index: &shared.index, order: &mut order };
+            let mut writer = IndexWriter { index: &shared.index };
             for (key, stored, version) in opened.entries {
                 writer.insert(key, stored, version);
             }
@@ -344,7 +338,7 @@ impl Shard {
             }
             first_after.get_or_insert(r.lsn);
             let body = Bytes::copy_from_slice(r.body);
-            let mut writer = IndexWriter { index: &shared.index, order: &mut order };
+            let mut writer = IndexWriter { index: &shared.index };
             apply_ops(&mut writer, &mut pages, &body, &r.ops, r.lsn);
             applied_lsn = r.lsn;
             Ok(())
@@ -419,7 +413,6 @@ impl Shard {
             flush_waiters: Vec::new(),
             shutdown: None,
             persisted_lsn,
-            order,
             pages,
             applied_lsn,
             read_jobs: slab::Slab::new(),
@@ -519,7 +512,7 @@ impl Shard {
         self.appended_at_checkpoint = self.wal.appended_bytes;
         self.last_checkpoint = Instant::now();
         let lsn = self.applied_lsn;
-        let mut writer = IndexWriter { index: &self.shared.index, order: &mut self.order };
+        let mut writer = IndexWriter { index: &self.shared.index };
         let result = self.pages.checkpoint(self.io.as_mut(), &mut writer, &self.shared.cache, lsn, &mut self.stash);
         let result = result.and_then(|()| self.wal.drop_segments_through(lsn).map(|_| ()));
         crate::failpoint::hit("checkpoint-extents-freed");
@@ -718,11 +711,6 @@ impl Shard {
                 }
             }
             Request::Shutdown(reply) => self.shutdown = Some(Some(reply)),
-            Request::Scan { start, end, limit, reply } => {
-                let mut out = Vec::with_capacity(limit.min(1024));
-                range_chunk(&self.shared.index, &self.order, bound_ref(&start), bound_ref(&end), limit, &mut out);
-                let _ = reply.send(out);
-            }
             Request::Read { pages, chunks, reply } => self.handle_read(pages, chunks, reply),
             Request::Checkpoint(reply) => self.checkpoint_waiters.push(reply),
         }
@@ -751,7 +739,7 @@ impl Shard {
         match self.wal.append(&w.body, w.body_crc, w.op_count, None) {
             Ok(lsn) => {
                 let ops = decode_ops(&w.body, w.op_count).expect("ops encoded by ringdb decode");
-                let mut writer = IndexWriter { index: &self.shared.index, order: &mut self.order };
+                let mut writer = IndexWriter { index: &self.shared.index };
                 apply_ops(&mut writer, &mut self.pages, &w.body, &ops, lsn);
                 self.applied_lsn = lsn;
                 let mut latency = self.shared.write_latency.lock().unwrap_or_else(|p| p.into_inner());
@@ -886,7 +874,7 @@ impl Shard {
                     for p in f.items {
                         let ops = decode_ops(&p.body, p.op_count).expect("ops encoded by ringdb decode");
                         debug_assert!((f.first_lsn..=f.last_lsn).contains(&p.lsn));
-                        let mut writer = IndexWriter { index: &self.shared.index, order: &mut self.order };
+                        let mut writer = IndexWriter { index: &self.shared.index };
                         apply_ops(&mut writer, &mut self.pages, &p.body, &ops, p.lsn);
                         self.applied_lsn = p.lsn;
                         count_write(c, &mut latency, p.kind, p.user_bytes, p.started);
@@ -972,13 +960,5 @@ fn apply_ops(index: &mut IndexWriter<'_>, pages: &mut PageStore, body: &Bytes, o
             }
             other => unreachable!("op kind {other} passed decode_ops"),
         }
-    }
-}
-
-fn bound_ref(bound: &Bound<Bytes>) -> Bound<&[u8]> {
-    match bound {
-        Bound::Included(k) => Bound::Included(&k[..]),
-        Bound::Excluded(k) => Bound::Excluded(&k[..]),
-        Bound::Unbounded => Bound::Unbounded,
     }
 }
