@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use common::Rng;
 use common::sim::{Model, Op, Write, read_all};
-use ringdb::{CrashMode, Db, Durability, Error, IoBackend, Options, SimDisk, WalSync, WriteBatch};
+use ringdb::{CrashMode, Db, Durability, Error, IoBackend, Options, SimDisk, SimFaults, WalSync, WriteBatch};
 
 /// Keys the workload writes (few, so keys are overwritten and deleted often).
 const KEYS: u64 = 48;
@@ -35,6 +35,9 @@ struct Figures {
     flips_detected: u64,
     checkpoints: u64,
     torn_writes: u64,
+    /// Faults injected, and opens that failed under them.
+    faults: u64,
+    faulted_opens: u64,
 }
 
 impl Figures {
@@ -46,6 +49,8 @@ impl Figures {
         self.flips_detected += o.flips_detected;
         self.checkpoints += o.checkpoints;
         self.torn_writes += o.torn_writes;
+        self.faults += o.faults;
+        self.faulted_opens += o.faulted_opens;
     }
 }
 
@@ -53,7 +58,12 @@ impl Figures {
 struct Setup {
     options: Options,
     shards: usize,
+    /// Acknowledged writes are durable only once flushed (`Periodic` or `None`).
     periodic: bool,
+    /// I/O faults injected while the workload runs (none at reopen, or only for a first
+    /// attempt that may fail with `Error::Io`).
+    faults: Option<SimFaults>,
+    faults_at_open: bool,
     cycles: u32,
     pipeline_max: u64,
     flip: bool,
@@ -62,13 +72,23 @@ struct Setup {
 fn setup(seed: u64, disk: &SimDisk) -> Setup {
     let mut rng = Rng::for_parts(&[seed, 1]);
     let shards = if rng.range(0, 3) == 0 { 2 } else { 1 };
-    let periodic = rng.range(0, 4) == 0;
-    let durability = if periodic {
+    let (periodic, durability) = match rng.range(0, 7) {
         // Flushed only when asked (or when a batch fills): acknowledged writes stay at risk.
-        Durability::Periodic { bytes: 1 << 20, items: 100_000, interval: Duration::from_secs(3600) }
-    } else {
-        Durability::Sync
+        0 => (true, Durability::Periodic { bytes: 1 << 20, items: 100_000, interval: Duration::from_secs(3600) }),
+        1 => (true, Durability::None),
+        _ => (false, Durability::Sync),
     };
+    let faults = (rng.range(0, 3) == 0).then(|| {
+        let mut rate = || [0, 0, 2_000, 10_000, 40_000][rng.range(0, 4) as usize];
+        SimFaults {
+            read_eio_ppm: rate(),
+            write_eio_ppm: rate(),
+            sync_eio_ppm: rate(),
+            short_ppm: rate(),
+            enospc_ppm: rate(),
+            latency_ppm: rate() * 10,
+        }
+    });
     let options = Options::default()
         .io_backend(IoBackend::Sim(disk.clone()))
         .shards(shards)
@@ -87,6 +107,8 @@ fn setup(seed: u64, disk: &SimDisk) -> Setup {
         options,
         shards,
         periodic,
+        faults,
+        faults_at_open: rng.range(0, 2) == 0,
         cycles: rng.range(2, 4) as u32,
         pipeline_max: rng.range(1, 4),
         flip: rng.range(0, 6) == 0,
@@ -210,6 +232,12 @@ fn all_keys() -> Vec<Vec<u8>> {
 fn explore(seed: u64, crash_mode: Option<CrashMode>, verbose: bool) -> Result<Figures, String> {
     let disk = SimDisk::new(seed);
     let s = setup(seed, &disk);
+    if verbose {
+        println!(
+            "setup: {} shards, faults {:?} (at open: {}), cycles {}, pipeline {}, flip {}, {:?}",
+            s.shards, s.faults, s.faults_at_open, s.cycles, s.pipeline_max, s.flip, s.options
+        );
+    }
     let mut rng = Rng::for_parts(&[seed, 2]);
     let mut model = Model::default();
     let mut figures = Figures::default();
@@ -217,7 +245,21 @@ fn explore(seed: u64, crash_mode: Option<CrashMode>, verbose: bool) -> Result<Fi
     let dir = Path::new("/db");
     let mut mutations_per_cycle = 150;
     for cycle in 0..=s.cycles {
-        let db = Db::open(dir, s.options.clone()).map_err(|e| format!("cycle {cycle}: open failed: {e}"))?;
+        let mut db = None;
+        if let Some(faults) = s.faults.filter(|_| s.faults_at_open && cycle > 0) {
+            // A first attempt under faults may fail, but only with an I/O error.
+            disk.set_faults(faults);
+            match Db::open(dir, s.options.clone()) {
+                Ok(opened) => db = Some(opened),
+                Err(Error::Io { .. }) => figures.faulted_opens += 1,
+                Err(e) => return Err(format!("cycle {cycle}: open under I/O faults failed with {e}, not Error::Io")),
+            }
+        }
+        disk.set_faults(SimFaults::default());
+        let db = match db {
+            Some(db) => db,
+            None => Db::open(dir, s.options.clone()).map_err(|e| format!("cycle {cycle}: open failed: {e}"))?,
+        };
         if cycle > 0 {
             let actual = read_all(&db, &all_keys()).map_err(|e| format!("cycle {cycle}: read failed: {e}"))?;
             let before = model.tail.len();
@@ -240,8 +282,12 @@ fn explore(seed: u64, crash_mode: Option<CrashMode>, verbose: bool) -> Result<Fi
         if rng.range(0, 4) != 0 {
             disk.crash_after_ops(rng.range(1, mutations_per_cycle));
         }
+        if let Some(faults) = s.faults {
+            disk.set_faults(faults);
+        }
         run_cycle(&db, &s, &mut model, &mut rng, seed, &mut figures, &mut ops);
         drop(db);
+        disk.set_faults(SimFaults::default());
         mutations_per_cycle = (disk.stats().mutations - start).clamp(20, 2000);
         let crash_seed = rng.next_u64();
         let mode = match crash_mode {
@@ -256,6 +302,7 @@ fn explore(seed: u64, crash_mode: Option<CrashMode>, verbose: bool) -> Result<Fi
         }
     }
     figures.torn_writes = disk.stats().torn_writes;
+    figures.faults = disk.stats().faults;
     if s.flip {
         figures.flips += 1;
         let flipped = disk.flip_bits(rng.next_u64(), rng.range(1, 3) as u32);
@@ -353,6 +400,7 @@ fn crash_states() {
         assert!(total.kept_some > 0 && total.lost_some > 0, "{total:?}");
         assert!(total.torn_writes > 0 && total.checkpoints > 0, "{total:?}");
         assert!(total.flips_detected > 0, "{total:?}");
+        assert!(total.faults > 0 && total.faulted_opens > 0, "{total:?}");
     }
 }
 

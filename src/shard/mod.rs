@@ -394,6 +394,7 @@ impl Shard {
             batch_bytes_max: options.group_commit_bytes_max,
             batches_max: options.group_commit_batches_max,
             prepare_inline: matches!(options.io_backend, IoBackend::Sim(_)),
+            records_unsynced: options.durability == Durability::None,
             fs,
         };
         // If every record up to the checkpoint left the log (its segments were deleted),

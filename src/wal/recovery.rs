@@ -6,9 +6,13 @@
 //! tail segment, the first position that is not a valid record is either the
 //! clean end (zeros to the end of the segment) or damage. Damage is a torn
 //! tail, the remains of the last flush, unless a valid record written by a
-//! *later* flush follows it (its `group_lsn` is past the damaged position's
-//! LSN): only one flush is in flight at a time, so a later flush proves the
-//! damaged one had completed, and the damage is corruption, not a tear.
+//! *later*, synced flush follows it (its `group_lsn` is past the damaged
+//! position's LSN): only one flush is in flight at a time, so a later flush
+//! proves the damaged one had completed, and the damage is corruption, not a
+//! tear. Records written unsynced (under `Durability::None`, flagged
+//! `FLAG_UNSYNCED`) prove nothing: a crash may keep a later unsynced write and
+//! lose an earlier one, so damage followed only by them is a torn tail too,
+//! and the later records are cut with it.
 //!
 //! A torn tail is cut: its bytes are copied to `quarantine-<seq>-<offset>.bin`
 //! beside the segments (made durable first), then zeroed in the segment, so no
@@ -19,7 +23,9 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::format::record::{Decoded, HEADER_BYTES, RECORD_ALIGN, decode_ops, decode_record, record_bytes};
+use crate::format::record::{
+    Decoded, FLAG_UNSYNCED, HEADER_BYTES, RECORD_ALIGN, decode_ops, decode_record, record_bytes,
+};
 use crate::format::segment::{SegmentHeader, parse_file_name};
 use crate::io::fs::{FileRef, Fs, OpenFlags, sync_dir};
 
@@ -188,12 +194,14 @@ pub fn recover(
 }
 
 /// Offset of a valid record after `at` written by a flush later than the one that
-/// would have written LSN `lsn_here`, if there is one.
+/// would have written LSN `lsn_here`, and made durable by it, if there is one. A record
+/// written unsynced (`FLAG_UNSYNCED`, under `Durability::None`) proves nothing: the disk
+/// may keep it and lose the earlier flush.
 fn later_flush(data: &[u8], at: usize, lsn_here: u64, body_max: usize) -> Option<usize> {
     let mut pos = at + RECORD_ALIGN;
     while pos + HEADER_BYTES <= data.len() {
         if let Decoded::Record(h) = decode_record(&data[pos..], body_max) {
-            if h.group_lsn > lsn_here {
+            if h.group_lsn > lsn_here && h.flags & FLAG_UNSYNCED == 0 {
                 return Some(pos);
             }
         }

@@ -22,7 +22,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::format::record::{HEADER_BYTES, encode_header, record_bytes};
+use crate::format::record::{FLAG_UNSYNCED, HEADER_BYTES, encode_header, record_bytes, set_header_flags};
 use crate::io::fs::{FileRef, Fs};
 use crate::io::{AlignedBuf, Completion, Io, SyncMode};
 use crate::wal::segment::{PreparedSegment, prepare_segment};
@@ -62,6 +62,12 @@ pub struct WriterConfig {
     pub batches_max: usize,
     /// The file system the log lives on.
     pub fs: Arc<dyn Fs>,
+    /// Records are written without waiting for durability (`Durability::None`): each is
+    /// flagged `FLAG_UNSYNCED`, so recovery does not take it as proof that earlier
+    /// flushes completed. Decided at append (not per flush) because a record's header is
+    /// copied into the next batch with the partial block that holds it, and must be
+    /// rewritten unchanged.
+    pub records_unsynced: bool,
     /// Prepare the next segment on the shard thread instead of a helper thread, so every
     /// I/O of the shard happens in one order (the simulated disk's deterministic runs).
     pub prepare_inline: bool,
@@ -313,6 +319,9 @@ impl<T> WalWriter<T> {
         let out = &mut buf.as_mut_slice()[at..at + rec];
         let body_len = u32::try_from(body.len()).expect("body bounded by body_bytes_max");
         encode_header(out, lsn, batch.first_lsn, op_count, body_len, body_crc);
+        if self.config.records_unsynced {
+            set_header_flags(out, FLAG_UNSYNCED);
+        }
         out[HEADER_BYTES..HEADER_BYTES + body.len()].copy_from_slice(body);
         out[HEADER_BYTES + body.len()..].fill(0);
         batch.len += rec;
