@@ -6,7 +6,7 @@
 //! `common::sim::Model`); open must not fail. Some runs then flip bits at rest: open and
 //! reads must then answer `Error::Corruption` or data that was written, never other data.
 //!
-//! `RINGDB_CRASH_STATES=<n>` sets how many crash states to explore (default 2500; a soak:
+//! `RINGDB_CRASH_STATES=<n>` sets how many crash states to explore (default 15,000; a soak:
 //! `RINGDB_CRASH_STATES=1000000 cargo test --release --test crash_explore -- --nocapture`).
 //! The base seed comes from `RINGDB_SEED` (printed); a failing run prints its own seed,
 //! and `RINGDB_REPLAY=<run seed>` replays just that run.
@@ -347,7 +347,7 @@ fn crash_states() {
         }
         return;
     }
-    let target: u64 = std::env::var("RINGDB_CRASH_STATES").map_or(2500, |s| s.trim().parse().expect("a count"));
+    let target: u64 = std::env::var("RINGDB_CRASH_STATES").map_or(15_000, |s| s.trim().parse().expect("a count"));
     let base = common::seed("crash_states");
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4);
     let next = Arc::new(AtomicU64::new(0));

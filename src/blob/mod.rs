@@ -18,7 +18,7 @@
 
 #![forbid(unsafe_code)]
 
-mod compression;
+pub(crate) mod compression;
 mod location;
 mod reader;
 mod recovery;
