@@ -38,6 +38,8 @@ struct Figures {
     /// Faults injected, and opens that failed under them.
     faults: u64,
     faulted_opens: u64,
+    /// Power cuts during an open.
+    recovery_crashes: u64,
 }
 
 impl Figures {
@@ -51,6 +53,7 @@ impl Figures {
         self.torn_writes += o.torn_writes;
         self.faults += o.faults;
         self.faulted_opens += o.faulted_opens;
+        self.recovery_crashes += o.recovery_crashes;
     }
 }
 
@@ -246,7 +249,31 @@ fn explore(seed: u64, crash_mode: Option<CrashMode>, verbose: bool) -> Result<Fi
     let mut mutations_per_cycle = 150;
     for cycle in 0..=s.cycles {
         let mut db = None;
-        if let Some(faults) = s.faults.filter(|_| s.faults_at_open && cycle > 0) {
+        if cycle > 0 && rng.range(0, 2) == 0 {
+            // A power cut during recovery itself (cutting a torn tail into quarantine,
+            // removing spare segments, preparing a segment): that open fails, and the
+            // next one must still find the right state.
+            disk.crash_after_ops(rng.range(1, 24));
+            match Db::open(dir, s.options.clone()) {
+                Ok(opened) if !disk.frozen() => {
+                    disk.disarm();
+                    db = Some(opened);
+                }
+                // The cut came in a step whose failure open tolerates (preparing the next
+                // segment ahead of need): the database opened on a dead disk.
+                Ok(opened) => {
+                    drop(opened);
+                    disk.crash(rng.next_u64());
+                    figures.recovery_crashes += 1;
+                }
+                Err(_) if disk.frozen() => {
+                    disk.crash(rng.next_u64());
+                    figures.recovery_crashes += 1;
+                }
+                Err(e) => return Err(format!("cycle {cycle}: open failed: {e}")),
+            }
+        }
+        if let Some(faults) = s.faults.filter(|_| s.faults_at_open && cycle > 0 && db.is_none()) {
             // A first attempt under faults may fail, but only with an I/O error.
             disk.set_faults(faults);
             match Db::open(dir, s.options.clone()) {
@@ -400,7 +427,7 @@ fn crash_states() {
         assert!(total.kept_some > 0 && total.lost_some > 0, "{total:?}");
         assert!(total.torn_writes > 0 && total.checkpoints > 0, "{total:?}");
         assert!(total.flips_detected > 0, "{total:?}");
-        assert!(total.faults > 0 && total.faulted_opens > 0, "{total:?}");
+        assert!(total.faults > 0 && total.faulted_opens > 0 && total.recovery_crashes > 0, "{total:?}");
     }
 }
 

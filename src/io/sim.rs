@@ -592,6 +592,11 @@ impl SimDisk {
         s.crash_at = Some(s.stats.mutations + n.max(1));
     }
 
+    /// Cancels an armed power cut that has not happened yet.
+    pub fn disarm(&self) {
+        self.lock().crash_at = None;
+    }
+
     /// Whether an armed power cut happened (the disk fails everything until `crash`).
     pub fn frozen(&self) -> bool {
         self.lock().frozen
