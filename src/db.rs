@@ -10,11 +10,11 @@ use std::time::Instant;
 use std::ops::{Bound, RangeBounds};
 
 use bytes::Bytes;
-use nix::fcntl::Flock;
 
 use crate::batch::{WriteBatch, check_key, check_value};
 use crate::error::{Error, Result};
 use crate::format::record::{OP_DELETE, OP_PUT, encode_op, op_bytes};
+use crate::io::fs::{LockGuard, NodeKind};
 use crate::options::Options;
 use crate::scan::Scan;
 use crate::shard::{self, Request, ShardHandle, WriteRequest};
@@ -45,7 +45,7 @@ struct Inner {
     client_spin: std::time::Duration,
     /// The directory's lock, released by `shutdown` (not by the last handle's drop), so a
     /// closed database can be reopened at once even while clones of its handle live.
-    lock: Mutex<Option<Flock<std::fs::File>>>,
+    lock: Mutex<Option<LockGuard>>,
 }
 
 impl Db {
@@ -57,17 +57,15 @@ impl Db {
         if dir.as_os_str().is_empty() {
             return Err(Error::InvalidArgument("the database path is empty".into()));
         }
-        if dir.exists() && !dir.is_dir() {
+        let fs = options.fs();
+        let fs = fs.as_ref();
+        if fs.kind(dir).map_err(|e| Error::io("stat", dir.to_path_buf(), e))? == Some(NodeKind::File) {
             return Err(Error::InvalidArgument(format!("{} exists and is not a directory", dir.display())));
         }
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| Error::io("create directory", dir.to_path_buf(), e))?;
-        let lock = crate::dir::lock(dir)?;
+        crate::dir::create_dir_all(fs, dir)?;
+        let lock = crate::dir::lock(fs, dir)?;
         let cpus = shard::allowed_cpus();
-        let shard_count = crate::dir::open_manifest(dir, options.shards, cpus.len())?;
+        let shard_count = crate::dir::open_manifest(fs, dir, options.shards, cpus.len())?;
         let mut shards = Vec::with_capacity(shard_count);
         let mut threads = Vec::with_capacity(shard_count);
         let mut failure = None;
@@ -501,5 +499,3 @@ impl Drop for Inner {
         }
     }
 }
-
-use std::os::unix::fs::DirBuilderExt;

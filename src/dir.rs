@@ -8,29 +8,25 @@
 //! Folders are created 0700 and files 0600; every creation or rename is
 //! followed by an fsync of the folder holding it.
 
-use std::fs::{DirBuilder, File, OpenOptions};
-use std::io::{ErrorKind, Read};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
-
-use nix::fcntl::{Flock, FlockArg};
 
 use crate::error::{Error, Result};
 use crate::format::FORMAT_VERSION;
 use crate::format::manifest::{Manifest, SLOT_BYTES, decode_file};
-use crate::io::sync_dir;
+use crate::io::fs::{Fs, LockGuard, NodeKind, OpenFlags, sync_dir};
 
 /// Creates `dir` (mode 0700) if it does not exist, and makes its entry durable.
-pub fn create_dir(dir: &Path) -> Result<()> {
-    match DirBuilder::new().mode(0o700).create(dir) {
+pub fn create_dir(fs: &dyn Fs, dir: &Path) -> Result<()> {
+    match fs.create_dir(dir) {
         Ok(()) => {
             if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-                sync_dir(parent)?;
+                sync_dir(fs, parent)?;
             }
             Ok(())
         }
         Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-            if dir.is_dir() {
+            if fs.kind(dir).map_err(|e| Error::io("stat", dir.to_path_buf(), e))? == Some(NodeKind::Dir) {
                 Ok(())
             } else {
                 Err(Error::InvalidArgument(format!("{} exists and is not a directory", dir.display())))
@@ -40,10 +36,29 @@ pub fn create_dir(dir: &Path) -> Result<()> {
     }
 }
 
+/// Creates `dir` and its missing parents, each made durable in its parent, so that a
+/// database created just before a crash does not lose its own folder.
+pub fn create_dir_all(fs: &dyn Fs, dir: &Path) -> Result<()> {
+    if fs.kind(dir).map_err(|e| Error::io("stat", dir.to_path_buf(), e))? == Some(NodeKind::Dir) {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_dir_all(fs, parent)?;
+    }
+    create_dir(fs, dir)
+}
+
 /// Takes the directory's lock, or fails with [`Error::Locked`].
-pub fn lock(dir: &Path) -> Result<Flock<File>> {
+pub fn lock(fs: &dyn Fs, dir: &Path) -> Result<LockGuard> {
+    fs.lock(&dir.join("LOCK"))
+}
+
+/// Takes the lock of a real directory and keeps its file, for the blob log (which
+/// runs on the real file system only), or fails with [`Error::Locked`].
+pub fn lock_file(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
+    use std::os::unix::fs::OpenOptionsExt;
     let path = dir.join("LOCK");
-    let file = OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
@@ -52,7 +67,7 @@ pub fn lock(dir: &Path) -> Result<Flock<File>> {
         .custom_flags(libc::O_CLOEXEC)
         .open(&path)
         .map_err(|e| Error::io("open", path.clone(), e))?;
-    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
         if errno == nix::errno::Errno::EWOULDBLOCK {
             Error::Locked { path: path.clone() }
         } else {
@@ -68,15 +83,13 @@ pub fn shard_dir(dir: &Path, id: usize) -> PathBuf {
 
 /// Reads the manifest, or creates it with `shards_wanted` shards (0: `default_shards`).
 /// Returns the shard count.
-pub fn open_manifest(dir: &Path, shards_wanted: usize, default_shards: usize) -> Result<usize> {
+pub fn open_manifest(fs: &dyn Fs, dir: &Path, shards_wanted: usize, default_shards: usize) -> Result<usize> {
     let path = dir.join("MANIFEST");
-    match File::open(&path) {
-        Ok(mut file) => {
-            let mut bytes = Vec::with_capacity(2 * SLOT_BYTES);
-            file.by_ref()
-                .take(2 * SLOT_BYTES as u64)
-                .read_to_end(&mut bytes)
-                .map_err(|e| Error::io("read", path.clone(), e))?;
+    match fs.open(&path, OpenFlags::EXISTING) {
+        Ok(file) => {
+            let len = file.len().map_err(|e| Error::io("stat", path.clone(), e))?;
+            let mut bytes = vec![0u8; len.min(2 * SLOT_BYTES as u64) as usize];
+            file.read_exact_at(&mut bytes, 0).map_err(|e| Error::io("read", path.clone(), e))?;
             let manifest =
                 decode_file(&bytes).map_err(|what| Error::Corruption { file: path.clone(), offset: 0, what })?;
             if manifest.format_version != FORMAT_VERSION {
@@ -99,7 +112,8 @@ pub fn open_manifest(dir: &Path, shards_wanted: usize, default_shards: usize) ->
             Ok(shards)
         }
         Err(e) if e.kind() == ErrorKind::NotFound => {
-            if shard_dir(dir, 0).exists() {
+            let shard0 = shard_dir(dir, 0);
+            if fs.kind(&shard0).map_err(|e| Error::io("stat", shard0.clone(), e))?.is_some() {
                 return Err(Error::Corruption {
                     file: path,
                     offset: 0,
@@ -113,19 +127,12 @@ pub fn open_manifest(dir: &Path, shards_wanted: usize, default_shards: usize) ->
             bytes[..SLOT_BYTES].copy_from_slice(&slot);
             let tmp = dir.join("MANIFEST.tmp");
             {
-                let file = OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(&tmp)
-                    .map_err(|e| Error::io("create", tmp.clone(), e))?;
-                std::os::unix::fs::FileExt::write_all_at(&file, &bytes, 0)
-                    .map_err(|e| Error::io("write", tmp.clone(), e))?;
+                let file = fs.open(&tmp, OpenFlags::CREATE_NEW).map_err(|e| Error::io("create", tmp.clone(), e))?;
+                file.write_all_at(&bytes, 0).map_err(|e| Error::io("write", tmp.clone(), e))?;
                 file.sync_all().map_err(|e| Error::io("fsync", tmp.clone(), e))?;
             }
-            std::fs::rename(&tmp, &path).map_err(|e| Error::io("rename", tmp.clone(), e))?;
-            sync_dir(dir)?;
+            fs.rename(&tmp, &path).map_err(|e| Error::io("rename", tmp.clone(), e))?;
+            sync_dir(fs, dir)?;
             Ok(shards)
         }
         Err(e) => Err(Error::io("open", path, e)),

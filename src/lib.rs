@@ -55,6 +55,7 @@ pub use blob::{
 };
 pub use db::Db;
 pub use error::{Error, Result};
+pub use io::sim::{CrashMode, SECTOR_BYTES, SimDisk, SimFaults, SimStats};
 pub use options::{
     Durability, IoBackend, Options, PersistCallback, PersistEvent, WAL_SEGMENT_BYTES_MAX, WAL_SEGMENT_BYTES_MIN,
     WalSync,

@@ -35,13 +35,17 @@ pub enum Durability {
 }
 
 /// How the shards do their I/O.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IoBackend {
     /// One io_uring per shard (the default).
     Uring,
     /// Blocking `pread`/`pwrite`/`fdatasync` on the shard thread, for kernels and
     /// sandboxes that refuse io_uring.
     Portable,
+    /// Every file of the key-value store on a simulated, fault-injecting disk in memory
+    /// (see [`crate::SimDisk`]), for crash and fault tests. The path given to
+    /// [`crate::Db::open`] names a folder on that disk. The blob log does not run on it.
+    Sim(crate::io::sim::SimDisk),
 }
 
 /// How a log batch is made durable.
@@ -302,6 +306,14 @@ impl Options {
     pub fn checkpoint_interval(mut self, interval: Duration) -> Options {
         self.checkpoint_interval = interval;
         self
+    }
+
+    /// The file system the backend works on.
+    pub(crate) fn fs(&self) -> Arc<dyn crate::io::fs::Fs> {
+        match &self.io_backend {
+            IoBackend::Uring | IoBackend::Portable => Arc::new(crate::io::fs::RealFs),
+            IoBackend::Sim(disk) => Arc::new(disk.clone()),
+        }
     }
 
     pub(crate) fn validate(&self) -> Result<()> {

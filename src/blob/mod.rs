@@ -18,7 +18,7 @@
 
 #![forbid(unsafe_code)]
 
-mod compression;
+pub(crate) mod compression;
 mod location;
 mod reader;
 mod recovery;
@@ -268,6 +268,11 @@ impl BlobOptions {
     }
 
     fn validate(&self) -> Result<()> {
+        if matches!(self.io_backend, IoBackend::Sim(_)) {
+            return Err(Error::InvalidArgument(
+                "the blob log does not run on IoBackend::Sim (it writes real files); use Uring or Portable".into(),
+            ));
+        }
         let bad = |what: String| Err(Error::InvalidArgument(what));
         if !(BLOB_SEGMENT_BYTES_MIN..=BLOB_SEGMENT_BYTES_MAX).contains(&self.max_segment_bytes) {
             return bad(format!(
@@ -438,7 +443,7 @@ impl BlobLog {
             .mode(0o700)
             .create(&dir)
             .map_err(|e| Error::io("create directory", dir.clone(), e))?;
-        let lock = crate::dir::lock(&dir)?;
+        let lock = crate::dir::lock_file(&dir)?;
         let probe_block = direct_io_block_bytes(&lock);
         let config = Arc::new(Config {
             durability: options.durability,
@@ -460,7 +465,7 @@ impl BlobLog {
         let (tx, rx) = crossbeam_channel::bounded(options.queue_depth);
         let (started_tx, started_rx) = oneshot::channel::<Result<()>>();
         let n = WRITER_THREADS.fetch_add(1, Ordering::Relaxed);
-        let backend = options.io_backend;
+        let backend = options.io_backend.clone();
         let (w_config, w_reader, w_current) = (Arc::clone(&config), Arc::clone(&reader), Arc::clone(&current_segment));
         let thread = std::thread::Builder::new()
             .name(format!("ringdb-blob-{n}"))
@@ -471,6 +476,7 @@ impl BlobLog {
                         crate::io::uring::UringIo::new(64, efd_raw).map(|io| Box::new(io) as Box<dyn Io>)
                     }
                     IoBackend::Portable => Ok(Box::new(crate::io::portable::PortableIo::new(efd_raw))),
+                    IoBackend::Sim(_) => unreachable!("refused by BlobOptions::validate"),
                 };
                 match io {
                     Ok(io) => {

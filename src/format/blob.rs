@@ -308,6 +308,61 @@ pub fn frame_entry(meta: &[u8], i: usize) -> FrameEntry {
     FrameEntry { stored_len: get_u32(meta, at), crc: get_u32(meta, at + 4) }
 }
 
+/// Decodes a whole blob record at the start of `bytes` (its header, frame index, frame
+/// checksums, and each zstd frame, which must hold exactly its share of the blob) and
+/// returns the blob. Every length is checked against `bytes` before use, and no buffer
+/// grows past the blob length the header states, which must be at most `blob_bytes_max`
+/// (a compressed record may claim far more than it holds; the reader bounds it by the
+/// segment size).
+pub fn decode_blob_record(bytes: &[u8], blob_bytes_max: u64) -> Result<Vec<u8>, String> {
+    let header = match decode_header(bytes, bytes.len() as u64) {
+        Decoded::Header(h) => h,
+        Decoded::End => return Err("no record".into()),
+        Decoded::Invalid(what) => return Err(what),
+    };
+    if header.blob_bytes > blob_bytes_max {
+        return Err(format!("blob of {} bytes is longer than {blob_bytes_max}", header.blob_bytes));
+    }
+    let meta_bytes = header.meta_bytes() as usize;
+    check_meta(&header, &bytes[..meta_bytes])?;
+    let mut at = meta_bytes;
+    let mut out = Vec::new();
+    for i in 0..header.frames() as usize {
+        let entry = frame_entry(bytes, i);
+        let end = at.checked_add(entry.stored_len as usize).filter(|&e| e <= bytes.len());
+        let Some(end) = end else { return Err(format!("frame {i} runs past the record")) };
+        let stored = &bytes[at..end];
+        if crc32fast::hash(stored) != entry.crc {
+            return Err(format!("frame {i} checksum mismatch"));
+        }
+        let frame_start = (i as u64) << header.frame_shift;
+        let expected = ((frame_start + (1 << header.frame_shift)).min(header.blob_bytes) - frame_start) as usize;
+        if header.kind == KIND_PLAIN {
+            if stored.len() != expected {
+                return Err(format!("plain frame {i} holds {} bytes, not {expected}", stored.len()));
+            }
+            out.extend_from_slice(stored);
+        } else {
+            // A zstd frame may claim any size: it is decompressed into exactly `expected`
+            // bytes, which the (bounded) blob length fixes.
+            crate::blob::compression::decompress_frame(stored, expected, &mut out)
+                .ok_or_else(|| format!("frame {i} does not decompress to {expected} bytes"))?;
+        }
+        at = end;
+    }
+    if (at - meta_bytes) as u64 != header.stored_bytes {
+        return Err("frame index does not add up to the stored size".into());
+    }
+    Ok(out)
+}
+
+/// Encodes `blob` into a whole record as the blob log writes it (frames of
+/// `2^frame_shift` bytes, compressed with zstd at `zstd_level` when that makes it
+/// smaller; transaction and flush fields zero). For tests and fuzzing seeds.
+pub fn encode_blob_record(blob: &[u8], frame_shift: u8, zstd_level: Option<i32>) -> Result<Vec<u8>, String> {
+    crate::blob::compression::encode_blob(blob, frame_shift, zstd_level).map_err(|e| e.to_string())
+}
+
 /// Encodes a record of `blob_bytes` whose stored frames are `frames` (each with its
 /// bytes already in the order they are stored) into a new buffer, zero-padded to
 /// [`RECORD_ALIGN`].
@@ -353,6 +408,23 @@ pub fn stamp_record(record: &mut [u8], batch_left: u32, flush_seq: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn whole_records_decode_and_bounds_hold() {
+        let blob: Vec<u8> = (0..20_000u32).map(|i| (i / 7) as u8).collect();
+        for level in [None, Some(3)] {
+            let rec = encode_blob_record(&blob, 12, level).unwrap();
+            assert_eq!(decode_blob_record(&rec, 1 << 20).unwrap(), blob);
+            assert!(decode_blob_record(&rec, blob.len() as u64 - 1).is_err(), "blob_bytes_max not enforced");
+            for cut in [0, 31, rec.len() / 2, rec.len() - 8] {
+                assert!(decode_blob_record(&rec[..cut], 1 << 20).is_err(), "cut at {cut}");
+            }
+            let mut bad = rec.clone();
+            let last = bad.len() - 1 - bad.iter().rev().position(|&b| b != 0).unwrap();
+            bad[last] ^= 1;
+            assert!(decode_blob_record(&bad, 1 << 20).is_err());
+        }
+    }
 
     #[test]
     fn header_and_state_round_trip() {

@@ -14,7 +14,8 @@
 //!     16    4 group_delta  lsn minus the lsn of the first record of the flush that wrote this one
 //!     20    4 body_crc     crc32 of the body
 //!     24    1 kind         1 = ops
-//!     25    1 flags        0
+//!     25    1 flags        bit 0: FLAG_UNSYNCED, the flush that wrote it did not wait for
+//!                          durability (Durability::None); other bits 0
 //!     26    2 reserved     0
 //!     28    4 op_count     ops in the body
 //!     32    . body         op_count ops, back to back
@@ -40,6 +41,10 @@ pub const KIND_OPS: u8 = 1;
 pub const OP_PUT: u8 = 1;
 /// Op kind: delete.
 pub const OP_DELETE: u8 = 2;
+/// Record flag: written by a flush that did not make it durable (`SyncMode::None`), so a
+/// crash may keep it while losing an earlier flush; it proves nothing about earlier
+/// records (see `wal::recovery`).
+pub const FLAG_UNSYNCED: u8 = 1;
 
 /// Size on disk of a record with `body_len` bytes of body, padding included.
 pub fn record_bytes(body_len: usize) -> usize {
@@ -139,6 +144,8 @@ pub struct RecordHeader {
     pub kind: u8,
     /// Ops in the body.
     pub op_count: u32,
+    /// Flag bits (`FLAG_UNSYNCED`).
+    pub flags: u8,
 }
 
 /// Writes a record header for `body` (whose crc32 is `body_crc`) into `out[..HEADER_BYTES]`.
@@ -154,6 +161,14 @@ pub fn encode_header(out: &mut [u8], lsn: u64, group_lsn: u64, op_count: u32, bo
     put_u32(out, 28, op_count);
     let crc = crc32fast::hash(&out[4..HEADER_BYTES]);
     put_u32(out, 0, crc);
+}
+
+/// Sets `flags` in the header at the start of `record` (written by [`encode_header`]) and
+/// updates its checksum.
+pub fn set_header_flags(record: &mut [u8], flags: u8) {
+    record[25] = flags;
+    let crc = crc32fast::hash(&record[4..HEADER_BYTES]);
+    put_u32(record, 0, crc);
 }
 
 /// What is at a position of the log.
@@ -196,8 +211,9 @@ pub fn decode_record(bytes: &[u8], body_max: usize) -> Decoded {
         group_lsn: lsn.saturating_sub(group_delta),
         kind: bytes[24],
         op_count: get_u32(bytes, 28),
+        flags: bytes[25],
     };
-    if header.kind != KIND_OPS || bytes[25] != 0 || get_u16(bytes, 26) != 0 {
+    if header.kind != KIND_OPS || header.flags & !FLAG_UNSYNCED != 0 || get_u16(bytes, 26) != 0 {
         return Decoded::Invalid(format!("unknown record kind {} or flags", header.kind));
     }
     if lsn == 0 || group_delta >= lsn {

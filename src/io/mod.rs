@@ -8,12 +8,17 @@
 //!   armed in the ring so the shard sleeps only inside `io_uring_enter`.
 //! - `portable`: blocking `pwrite`/`fdatasync` on the shard thread, `poll` on
 //!   the eventfd, for kernels and sandboxes that refuse io_uring.
+//! - `sim`: a deterministic, fault-injecting disk in memory, for tests; with
+//!   it comes the file-system indirection (`fs`) through which the key-value
+//!   engine opens, names and syncs its files.
 //!
 //! Buffers handed to an `Io` belong to it until their completion is returned,
 //! so a buffer is never freed or reused while the kernel may still read it.
 
 pub mod aligned;
+pub mod fs;
 pub mod portable;
+pub mod sim;
 pub mod uring;
 
 use std::fs::{File, OpenOptions};

@@ -68,27 +68,33 @@ impl Io for PortableIo {
             out.append(&mut self.ready);
             return Ok(false);
         }
-        let timeout_ms: libc::c_int = match (block, timeout) {
-            (false, _) => 0,
-            (true, None) => -1,
-            (true, Some(t)) => t.as_millis().clamp(1, i32::MAX as u128) as libc::c_int,
-        };
-        let mut pfd = libc::pollfd { fd: self.eventfd, events: libc::POLLIN, revents: 0 };
-        // SAFETY: one valid pollfd for the duration of the call.
-        let n = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                return Ok(false);
-            }
-            return Err(Error::io("poll", None, e));
-        }
-        if n > 0 && pfd.revents & libc::POLLIN != 0 {
-            let mut counter = [0u8; 8];
-            // SAFETY: reading 8 bytes into a valid 8-byte buffer from our own eventfd.
-            let _ = unsafe { libc::read(self.eventfd, counter.as_mut_ptr().cast(), 8) };
-            return Ok(true);
-        }
-        Ok(false)
+        poll_eventfd(self.eventfd, block, timeout)
     }
+}
+
+/// Sleeps in `poll` on `eventfd` (if `block`, at most `timeout`), and drains it when it
+/// fired. Returns whether it fired.
+pub(crate) fn poll_eventfd(eventfd: RawFd, block: bool, timeout: Option<Duration>) -> Result<bool> {
+    let timeout_ms: libc::c_int = match (block, timeout) {
+        (false, _) => 0,
+        (true, None) => -1,
+        (true, Some(t)) => t.as_millis().clamp(1, i32::MAX as u128) as libc::c_int,
+    };
+    let mut pfd = libc::pollfd { fd: eventfd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd for the duration of the call.
+    let n = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok(false);
+        }
+        return Err(Error::io("poll", None, e));
+    }
+    if n > 0 && pfd.revents & libc::POLLIN != 0 {
+        let mut counter = [0u8; 8];
+        // SAFETY: reading 8 bytes into a valid 8-byte buffer from our own eventfd.
+        let _ = unsafe { libc::read(eventfd, counter.as_mut_ptr().cast(), 8) };
+        return Ok(true);
+    }
+    Ok(false)
 }

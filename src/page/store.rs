@@ -24,10 +24,8 @@
 //! free again, since the recovered table does not reference them.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -44,6 +42,7 @@ use crate::format::page::{
     encode_page, page_capacity, record_bytes,
 };
 use crate::index::{IndexWriter, Stored};
+use crate::io::fs::{FileRef, Fs, NodeKind, OpenFlags};
 use crate::io::{AlignedBuf, Completion, Io, SyncMode};
 
 /// Tokens of checkpoint I/O carry this bit.
@@ -139,8 +138,9 @@ pub(crate) struct PageStore {
     shard_dir: PathBuf,
     pub data_path: PathBuf,
     slot_path: PathBuf,
-    pub data: File,
-    slot_file: Option<File>,
+    fs: Arc<dyn Fs>,
+    pub data: FileRef,
+    slot_file: Option<FileRef>,
     pub config: PageConfig,
     pub unit: usize,
     /// Memory alignment of buffers for O_DIRECT on the data file.
@@ -182,17 +182,18 @@ fn aligned(len: usize, mem_align: usize) -> AlignedBuf {
 impl PageStore {
     /// Opens (creating if needed) the page store in `shard_dir` and reads its newest
     /// checkpoint's table.
-    pub fn open(shard_dir: &Path, shard: usize, config: PageConfig) -> Result<Opened> {
+    pub fn open(fs: Arc<dyn Fs>, shard_dir: &Path, shard: usize, config: PageConfig) -> Result<Opened> {
         let data_path = shard_dir.join("pages.dat");
         let slot_path = shard_dir.join("CHECKPOINT");
-        let existed = data_path.exists();
-        let data = crate::io::open_data_file(&data_path, true, config.direct)?;
+        let stat = |path: &Path| fs.kind(path).map_err(|e| Error::io("stat", path.to_path_buf(), e));
+        let existed = stat(&data_path)?.is_some();
+        let data = crate::io::fs::open_data_file(fs.as_ref(), &data_path, true, config.direct)?;
         if !existed {
-            crate::io::sync_dir(shard_dir)?;
+            crate::io::fs::sync_dir(fs.as_ref(), shard_dir)?;
         }
-        let (mem_align, align) = if config.direct { crate::io::direct_io_aligns(&data) } else { (512, 512) };
+        let (mem_align, align) = if config.direct { data.direct_io_aligns() } else { (512, 512) };
         let mut unit = align.max(1024);
-        let slot = match std::fs::read(&slot_path) {
+        let slot = match fs.read_file(&slot_path) {
             Ok(bytes) => {
                 let (slot, why) = newest_slot(&bytes);
                 if slot.is_none() && bytes.iter().any(|&b| b != 0) {
@@ -203,14 +204,8 @@ impl PageStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(Error::io("read", slot_path.clone(), e)),
         };
-        let slot_file = if slot_path.exists() {
-            Some(
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .custom_flags(libc::O_CLOEXEC)
-                    .open(&slot_path)
-                    .map_err(|e| Error::io("open", slot_path.clone(), e))?,
-            )
+        let slot_file = if stat(&slot_path)? == Some(NodeKind::File) {
+            Some(fs.open(&slot_path, OpenFlags::EXISTING).map_err(|e| Error::io("open", slot_path.clone(), e))?)
         } else {
             None
         };
@@ -219,6 +214,7 @@ impl PageStore {
             shard_dir: shard_dir.to_path_buf(),
             data_path: data_path.clone(),
             slot_path: slot_path.clone(),
+            fs: Arc::clone(&fs),
             data,
             slot_file,
             config,
@@ -263,7 +259,9 @@ impl PageStore {
             return Err(corruption(&slot_path, 40, "table outside the data file"));
         }
         let mut buf = aligned(read_len, store.mem_align);
-        crate::io::pread_exact(store.data.as_raw_fd(), &mut buf.as_mut_slice()[..read_len], slot.table_offset)
+        store
+            .data
+            .read_exact_at(&mut buf.as_mut_slice()[..read_len], slot.table_offset)
             .map_err(|e| Error::io("read checkpoint table", data_path.clone(), e))?;
         let blob = &buf.as_slice()[..table_len];
         if crc32fast::hash(blob) != slot.table_crc {
@@ -577,7 +575,7 @@ impl PageStore {
             }
         }
         let mut members: Vec<Vec<(Option<u64>, usize)>> = Vec::with_capacity(groups.len());
-        let fd = self.data.as_raw_fd();
+        let fd = self.data.fd();
         let count = groups.len();
         for (i, g) in groups.into_iter().enumerate() {
             members.push(g.parts.iter().map(|(e, _, page)| (*page, (e.offset - g.offset) as usize)).collect());
@@ -607,7 +605,7 @@ impl PageStore {
         })?;
         crate::failpoint::hit("checkpoint-pages-written");
         crate::failpoint::error("checkpoint-error-pages-written")?;
-        crate::io::fdatasync(fd).map_err(|e| Error::io("fdatasync", self.data_path.clone(), e))?;
+        self.data.sync_data().map_err(|e| Error::io("fdatasync", self.data_path.clone(), e))?;
         crate::failpoint::hit("checkpoint-pages-synced");
         // 6. The new pages are durable: publish them (callers read pages by their
         // published location), move the index entries to them, and only now let the old
@@ -676,7 +674,7 @@ impl PageStore {
         wait_all(io, 1, stash, |c| {
             c.result.map(|_| ()).map_err(|e| Error::io("write checkpoint table", self.data_path.clone(), e))
         })?;
-        crate::io::fdatasync(fd).map_err(|e| Error::io("fdatasync", self.data_path.clone(), e))?;
+        self.data.sync_data().map_err(|e| Error::io("fdatasync", self.data_path.clone(), e))?;
         crate::failpoint::hit("checkpoint-table-synced");
         if let Some(old) = self.table_extent.replace(table_extent) {
             self.alloc.retire(old);
@@ -715,17 +713,13 @@ impl PageStore {
 
     fn write_slot(&mut self, slot: &Slot) -> Result<()> {
         if self.slot_file.is_none() {
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o600)
-                .custom_flags(libc::O_CLOEXEC)
-                .open(&self.slot_path)
+            let file = self
+                .fs
+                .open(&self.slot_path, OpenFlags::CREATE)
                 .map_err(|e| Error::io("create", self.slot_path.clone(), e))?;
             file.write_all_at(&[0u8; 2 * SLOT_BYTES], 0).map_err(|e| Error::io("write", self.slot_path.clone(), e))?;
             file.sync_all().map_err(|e| Error::io("fsync", self.slot_path.clone(), e))?;
-            crate::io::sync_dir(&self.shard_dir)?;
+            crate::io::fs::sync_dir(self.fs.as_ref(), &self.shard_dir)?;
             self.slot_file = Some(file);
         }
         let file = self.slot_file.as_ref().expect("created above");
@@ -752,7 +746,7 @@ impl PageStore {
                 None => missing.push(id),
             }
         }
-        let fd = self.data.as_raw_fd();
+        let fd = self.data.fd();
         for (i, &id) in missing.iter().enumerate() {
             let extent = self.pages[&id].extent;
             io.read(

@@ -301,8 +301,9 @@ impl Shard {
     fn open(shared: Arc<ShardShared>, shard_dir: PathBuf, options: Options, rx: Receiver<Request>) -> Result<Shard> {
         let id = shared.id;
         let wal_dir = shard_dir.join("wal");
-        crate::dir::create_dir(&shard_dir)?;
-        crate::dir::create_dir(&wal_dir)?;
+        let fs = options.fs();
+        crate::dir::create_dir(fs.as_ref(), &shard_dir)?;
+        crate::dir::create_dir(fs.as_ref(), &wal_dir)?;
         let started = Instant::now();
         let page_config = PageConfig {
             records_max: options.page_records_max,
@@ -310,7 +311,7 @@ impl Shard {
             chunk_threshold: options.page_chunk_bytes,
             direct: options.direct_io,
         };
-        let opened = PageStore::open(&shard_dir, id, page_config)?;
+        let opened = PageStore::open(Arc::clone(&fs), &shard_dir, id, page_config)?;
         let mut pages = opened.store;
         *shared.data_path.lock().unwrap_or_else(|p| p.into_inner()) = pages.data_path.clone();
         let handle = pages.data.try_clone().map_err(|e| Error::io("duplicate handle", pages.data_path.clone(), e))?;
@@ -330,7 +331,7 @@ impl Shard {
         let checkpoint_lsn = pages.checkpoint_lsn;
         let mut applied_lsn = checkpoint_lsn;
         let mut first_after: Option<u64> = None;
-        let recovered = recover(&wal_dir, id, |r: Replayed<'_>| {
+        let recovered = recover(fs.as_ref(), &wal_dir, id, |r: Replayed<'_>| {
             debug_assert!(r.lsn > 0);
             // Records up to the checkpoint are in the pages already.
             if r.lsn <= checkpoint_lsn {
@@ -359,19 +360,19 @@ impl Shard {
         let direct = options.direct_io;
         let (segment, end, tail, block) = match recovered.tail_segment {
             Some((seq, path, segment_bytes, block)) => {
-                let file = open_tail(&path, direct)?;
-                let block = block.max(io::direct_io_block_bytes(&file));
+                let file = open_tail(fs.as_ref(), &path, direct)?;
+                let block = block.max(io::fs::direct_io_block_bytes(file.as_ref()));
                 (PreparedSegment { seq, file, path, segment_bytes }, recovered.end, recovered.tail, block)
             }
             None => {
                 // A new log: probe the block size on a scratch file, then create segment 1.
                 let probe_path = wal_dir.join("probe.tmp");
-                let probe = io::open_data_file(&probe_path, true, direct)?;
-                let block = io::direct_io_block_bytes(&probe);
+                let probe = io::fs::open_data_file(fs.as_ref(), &probe_path, true, direct)?;
+                let block = io::fs::direct_io_block_bytes(probe.as_ref());
                 drop(probe);
-                let _ = std::fs::remove_file(&probe_path);
+                let _ = fs.remove_file(&probe_path);
                 let segment_bytes = options.wal_segment_bytes.next_multiple_of(block as u64);
-                let segment = prepare_segment(&wal_dir, id, 1, segment_bytes, block, direct)?;
+                let segment = prepare_segment(&fs, &wal_dir, id, 1, segment_bytes, block, direct)?;
                 (segment, block as u64, Vec::new(), block)
             }
         };
@@ -380,9 +381,10 @@ impl Shard {
                 "log of shard {id} was written with a block size that does not divide this device's ({block})"
             )));
         }
-        let io: Box<dyn Io> = match options.io_backend {
+        let io: Box<dyn Io> = match &options.io_backend {
             IoBackend::Uring => Box::new(io::uring::UringIo::new(options.ring_entries, shared.eventfd.as_raw_fd())?),
             IoBackend::Portable => Box::new(io::portable::PortableIo::new(shared.eventfd.as_raw_fd())),
+            IoBackend::Sim(disk) => Box::new(io::sim::SimIo::new(disk.clone(), shared.eventfd.as_raw_fd())),
         };
         let durable_sync = match options.wal_sync {
             WalSync::Dsync => SyncMode::Dsync,
@@ -396,6 +398,9 @@ impl Shard {
             segment_bytes: options.wal_segment_bytes.next_multiple_of(block as u64),
             batch_bytes_max: options.group_commit_bytes_max,
             batches_max: options.group_commit_batches_max,
+            prepare_inline: matches!(options.io_backend, IoBackend::Sim(_)),
+            records_unsynced: options.durability == Durability::None,
+            fs,
         };
         // If every record up to the checkpoint left the log (its segments were deleted),
         // the log continues after the checkpoint.
@@ -546,7 +551,7 @@ impl Shard {
             return;
         }
         let job = self.read_jobs.vacant_key() as u64;
-        let fd = self.pages.data.as_raw_fd();
+        let fd = self.pages.data.fd();
         let mut answer = ReadReply { pages: vec![None; pages.len()], chunks: vec![Bytes::new(); chunks.len()] };
         let mut remaining = 0;
         for (i, &page_id) in pages.iter().enumerate() {

@@ -6,9 +6,13 @@
 //! tail segment, the first position that is not a valid record is either the
 //! clean end (zeros to the end of the segment) or damage. Damage is a torn
 //! tail, the remains of the last flush, unless a valid record written by a
-//! *later* flush follows it (its `group_lsn` is past the damaged position's
-//! LSN): only one flush is in flight at a time, so a later flush proves the
-//! damaged one had completed, and the damage is corruption, not a tear.
+//! *later*, synced flush follows it (its `group_lsn` is past the damaged
+//! position's LSN): only one flush is in flight at a time, so a later flush
+//! proves the damaged one had completed, and the damage is corruption, not a
+//! tear. Records written unsynced (under `Durability::None`, flagged
+//! `FLAG_UNSYNCED`) prove nothing: a crash may keep a later unsynced write and
+//! lose an earlier one, so damage followed only by them is a torn tail too,
+//! and the later records are cut with it.
 //!
 //! A torn tail is cut: its bytes are copied to `quarantine-<seq>-<offset>.bin`
 //! beside the segments (made durable first), then zeroed in the segment, so no
@@ -16,15 +20,14 @@
 //! segment are empty spares and are removed, as are temporary files of an
 //! interrupted segment preparation.
 
-use std::fs::File;
-use std::io::Read;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::format::record::{Decoded, HEADER_BYTES, RECORD_ALIGN, decode_ops, decode_record, record_bytes};
+use crate::format::record::{
+    Decoded, FLAG_UNSYNCED, HEADER_BYTES, RECORD_ALIGN, decode_ops, decode_record, record_bytes,
+};
 use crate::format::segment::{SegmentHeader, parse_file_name};
-use crate::io::sync_dir;
+use crate::io::fs::{FileRef, Fs, OpenFlags, sync_dir};
 
 /// One record found by replay.
 pub struct Replayed<'a> {
@@ -62,31 +65,23 @@ fn corruption(file: &Path, offset: u64, what: impl Into<String>) -> Error {
 }
 
 /// Lists the segments of a log directory in order, removing leftover temporary files.
-fn list_segments(wal_dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+fn list_segments(fs: &dyn Fs, wal_dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     let mut segments = Vec::new();
-    let entries = std::fs::read_dir(wal_dir).map_err(|e| Error::io("read directory", wal_dir.to_path_buf(), e))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::io("read directory", wal_dir.to_path_buf(), e))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
+    let names = fs.list_dir(wal_dir).map_err(|e| Error::io("read directory", wal_dir.to_path_buf(), e))?;
+    for name in names {
+        let path = wal_dir.join(&name);
         if name.ends_with(".log.tmp") {
-            std::fs::remove_file(entry.path()).map_err(|e| Error::io("remove", entry.path(), e))?;
-        } else if let Some(seq) = parse_file_name(name) {
-            segments.push((seq, entry.path()));
+            fs.remove_file(&path).map_err(|e| Error::io("remove", path.clone(), e))?;
+        } else if let Some(seq) = parse_file_name(&name) {
+            segments.push((seq, path));
         }
     }
     segments.sort();
     Ok(segments)
 }
 
-fn read_segment(path: &Path, buf: &mut Vec<u8>) -> Result<()> {
-    buf.clear();
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| Error::io("open", path.to_path_buf(), e))?;
-    file.read_to_end(buf).map_err(|e| Error::io("read", path.to_path_buf(), e))?;
+fn read_segment(fs: &dyn Fs, path: &Path, buf: &mut Vec<u8>) -> Result<()> {
+    *buf = fs.read_file(path).map_err(|e| Error::io("read", path.to_path_buf(), e))?;
     Ok(())
 }
 
@@ -96,13 +91,18 @@ fn has_records(bytes: &[u8], block: usize) -> bool {
 }
 
 /// Replays the log in `wal_dir`, calling `apply` for every valid record in order.
-pub fn recover(wal_dir: &Path, shard: usize, mut apply: impl FnMut(Replayed<'_>) -> Result<()>) -> Result<Recovered> {
-    let segments = list_segments(wal_dir)?;
+pub fn recover(
+    fs: &dyn Fs,
+    wal_dir: &Path,
+    shard: usize,
+    mut apply: impl FnMut(Replayed<'_>) -> Result<()>,
+) -> Result<Recovered> {
+    let segments = list_segments(fs, wal_dir)?;
     let mut data = Vec::new();
     let mut headers = Vec::with_capacity(segments.len());
     let mut tail_index = None;
     for (i, (seq, path)) in segments.iter().enumerate() {
-        read_segment(path, &mut data)?;
+        read_segment(fs, path, &mut data)?;
         let header = SegmentHeader::decode(&data).map_err(|what| corruption(path, 0, what))?;
         if header.segment_seq != *seq || header.shard as usize != shard || header.segment_bytes != data.len() as u64 {
             return Err(corruption(path, 0, "segment header does not match its name, shard or size"));
@@ -117,11 +117,11 @@ pub fn recover(wal_dir: &Path, shard: usize, mut apply: impl FnMut(Replayed<'_>)
     let keep = tail_index.unwrap_or(0);
     let mut removed = false;
     for (_, path) in segments.iter().skip(keep + 1) {
-        std::fs::remove_file(path).map_err(|e| Error::io("remove", path.clone(), e))?;
+        fs.remove_file(path).map_err(|e| Error::io("remove", path.clone(), e))?;
         removed = true;
     }
     if removed {
-        sync_dir(wal_dir)?;
+        sync_dir(fs, wal_dir)?;
     }
     let mut out = Recovered {
         tail_segment: None,
@@ -137,7 +137,7 @@ pub fn recover(wal_dir: &Path, shard: usize, mut apply: impl FnMut(Replayed<'_>)
     for (i, (seq, path)) in segments.iter().enumerate().take(keep + 1) {
         let header = headers[i];
         let block = header.block_bytes as usize;
-        read_segment(path, &mut data)?;
+        read_segment(fs, path, &mut data)?;
         let is_tail = i == keep;
         let body_max = data.len();
         let mut at = block;
@@ -175,7 +175,7 @@ pub fn recover(wal_dir: &Path, shard: usize, mut apply: impl FnMut(Replayed<'_>)
                     format!("{bad}; a later flush follows at offset {later}, so this is not a torn tail"),
                 ));
             }
-            out.quarantined = Some(cut_torn_tail(wal_dir, path, *seq, &data, at, block)?);
+            out.quarantined = Some(cut_torn_tail(fs, wal_dir, path, *seq, &data, at, block)?);
             break;
         }
         if !is_tail {
@@ -194,12 +194,14 @@ pub fn recover(wal_dir: &Path, shard: usize, mut apply: impl FnMut(Replayed<'_>)
 }
 
 /// Offset of a valid record after `at` written by a flush later than the one that
-/// would have written LSN `lsn_here`, if there is one.
+/// would have written LSN `lsn_here`, and made durable by it, if there is one. A record
+/// written unsynced (`FLAG_UNSYNCED`, under `Durability::None`) proves nothing: the disk
+/// may keep it and lose the earlier flush.
 fn later_flush(data: &[u8], at: usize, lsn_here: u64, body_max: usize) -> Option<usize> {
     let mut pos = at + RECORD_ALIGN;
     while pos + HEADER_BYTES <= data.len() {
         if let Decoded::Record(h) = decode_record(&data[pos..], body_max) {
-            if h.group_lsn > lsn_here {
+            if h.group_lsn > lsn_here && h.flags & FLAG_UNSYNCED == 0 {
                 return Some(pos);
             }
         }
@@ -209,19 +211,25 @@ fn later_flush(data: &[u8], at: usize, lsn_here: u64, body_max: usize) -> Option
 }
 
 /// Moves the torn bytes from `at` on into a quarantine file, then zeroes them in the segment.
-fn cut_torn_tail(wal_dir: &Path, path: &Path, seq: u64, data: &[u8], at: usize, block: usize) -> Result<PathBuf> {
+fn cut_torn_tail(
+    fs: &dyn Fs,
+    wal_dir: &Path,
+    path: &Path,
+    seq: u64,
+    data: &[u8],
+    at: usize,
+    block: usize,
+) -> Result<PathBuf> {
     let last_nonzero = data.iter().rposition(|&b| b != 0).map_or(at, |p| p + 1).max(at);
     let quarantine = wal_dir.join(format!("quarantine-{seq:016x}-{at}.bin"));
     {
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true).mode(0o600);
-        let file = options.open(&quarantine).map_err(|e| Error::io("create", quarantine.clone(), e))?;
+        let file =
+            fs.open(&quarantine, OpenFlags::CREATE_NEW).map_err(|e| Error::io("create", quarantine.clone(), e))?;
         file.write_all_at(&data[at..last_nonzero], 0).map_err(|e| Error::io("write", quarantine.clone(), e))?;
         file.sync_all().map_err(|e| Error::io("fsync", quarantine.clone(), e))?;
     }
-    sync_dir(wal_dir)?;
-    let file =
-        std::fs::OpenOptions::new().write(true).open(path).map_err(|e| Error::io("open", path.to_path_buf(), e))?;
+    sync_dir(fs, wal_dir)?;
+    let file = fs.open(path, OpenFlags::EXISTING).map_err(|e| Error::io("open", path.to_path_buf(), e))?;
     // Rewrite from the block holding `at`: bytes before `at` stay, the rest becomes zero.
     let first_block = at - at % block;
     let region_end = last_nonzero.next_multiple_of(block).min(data.len());
@@ -233,6 +241,6 @@ fn cut_torn_tail(wal_dir: &Path, path: &Path, seq: u64, data: &[u8], at: usize, 
 }
 
 /// Opens a recovered tail segment for writing.
-pub fn open_tail(path: &Path, direct: bool) -> Result<File> {
-    crate::io::open_data_file(path, false, direct)
+pub fn open_tail(fs: &dyn Fs, path: &Path, direct: bool) -> Result<FileRef> {
+    crate::io::fs::open_data_file(fs, path, false, direct)
 }

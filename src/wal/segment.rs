@@ -11,24 +11,23 @@
 //! The next segment is prepared ahead of need on a short-lived thread
 //! (`ringdb-prep-N`) so the shard never waits for the zero fill.
 
-use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::format::segment::{SegmentHeader, file_name};
-use crate::io::{AlignedBuf, open_data_file, pwrite_all, sync_dir};
+use crate::io::AlignedBuf;
+use crate::io::fs::{FileRef, Fs, open_data_file, sync_dir};
 
 /// Bytes written per zero-fill write.
 const ZERO_CHUNK_BYTES: usize = 1 << 20;
 
 /// A prepared, durable, empty segment.
-#[derive(Debug)]
 pub struct PreparedSegment {
     /// Sequence number.
     pub seq: u64,
     /// The segment, opened for writing (O_DIRECT when asked).
-    pub file: File,
+    pub file: FileRef,
     /// Its path.
     pub path: PathBuf,
     /// Its size in bytes.
@@ -37,6 +36,7 @@ pub struct PreparedSegment {
 
 /// Creates segment `seq` of `shard` in `wal_dir`; see the module docs for the steps.
 pub fn prepare_segment(
+    fs: &Arc<dyn Fs>,
     wal_dir: &Path,
     shard: usize,
     seq: u64,
@@ -46,15 +46,12 @@ pub fn prepare_segment(
 ) -> Result<PreparedSegment> {
     let path = wal_dir.join(file_name(seq));
     let tmp = wal_dir.join(format!("{}.tmp", file_name(seq)));
-    let file = open_data_file(&tmp, true, direct)?;
-    let fd = file.as_raw_fd();
-    let len = libc::off_t::try_from(segment_bytes).expect("segment size checked by Options::validate");
-    // SAFETY: plain system call on an fd we own.
-    if unsafe { libc::fallocate(fd, 0, 0, len) } != 0 {
-        let e = std::io::Error::last_os_error();
+    let fs = fs.as_ref();
+    let file = open_data_file(fs, &tmp, true, direct)?;
+    if let Err(e) = file.allocate(segment_bytes) {
         // Filesystems without fallocate still get the zero fill below.
         if e.raw_os_error() != Some(libc::EOPNOTSUPP) {
-            let _ = std::fs::remove_file(&tmp);
+            let _ = fs.remove_file(&tmp);
             return Err(Error::io("fallocate", tmp, e));
         }
     }
@@ -72,18 +69,18 @@ pub fn prepare_segment(
         if offset == 0 {
             header.encode(buf.as_mut_slice());
         }
-        let written = pwrite_all(fd, &buf.as_slice()[..n], offset);
+        let written = file.write_all_at(&buf.as_slice()[..n], offset);
         if offset == 0 {
             buf.as_mut_slice()[..crate::format::segment::HEADER_BYTES].fill(0);
         }
         if let Err(e) = written {
-            let _ = std::fs::remove_file(&tmp);
+            let _ = fs.remove_file(&tmp);
             return Err(Error::io("zero-fill log segment", tmp, e));
         }
         offset += n as u64;
     }
-    crate::io::fdatasync(fd).map_err(|e| Error::io("fdatasync", tmp.clone(), e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| Error::io("rename", tmp.clone(), e))?;
-    sync_dir(wal_dir)?;
+    file.sync_data().map_err(|e| Error::io("fdatasync", tmp.clone(), e))?;
+    fs.rename(&tmp, &path).map_err(|e| Error::io("rename", tmp.clone(), e))?;
+    sync_dir(fs, wal_dir)?;
     Ok(PreparedSegment { seq, file, path, segment_bytes })
 }

@@ -16,15 +16,14 @@
 //! `tail` holds the current segment's bytes from `align_down(end)` to `end`.
 
 use std::collections::VecDeque;
-use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::format::record::{HEADER_BYTES, encode_header, record_bytes};
+use crate::format::record::{FLAG_UNSYNCED, HEADER_BYTES, encode_header, record_bytes, set_header_flags};
+use crate::io::fs::{FileRef, Fs};
 use crate::io::{AlignedBuf, Completion, Io, SyncMode};
 use crate::wal::segment::{PreparedSegment, prepare_segment};
 
@@ -61,10 +60,21 @@ pub struct WriterConfig {
     pub batch_bytes_max: usize,
     /// Most batches queued.
     pub batches_max: usize,
+    /// The file system the log lives on.
+    pub fs: Arc<dyn Fs>,
+    /// Records are written without waiting for durability (`Durability::None`): each is
+    /// flagged `FLAG_UNSYNCED`, so recovery does not take it as proof that earlier
+    /// flushes completed. Decided at append (not per flush) because a record's header is
+    /// copied into the next batch with the partial block that holds it, and must be
+    /// rewritten unchanged.
+    pub records_unsynced: bool,
+    /// Prepare the next segment on the shard thread instead of a helper thread, so every
+    /// I/O of the shard happens in one order (the simulated disk's deterministic runs).
+    pub prepare_inline: bool,
 }
 
 struct Batch<T> {
-    file: Arc<File>,
+    file: FileRef,
     segment_seq: u64,
     /// File offset of `buf[0]` (block-aligned).
     offset: u64,
@@ -85,6 +95,7 @@ struct Batch<T> {
 enum Spare {
     None,
     Preparing(JoinHandle<Result<PreparedSegment>>),
+    Ready(Result<PreparedSegment>),
 }
 
 /// A batch that reached the disk.
@@ -124,7 +135,7 @@ pub enum Outcome<T> {
 pub struct WalWriter<T> {
     config: WriterConfig,
     current: PreparedSegment,
-    current_file: Arc<File>,
+    current_file: FileRef,
     spare: Spare,
     batches: VecDeque<Batch<T>>,
     next_lsn: u64,
@@ -153,7 +164,7 @@ impl<T> WalWriter<T> {
     /// A writer continuing the log where recovery left it.
     pub fn new(config: WriterConfig, start: WriterStart) -> WalWriter<T> {
         let last_lsn = start.next_lsn - 1;
-        let current_file = Arc::new(start.segment.file.try_clone().expect("dup of a segment fd"));
+        let current_file = Arc::clone(&start.segment.file);
         let mut writer = WalWriter {
             config,
             current: start.segment,
@@ -308,6 +319,9 @@ impl<T> WalWriter<T> {
         let out = &mut buf.as_mut_slice()[at..at + rec];
         let body_len = u32::try_from(body.len()).expect("body bounded by body_bytes_max");
         encode_header(out, lsn, batch.first_lsn, op_count, body_len, body_crc);
+        if self.config.records_unsynced {
+            set_header_flags(out, FLAG_UNSYNCED);
+        }
         out[HEADER_BYTES..HEADER_BYTES + body.len()].copy_from_slice(body);
         out[HEADER_BYTES + body.len()..].fill(0);
         batch.len += rec;
@@ -359,7 +373,7 @@ impl<T> WalWriter<T> {
         buf.as_mut_slice()[front.len..write_len].fill(0);
         front.in_flight = true;
         front.sync = sync;
-        io.write(front.file.as_raw_fd(), front.offset, buf, write_len, sync, front.token);
+        io.write(front.file.fd(), front.offset, buf, write_len, sync, front.token);
         true
     }
 
@@ -372,7 +386,7 @@ impl<T> WalWriter<T> {
         self.sync_in_flight = true;
         let token = SYNC_TOKEN_BIT | self.next_token;
         self.next_token += 1;
-        io.fdatasync(self.current_file.as_raw_fd(), token);
+        io.fdatasync(self.current_file.fd(), token);
         true
     }
 
@@ -420,7 +434,7 @@ impl<T> WalWriter<T> {
         } else {
             // The last unsynced write to a retired segment: make it durable now, since a
             // later fdatasync of the current segment will not cover it.
-            if let Err(e) = crate::io::fdatasync(batch.file.as_raw_fd()) {
+            if let Err(e) = batch.file.sync_data() {
                 return self.fail(format!("fdatasync of a retired log segment failed: {e}"));
             }
         }
@@ -462,7 +476,12 @@ impl<T> WalWriter<T> {
         if !matches!(self.spare, Spare::None) {
             return;
         }
+        if self.config.prepare_inline {
+            self.spare = Spare::Ready(self.prepare_now());
+            return;
+        }
         let dir = self.config.wal_dir.clone();
+        let fs = Arc::clone(&self.config.fs);
         let (shard, seq, bytes, block, direct) = (
             self.config.shard,
             self.current.seq + 1,
@@ -472,7 +491,7 @@ impl<T> WalWriter<T> {
         );
         let spawned = std::thread::Builder::new()
             .name(format!("ringdb-prep-{shard}"))
-            .spawn(move || prepare_segment(&dir, shard, seq, bytes, block, direct));
+            .spawn(move || prepare_segment(&fs, &dir, shard, seq, bytes, block, direct));
         // If no thread can be started, the segment is prepared when it is needed.
         if let Ok(handle) = spawned {
             self.spare = Spare::Preparing(handle);
@@ -487,18 +506,20 @@ impl<T> WalWriter<T> {
                 // error reaches the writer whose record needed the segment.
                 Ok(Err(_)) | Err(_) => self.prepare_now(),
             },
+            Spare::Ready(Ok(segment)) => Ok(segment),
+            Spare::Ready(Err(_)) => self.prepare_now(),
             Spare::None => self.prepare_now(),
         }
     }
 
     fn prepare_now(&self) -> Result<PreparedSegment> {
         let c = &self.config;
-        prepare_segment(&c.wal_dir, c.shard, self.current.seq + 1, c.segment_bytes, c.block_bytes, c.direct)
+        prepare_segment(&c.fs, &c.wal_dir, c.shard, self.current.seq + 1, c.segment_bytes, c.block_bytes, c.direct)
     }
 
     fn rotate(&mut self) -> Result<()> {
         if self.current_unsynced {
-            if let Err(e) = crate::io::fdatasync(self.current_file.as_raw_fd()) {
+            if let Err(e) = self.current_file.sync_data() {
                 let cause = format!("fdatasync of a full log segment failed: {e}");
                 // Poisoned now; the waiting batches' callers are answered through
                 // `take_failure`, which the shard calls after each request.
@@ -511,8 +532,7 @@ impl<T> WalWriter<T> {
         let next = self.take_spare()?;
         self.seal_back();
         self.sealed.push_back((self.current.seq, self.current.path.clone(), self.next_lsn - 1));
-        let file = next.file.try_clone().map_err(|e| Error::io("dup", next.path.clone(), e))?;
-        self.current_file = Arc::new(file);
+        self.current_file = Arc::clone(&next.file);
         self.current = next;
         self.end = self.config.block_bytes as u64;
         self.tail.clear();
@@ -529,12 +549,12 @@ impl<T> WalWriter<T> {
             if *last > lsn {
                 break;
             }
-            std::fs::remove_file(path).map_err(|e| Error::io("remove", path.clone(), e))?;
+            self.config.fs.remove_file(path).map_err(|e| Error::io("remove", path.clone(), e))?;
             self.sealed.pop_front();
             dropped += 1;
         }
         if dropped > 0 {
-            crate::io::sync_dir(&self.config.wal_dir)?;
+            crate::io::fs::sync_dir(self.config.fs.as_ref(), &self.config.wal_dir)?;
         }
         Ok(dropped)
     }

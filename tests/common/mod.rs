@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod flush_kill;
+pub mod sim;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
