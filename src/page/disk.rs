@@ -18,8 +18,6 @@
 //! What a caller reads it caches itself (see `cache.rs` for why that is safe).
 
 use std::cell::RefCell;
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -28,6 +26,7 @@ use bytes::Bytes;
 use crate::error::{Error, Result};
 use crate::format::page::{chunk_bytes, decode_page};
 use crate::io::AlignedBuf;
+use crate::io::fs::FileRef;
 
 /// Where a live page lies in the data file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +43,7 @@ pub(crate) type PageLocations = Arc<papaya::HashMap<u64, PageLoc, foldhash::fast
 
 /// See the module docs.
 pub(crate) struct DiskReader {
-    file: File,
+    file: FileRef,
     path: PathBuf,
     unit: usize,
     mem_align: usize,
@@ -52,26 +51,20 @@ pub(crate) struct DiskReader {
 }
 
 impl DiskReader {
-    /// A reader of `file` (a handle of the store's data file, opened as the store
-    /// opened it).
-    pub fn new(file: File, path: PathBuf, unit: usize, mem_align: usize, locations: PageLocations) -> DiskReader {
+    /// A reader of `file` (the store's data file).
+    pub fn new(file: FileRef, path: PathBuf, unit: usize, mem_align: usize, locations: PageLocations) -> DiskReader {
         DiskReader { file, path, unit, mem_align, locations }
     }
 
-    /// Reads `len` bytes at `offset`; fewer (down to none) where the file ends, which
-    /// only a stale location can ask for and which then fails its checks.
+    /// Reads `len` bytes at `offset`; none where the file ends before them, which only a
+    /// stale location can ask for and which then fails its checks.
     fn read_at(&self, offset: u64, len: usize) -> Result<Bytes> {
         let mut buf = take_buf(len.next_multiple_of(self.mem_align).max(self.mem_align), self.mem_align);
-        let mut done = 0;
-        while done < len {
-            match self.file.read_at(&mut buf.as_mut_slice()[done..len], offset + done as u64) {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::io("read", self.path.clone(), e)),
-            }
+        match self.file.read_exact_at(&mut buf.as_mut_slice()[..len], offset) {
+            Ok(()) => Ok(Bytes::from_owner(Pooled(Some(buf))).slice(..len)),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(Bytes::new()),
+            Err(e) => Err(Error::io("read", self.path.clone(), e)),
         }
-        Ok(Bytes::from_owner(Pooled(Some(buf))).slice(..done))
     }
 
     /// The image of live page `page_id`, read from the disk; `None` if the page is

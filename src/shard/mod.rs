@@ -314,9 +314,8 @@ impl Shard {
         let opened = PageStore::open(Arc::clone(&fs), &shard_dir, id, page_config)?;
         let mut pages = opened.store;
         *shared.data_path.lock().unwrap_or_else(|p| p.into_inner()) = pages.data_path.clone();
-        let handle = pages.data.try_clone().map_err(|e| Error::io("duplicate handle", pages.data_path.clone(), e))?;
         let _ = shared.disk.set(DiskReader::new(
-            handle,
+            Arc::clone(&pages.data),
             pages.data_path.clone(),
             pages.unit,
             pages.mem_align,
