@@ -22,6 +22,9 @@ use common::Rng;
 use common::sim::{Model, Op, Write, read_all};
 use ringdb::{CrashMode, Db, Durability, Error, IoBackend, Options, SimDisk, SimFaults, WalSync, WriteBatch};
 
+/// A soak prints its progress every this many crash states.
+const PROGRESS_STATES: u64 = 50_000;
+
 /// Keys the workload writes (few, so keys are overwritten and deleted often).
 const KEYS: u64 = 48;
 
@@ -390,7 +393,10 @@ fn crash_states() {
                     let seed = run_seed(base, next.fetch_add(1, Ordering::Relaxed));
                     match explore(seed, None, false) {
                         Ok(f) => {
-                            states.fetch_add(f.states, Ordering::Relaxed);
+                            let before = states.fetch_add(f.states, Ordering::Relaxed);
+                            if (before + f.states) / PROGRESS_STATES != before / PROGRESS_STATES {
+                                println!("crash_states: {} states so far", before + f.states);
+                            }
                             figures.add(&f);
                         }
                         Err(e) => {
