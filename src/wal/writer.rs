@@ -237,6 +237,7 @@ impl<T> WalWriter<T> {
     /// On failure nothing was appended and `item` is handed back.
     pub fn append(
         &mut self,
+        kind: u8,
         body: &[u8],
         body_crc: u32,
         op_count: u32,
@@ -307,7 +308,7 @@ impl<T> WalWriter<T> {
         }
         let out = &mut buf.as_mut_slice()[at..at + rec];
         let body_len = u32::try_from(body.len()).expect("body bounded by body_bytes_max");
-        encode_header(out, lsn, batch.first_lsn, op_count, body_len, body_crc);
+        encode_header(out, kind, lsn, batch.first_lsn, op_count, body_len, body_crc);
         out[HEADER_BYTES..HEADER_BYTES + body.len()].copy_from_slice(body);
         out[HEADER_BYTES + body.len()..].fill(0);
         batch.len += rec;
