@@ -16,8 +16,8 @@ use crate::batch::{WriteBatch, check_key, check_value};
 use crate::error::{Error, Result};
 use crate::format::record::{OP_DELETE, OP_PUT, encode_op, op_bytes};
 use crate::options::Options;
-use crate::scan::Scan;
 use crate::registry::TxRegistry;
+use crate::scan::Scan;
 use crate::shard::{self, Request, Resolution, ShardHandle, WriteRequest};
 use crate::stats::{OpKind, Stats, Striped, new_histogram};
 use crate::value::{Ack, Value};
@@ -254,13 +254,16 @@ impl Db {
         }
         let n = self.inner.shards.len();
         let first = crate::router::shard_of(&batch.data[batch.ops[0].1..batch.ops[0].1 + batch.ops[0].2], n);
-        let spans = batch.ops.iter().any(|&(_, ks, kl, _)| crate::router::shard_of(&batch.data[ks..ks + kl], n) != first);
+        let spans =
+            batch.ops.iter().any(|&(_, ks, kl, _)| crate::router::shard_of(&batch.data[ks..ks + kl], n) != first);
         if spans {
             // Several shards: through the transaction commit protocol, so the batch is
             // atomic across shards and crashes. It never fails on a conflict: after one
             // optimistic round it waits for the keys, shard by shard.
             return match crate::transaction::Plan::for_batch(self.clone(), &batch) {
-                Ok(plan) => Ack::task(Box::pin(async move { plan.run(true).await.map(|_| ()) }), self.inner.client_spin),
+                Ok(plan) => {
+                    Ack::task(Box::pin(async move { plan.run(true).await.map(|_| ()) }), self.inner.client_spin)
+                }
                 Err(e) => Ack::failed(e),
             };
         }

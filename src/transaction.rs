@@ -431,16 +431,18 @@ impl Plan {
         CommitInfo { txid: self.txid, shards: self.parts.len(), writes: self.writes }
     }
 
-    fn request(&self, part: &Part, body: Bytes, ops_at: usize, wait: bool) -> (TxRequest, oneshot::Receiver<Result<()>>) {
+    fn request(
+        &self,
+        part: &Part,
+        body: Bytes,
+        ops_at: usize,
+        wait: bool,
+    ) -> (TxRequest, oneshot::Receiver<Result<()>>) {
         let (reply, rx) = oneshot::channel();
         let request = TxRequest {
             txid: self.txid,
             reads: part.reads.clone(),
-            scans: part
-                .scans
-                .iter()
-                .map(|s| ScanRead { range: s.range.clone(), seen: s.seen.clone() })
-                .collect(),
+            scans: part.scans.iter().map(|s| ScanRead { range: s.range.clone(), seen: s.seen.clone() }).collect(),
             body_crc: crc32fast::hash(&body),
             body,
             ops_at,
@@ -507,6 +509,7 @@ impl Plan {
         }
         let conflicted = results.iter().any(|r| matches!(r, Err(e) if e.is_conflict()));
         if results.iter().all(Result::is_ok) {
+            crate::failpoint::hit("tx-all-prepared");
             return self.commit_prepared(guard, writers.len()).await;
         }
         if !batch || !conflicted || results.iter().any(|r| matches!(r, Err(e) if !e.is_conflict())) {
@@ -547,6 +550,9 @@ impl Plan {
             if shards[s].send(Request::TxDecide { txid: self.txid, commit: true, durable: false, reply }).is_ok() {
                 receivers.push(rx);
             }
+            if receivers.len() == 1 {
+                crate::failpoint::hit_after("tx-commit-sent-one", &receivers[0]);
+            }
         }
         for rx in receivers {
             // The transaction is committed whatever a participant answers now.
@@ -567,6 +573,7 @@ impl Plan {
             .zip(&self.parts)
             .any(|(r, (_, part))| part.op_count > 0 && matches!(r, Err(e) if e.is_conflict()));
         let participants = guard.decided();
+        crate::failpoint::hit("tx-aborting");
         let mut receivers = Vec::new();
         for (i, s) in participants.into_iter().enumerate() {
             if matches!(results.get(i), Some(Err(e)) if e.is_conflict()) {
@@ -631,7 +638,9 @@ impl Db {
     /// After [`TRANSACT_OPTIMISTIC_ATTEMPTS`] conflicts, each attempt first locks
     /// (shared, waiting for writers) the keys the previous attempt read without writing
     /// them, so a large read-mostly transaction finishes even under constant writes:
-    /// those keys cannot change before it commits.
+    /// those keys cannot change before it commits. So the closure must not itself write
+    /// such a key with a plain `put`/`delete`/`write_batch`: that write would wait for the
+    /// transaction, which waits for the closure.
     ///
     /// ```
     /// # let dir = tempfile::tempdir()?;

@@ -214,15 +214,7 @@ pub fn decode_tx_header(body: &[u8]) -> Result<TxHeader, String> {
 
 /// Writes a record header for `body` (whose crc32 is `body_crc`) into `out[..HEADER_BYTES]`.
 /// `group_lsn` is at most `lsn` and within `u32::MAX` of it (a flush is far smaller).
-pub fn encode_header(
-    out: &mut [u8],
-    kind: u8,
-    lsn: u64,
-    group_lsn: u64,
-    op_count: u32,
-    body_len: u32,
-    body_crc: u32,
-) {
+pub fn encode_header(out: &mut [u8], kind: u8, lsn: u64, group_lsn: u64, op_count: u32, body_len: u32, body_crc: u32) {
     debug_assert!((KIND_OPS..=KIND_ABORT).contains(&kind));
     let group_delta = u32::try_from(lsn - group_lsn).expect("a flush holds fewer than 2^32 records");
     out[..HEADER_BYTES].fill(0);

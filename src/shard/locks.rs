@@ -281,6 +281,8 @@ mod tests {
         let r = KeyRange { start: Bound::Included(b("a")), end: Bound::Included(b("a")) };
         assert!(!r.is_void() && r.contains(b"a"));
         let t = LockTable::default();
-        assert!(t.range_conflict(1, &KeyRange { start: Bound::Included(b("b")), end: Bound::Excluded(b("a")) }).is_none());
+        assert!(
+            t.range_conflict(1, &KeyRange { start: Bound::Included(b("b")), end: Bound::Excluded(b("a")) }).is_none()
+        );
     }
 }

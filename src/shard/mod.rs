@@ -30,20 +30,20 @@ use hdrhistogram::Histogram;
 
 use crate::error::{Error, Result};
 use crate::format::record::{KIND_ABORT, KIND_COMMIT, KIND_OPS, KIND_PREPARE, OP_DELETE, OP_PUT, Op, decode_ops};
-use crate::registry::{ScanReport, TxRegistry};
 use crate::io::{self, AlignedBuf, Io, SyncMode};
 use crate::options::{Durability, IoBackend, Options, PersistEvent, WalSync};
+use crate::registry::{ScanReport, TxRegistry};
 use crate::stats::{OpKind, ShardCounters, new_histogram, record};
 use crate::wal::recovery::{Replayed, open_tail, recover};
 use crate::wal::segment::{PreparedSegment, prepare_segment};
 use crate::wal::writer::{Outcome, WalWriter, WriterConfig, WriterStart};
 
 pub(crate) use crate::index::Index;
-pub(crate) use locks::KeyRange;
-pub(crate) use txn::{ScanRead, TxRequest};
 use crate::index::{IndexWriter, Stored, Versioned, range_chunk};
 use crate::page::cache::{CHUNK_KEY_BIT, CacheWriter, PageCache};
 use crate::page::store::{CHECKPOINT_TOKEN_BIT, PageConfig, PageCounters, PageStore};
+pub(crate) use locks::KeyRange;
+pub(crate) use txn::{ScanRead, TxRequest};
 
 /// Tokens of reads for callers carry this bit (log tokens are small numbers, or carry
 /// bit 63; checkpoint tokens carry bit 61).

@@ -443,7 +443,13 @@ impl Shard {
     /// `txid`'s part here, and releases its locks. `durable`: an abort's locks stay
     /// until its marker is durable (the client could not tell whether every participant
     /// prepared, so recovery must find the marker).
-    pub(super) fn handle_tx_decide(&mut self, txid: u64, commit: bool, durable: bool, reply: oneshot::Sender<Result<()>>) {
+    pub(super) fn handle_tx_decide(
+        &mut self,
+        txid: u64,
+        commit: bool,
+        durable: bool,
+        reply: oneshot::Sender<Result<()>>,
+    ) {
         let prepared = self.tx.txs.get_mut(&txid).and_then(|t| t.prepared.take());
         let Some(p) = prepared else {
             self.tx.release(txid);
