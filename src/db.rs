@@ -471,6 +471,8 @@ impl Db {
             wal_segments: 0,
             tx_commits: 0,
             tx_conflicts: 0,
+            tx_in_doubt_committed: 0,
+            tx_in_doubt_aborted: 0,
             latency_ns: Vec::new(),
         };
         let mut writes = [new_histogram(), new_histogram(), new_histogram()];
@@ -516,6 +518,8 @@ impl Db {
             stats.wal_segments += load(&c.wal_segments);
             stats.tx_commits += load(&s.tx_commits);
             stats.tx_conflicts += load(&s.tx_conflicts);
+            stats.tx_in_doubt_committed += load(&s.tx_in_doubt[0]);
+            stats.tx_in_doubt_aborted += load(&s.tx_in_doubt[1]);
             let latency = s.write_latency.lock().unwrap_or_else(|p| p.into_inner());
             for (total, h) in writes.iter_mut().zip(latency.iter()) {
                 total.add(h).expect("same bounds");

@@ -88,6 +88,19 @@ fn committed_once_every_participant_prepared() {
         for reopen in 0..2 {
             let db = Db::open(dir.path(), options()).unwrap();
             assert_eq!(values(&db), vec![b"after".to_vec(); 3], "{point}, reopen {reopen}");
+            // The first open decides the prepared parts (at `tx-commit-sent-one` the part
+            // told to commit decided itself if its marker reached the disk, which nothing
+            // waits for); the second finds markers.
+            let decided = db.stats().tx_in_doubt_committed;
+            let expected = match (reopen, point) {
+                (0, "tx-all-prepared") => 3..=3,
+                (0, _) => 2..=3,
+                _ => 0..=0,
+            };
+            assert!(
+                expected.contains(&decided),
+                "{point}, reopen {reopen}: {decided} in-doubt parts decided committed"
+            );
             db.close().unwrap();
         }
         let db = Db::open(dir.path(), options()).unwrap();
@@ -117,6 +130,8 @@ fn absent_once_a_participant_refused() {
         let db = Db::open(dir.path(), options()).unwrap();
         let expected = vec![b"before".to_vec(), b"before".to_vec(), b"plain".to_vec()];
         assert_eq!(values(&db), expected, "reopen {reopen}");
+        let aborted = db.stats().tx_in_doubt_aborted;
+        assert_eq!(aborted, if reopen == 0 { 2 } else { 0 }, "reopen {reopen}: prepared parts decided aborted");
         db.close().unwrap();
     }
 }

@@ -136,6 +136,8 @@ pub(crate) struct ShardShared {
     pub tx_commits: std::sync::atomic::AtomicU64,
     /// Transaction parts refused here with a conflict.
     pub tx_conflicts: std::sync::atomic::AtomicU64,
+    /// In-doubt transactions decided at open: (committed, aborted).
+    pub tx_in_doubt: [std::sync::atomic::AtomicU64; 2],
 }
 
 /// Page-store figures of one shard.
@@ -171,6 +173,7 @@ impl ShardShared {
             page_stats: Mutex::new(PageStats::default()),
             tx_commits: std::sync::atomic::AtomicU64::new(0),
             tx_conflicts: std::sync::atomic::AtomicU64::new(0),
+            tx_in_doubt: Default::default(),
         })
     }
 
@@ -567,6 +570,7 @@ impl Shard {
                 self.tx.note_commit_marker(lsn, txid);
             }
             self.applied_lsn = lsn;
+            ShardCounters::add(&self.shared.tx_in_doubt[usize::from(!commit)], 1);
         }
         Ok(())
     }
