@@ -22,6 +22,19 @@ const TRANSFERS_MIN: u64 = 150;
 /// Read-only transactions each reader commits.
 const READS: u64 = 12;
 
+/// Counts a reader as done when dropped, also when it panics, so writers stop and the
+/// panic reaches the test.
+struct Done<'a>(&'a AtomicU64, &'a AtomicBool);
+
+impl Drop for Done<'_> {
+    fn drop(&mut self) {
+        if self.0.fetch_add(1, Ordering::Relaxed) + 1 == READERS || std::thread::panicking() {
+            self.1.store(false, Ordering::Relaxed);
+            self.0.store(READERS, Ordering::Relaxed);
+        }
+    }
+}
+
 fn account(i: u64) -> Vec<u8> {
     format!("acct:{i:04}").into_bytes()
 }
@@ -80,6 +93,7 @@ fn bank_total_is_invariant() {
         for _ in 0..READERS {
             let (db, readers_done, reading) = (&db, &readers_done, &reading);
             s.spawn(move || {
+                let _done = Done(readers_done, reading);
                 let mut attempts = 0u64;
                 for _ in 0..READS {
                     let sum = db
@@ -95,9 +109,6 @@ fn bank_total_is_invariant() {
                     assert_eq!(sum, total, "a committed read-only transaction saw a wrong total");
                 }
                 println!("reader: {READS} commits in {attempts} attempts");
-                if readers_done.fetch_add(1, Ordering::Relaxed) + 1 == READERS {
-                    reading.store(false, Ordering::Relaxed);
-                }
             });
         }
     });
