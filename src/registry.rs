@@ -135,14 +135,14 @@ mod tests {
         let r0 = report(&[(1, P), (2, P), (3, P), (4, P)], &[(1, &[0, 1]), (2, &[0, 1]), (3, &[0, 1]), (4, &[0, 1])]);
         let r1 = report(&[(1, P), (3, PA), (4, C)], &[(1, &[0, 1])]);
         let d = decide(&[r0, r1]);
-        assert_eq!(d[&1], true);
-        assert_eq!(d[&2], false);
-        assert_eq!(d[&3], false);
-        assert_eq!(d[&4], true);
+        assert!(d[&1]);
+        assert!(!d[&2]);
+        assert!(!d[&3]);
+        assert!(d[&4]);
         assert_eq!(d.len(), 4);
         // A participant beyond the shards (a damaged header) never commits.
         let d = decide(&[report(&[(9, PC)], &[(9, &[0, 5])])]);
-        assert_eq!(d[&9], false);
+        assert!(!d[&9]);
     }
 
     #[test]

@@ -62,6 +62,9 @@ pub struct Outcome {
 
 const INITIAL: u64 = 1_000_000;
 
+/// One thread's figures: committed, attempts, commit and transfer latencies (ns).
+type ThreadFigures = (u64, u64, Histogram<u64>, Histogram<u64>);
+
 /// Writes every account with its initial balance (untimed).
 pub fn preload(db: &Db, keys: u64, key_format: KeyFormat) -> Result<(), BoxError> {
     let mut key = Vec::new();
@@ -111,7 +114,7 @@ pub fn run(spec: &Spec<'_>) -> Result<Outcome, BoxError> {
         Limit::Duration(_) => u64::MAX,
     });
     let started = Instant::now();
-    let results: Vec<Result<(u64, u64, Histogram<u64>, Histogram<u64>), BoxError>> = std::thread::scope(|s| {
+    let results: Vec<Result<ThreadFigures, BoxError>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..spec.threads)
             .map(|t| {
                 let (stop, budget) = (&stop, &budget);
