@@ -301,8 +301,9 @@ impl Transaction {
     }
 
     /// Commits: validates every read (and scan) and writes everything, on every shard
-    /// involved, or nothing. Returns when the writes are durable per the database's
-    /// `Durability` and visible to every reader. Fails with [`Error::Conflict`] when
+    /// involved, or nothing. Returns when the writes are visible to every reader and
+    /// durable: per the database's `Durability` for a transaction on one shard; always,
+    /// for one across shards (its prepares must be durable before any part applies). Fails with [`Error::Conflict`] when
     /// something it read changed or is locked (nothing was written: run it again), or
     /// with another error (then, if the error came from I/O, the outcome is unknown
     /// until the database is reopened, as for a failed `put`).

@@ -317,3 +317,39 @@ fn previous_format_version_is_refused() {
     assert!(matches!(err, Error::Incompatible(_)), "{err}");
     assert!(err.to_string().contains("format version 1"), "{err}");
 }
+
+#[test]
+fn transactions_under_every_durability_mode() {
+    use ringdb::Durability;
+    let periodic = Durability::Periodic { bytes: 1 << 20, items: 1000, interval: std::time::Duration::from_millis(5) };
+    for durability in [Durability::None, periodic] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), options().shards(3).durability(durability)).unwrap();
+        let (a, b) = keys_on(&db, "mode", false);
+        let (c, d) = keys_on(&db, "mode2", true);
+        db.put(&a, b"0").unwrap();
+        for i in 0..50u32 {
+            db.transact(|tx| {
+                let n: u32 = std::str::from_utf8(&tx.get(&a)?.unwrap()).unwrap().parse().unwrap();
+                tx.put(&a, (n + 1).to_string().as_bytes())?;
+                tx.put(&b, i.to_string().as_bytes())?;
+                tx.put(&c, i.to_string().as_bytes())?;
+                tx.put(&d, i.to_string().as_bytes())
+            })
+            .unwrap();
+            // A plain write to a key a transaction just wrote, and a conflict.
+            let mut t = db.transaction();
+            t.get(&c).unwrap();
+            t.put(&d, b"lost").unwrap();
+            db.put(&c, b"plain").unwrap();
+            assert!(conflict(t.commit()), "{durability:?}");
+        }
+        assert_eq!(db.get(&a).unwrap().as_deref(), Some(&b"50"[..]), "{durability:?}");
+        db.close().unwrap();
+        let db = Db::open(dir.path(), options()).unwrap();
+        assert_eq!(db.get(&a).unwrap().as_deref(), Some(&b"50"[..]), "{durability:?}: after reopen");
+        assert_eq!(db.get(&b).unwrap().as_deref(), Some(&b"49"[..]));
+        assert_eq!(db.get(&c).unwrap().as_deref(), Some(&b"plain"[..]));
+        assert_eq!(db.get(&d).unwrap().as_deref(), Some(&b"49"[..]));
+    }
+}

@@ -374,7 +374,7 @@ impl Shard {
     }
 
     /// Validates and locks a transaction's part on this shard and, if it writes here,
-    /// appends its prepare record; answers once that is durable (per the durability mode).
+    /// appends its prepare record; answers once that is durable (in every mode).
     pub(super) fn handle_tx_prepare(&mut self, r: TxRequest) {
         self.engage();
         let ops_body = r.body.slice(r.ops_at..);
@@ -426,11 +426,11 @@ impl Shard {
                 };
                 self.tx.txs.get_mut(&txid).expect("entry made above").prepared = Some(prepared);
                 self.tx.retained.push_back((lsn, txid));
-                if self.sync() {
-                    self.flush_waiters.push((lsn, r.reply));
-                } else {
-                    let _ = r.reply.send(Ok(()));
-                }
+                // Answered once durable, whatever the durability mode: replay applies a
+                // commit record's part at once, which is right only if every other
+                // participant's prepare is durable too (a flush waiter forces the sync
+                // under Periodic and None).
+                self.flush_waiters.push((lsn, r.reply));
             }
             Err((e, _)) => {
                 self.tx.release(txid);
