@@ -120,8 +120,12 @@ impl Db {
                     shards.push(handle);
                     threads.push(thread);
                 }
+                // A shard that gave up because another failed says `Closed`: report the
+                // other's error.
                 Err(e) => {
-                    failure.get_or_insert(e);
+                    if failure.as_ref().is_none_or(|f| matches!(f, Error::Closed)) {
+                        failure = Some(e);
+                    }
                 }
             }
         }

@@ -83,7 +83,7 @@ struct ScanSet {
 /// assert_eq!(db.get(b"bob")?, None);                          // not visible outside yet
 /// tx.commit()?;
 /// assert_eq!(db.get(b"alice")?.as_deref(), Some(&b"7"[..]));
-/// # Ok::<(), ringdb::Error>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Transaction {
     db: Db,
@@ -652,7 +652,7 @@ impl Db {
     ///     Ok(n)
     /// })?;
     /// assert_eq!(n, 1);
-    /// # Ok::<(), ringdb::Error>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn transact<T>(&self, mut f: impl FnMut(&mut Transaction) -> Result<T>) -> Result<T> {
         let mut lock_keys: Vec<Bytes> = Vec::new();
