@@ -4,12 +4,13 @@ use crate::error::{Error, Result};
 use crate::format::record::{OP_DELETE, OP_PUT, encode_op};
 use crate::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
 
-/// Puts and deletes applied in order, all or nothing.
+/// Puts and deletes applied in order, all or nothing, also across shards and crashes.
 ///
-/// The ops that fall on one shard are one log record, so after a crash either all of
-/// them or none are there. A batch whose keys span several shards is atomic per shard
-/// (each shard's part is all or nothing, but one part may survive a crash without the
-/// other) until cross-shard transactions land; see `docs/ARCHITECTURE.md`.
+/// A batch whose keys all fall on one shard is one log record. A batch spanning shards
+/// commits through the transaction protocol (a prepare record on each shard, then a
+/// commit), so after a crash all of it or none of it is there, and transactions see all
+/// of it or none of it. It never fails with a conflict: it waits for keys a transaction
+/// holds. See `docs/ARCHITECTURE.md`, "Batches and atomicity".
 ///
 /// ```
 /// let mut batch = ringdb::WriteBatch::new();

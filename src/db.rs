@@ -16,8 +16,9 @@ use crate::error::{Error, Result};
 use crate::format::record::{OP_DELETE, OP_PUT, encode_op, op_bytes};
 use crate::io::fs::{LockGuard, NodeKind};
 use crate::options::Options;
+use crate::registry::TxRegistry;
 use crate::scan::Scan;
-use crate::shard::{self, Request, ShardHandle, WriteRequest};
+use crate::shard::{self, Request, Resolution, ShardHandle, WriteRequest};
 use crate::stats::{OpKind, Stats, Striped, new_histogram};
 use crate::value::{Ack, Value};
 
@@ -46,6 +47,10 @@ struct Inner {
     /// The directory's lock, released by `shutdown` (not by the last handle's drop), so a
     /// closed database can be reopened at once even while clones of its handle live.
     lock: Mutex<Option<LockGuard>>,
+    /// Committed transactions whose commit markers are not all durable, and txids.
+    registry: Arc<TxRegistry>,
+    tx_keys_max: usize,
+    tx_bytes_max: usize,
 }
 
 impl Db {
@@ -79,15 +84,46 @@ impl Db {
                 }
             }
         }
-        // Every shard replays at once; wait for all, keeping the first failure.
+        // Every shard reads its log at once. In-doubt transactions (prepared, undecided)
+        // are decided from all the shards' logs together; then every shard finishes.
+        let mut reports = Vec::with_capacity(starting.len());
+        if failure.is_none() {
+            for s in &mut starting {
+                match s.scan_report() {
+                    Some(report) => reports.push(report),
+                    None => break,
+                }
+            }
+        }
+        let registry = Arc::new(TxRegistry::new(reports.iter().map(|r| r.max_txid).max().unwrap_or(0)));
+        if failure.is_none() && reports.len() == shard_count {
+            let decisions = crate::registry::decide(&reports);
+            // A committed in-doubt transaction gets a commit marker on each shard that
+            // lacked one; until those are durable, every prepare of it must stay.
+            for (&txid, &commit) in &decisions {
+                if commit {
+                    let markers = reports.iter().filter(|r| r.in_doubt.iter().any(|(t, _)| *t == txid)).count();
+                    registry.register(txid, markers);
+                }
+            }
+            let resolution = Arc::new(Resolution { decisions, registry: Arc::clone(&registry) });
+            for s in &mut starting {
+                s.resolve(Arc::clone(&resolution));
+            }
+        }
+        // Wait for all, keeping the first failure.
         for s in starting {
             match s.wait() {
                 Ok((handle, thread)) => {
                     shards.push(handle);
                     threads.push(thread);
                 }
+                // A shard that gave up because another failed says `Closed`: report the
+                // other's error.
                 Err(e) => {
-                    failure.get_or_insert(e);
+                    if failure.as_ref().is_none_or(|f| matches!(f, Error::Closed)) {
+                        failure = Some(e);
+                    }
                 }
             }
         }
@@ -99,6 +135,9 @@ impl Db {
             get_latency: Striped::new(cpus.len().max(1) * 2),
             client_spin: options.client_spin,
             lock: Mutex::new(Some(lock)),
+            registry,
+            tx_keys_max: options.tx_keys_max,
+            tx_bytes_max: options.tx_bytes_max,
         };
         if let Some(e) = failure {
             // Stop the shards that did start; `inner`'s drop shuts them down.
@@ -123,7 +162,23 @@ impl Db {
         crate::router::shard_of(key, self.inner.shards.len())
     }
 
-    fn check_open(&self) -> Result<()> {
+    pub(crate) fn shards(&self) -> &[ShardHandle] {
+        &self.inner.shards
+    }
+
+    pub(crate) fn registry(&self) -> &TxRegistry {
+        &self.inner.registry
+    }
+
+    pub(crate) fn tx_keys_max(&self) -> usize {
+        self.inner.tx_keys_max
+    }
+
+    pub(crate) fn tx_bytes_max(&self) -> usize {
+        self.inner.tx_bytes_max
+    }
+
+    pub(crate) fn check_open(&self) -> Result<()> {
         if self.inner.closed.load(Ordering::Acquire) { Err(Error::Closed) } else { Ok(()) }
     }
 
@@ -185,7 +240,8 @@ impl Db {
         self.single(OP_DELETE, key, &[], OpKind::Delete)
     }
 
-    /// Applies every op of `batch` in order, all or nothing per shard (see [`WriteBatch`]).
+    /// Applies every op of `batch` in order, all or nothing, also across shards and
+    /// crashes (see [`WriteBatch`]).
     pub fn write_batch(&self, batch: WriteBatch) -> Result<()> {
         self.write_batch_async(batch).wait()
     }
@@ -199,6 +255,20 @@ impl Db {
             return Ack::done();
         }
         let n = self.inner.shards.len();
+        let first = crate::router::shard_of(&batch.data[batch.ops[0].1..batch.ops[0].1 + batch.ops[0].2], n);
+        let spans =
+            batch.ops.iter().any(|&(_, ks, kl, _)| crate::router::shard_of(&batch.data[ks..ks + kl], n) != first);
+        if spans {
+            // Several shards: through the transaction commit protocol, so the batch is
+            // atomic across shards and crashes. It never fails on a conflict: after one
+            // optimistic round it waits for the keys, shard by shard.
+            return match crate::transaction::Plan::for_batch(self.clone(), &batch) {
+                Ok(plan) => {
+                    Ack::task(Box::pin(async move { plan.run(true).await.map(|_| ()) }), self.inner.client_spin)
+                }
+                Err(e) => Ack::failed(e),
+            };
+        }
         let mut bodies: Vec<(Vec<u8>, u32, u64)> = vec![(Vec::new(), 0, 0); n];
         for &(start, key_start, key_len, end) in &batch.ops {
             let shard = crate::router::shard_of(&batch.data[key_start..key_start + key_len], n);
@@ -407,6 +477,10 @@ impl Db {
             live_bytes: 0,
             page_bytes: 0,
             wal_segments: 0,
+            tx_commits: 0,
+            tx_conflicts: 0,
+            tx_in_doubt_committed: 0,
+            tx_in_doubt_aborted: 0,
             latency_ns: Vec::new(),
         };
         let mut writes = [new_histogram(), new_histogram(), new_histogram()];
@@ -450,6 +524,10 @@ impl Db {
             stats.live_bytes += p.live_bytes;
             stats.page_bytes += p.footprint_bytes;
             stats.wal_segments += load(&c.wal_segments);
+            stats.tx_commits += load(&s.tx_commits);
+            stats.tx_conflicts += load(&s.tx_conflicts);
+            stats.tx_in_doubt_committed += load(&s.tx_in_doubt[0]);
+            stats.tx_in_doubt_aborted += load(&s.tx_in_doubt[1]);
             let latency = s.write_latency.lock().unwrap_or_else(|p| p.into_inner());
             for (total, h) in writes.iter_mut().zip(latency.iter()) {
                 total.add(h).expect("same bounds");

@@ -87,11 +87,36 @@ pub enum Error {
     },
     /// The database was closed.
     Closed,
+    /// A transaction could not commit because another one (or a plain write) changed or
+    /// locked what it read or writes. Nothing of it was written; run it again
+    /// ([`crate::Db::transact`] does so with backoff).
+    Conflict {
+        /// The shard that found the conflict.
+        shard: usize,
+        /// What conflicted.
+        what: &'static str,
+    },
+    /// A transaction grew past [`crate::Options::tx_keys_max`] keys or
+    /// [`crate::Options::tx_bytes_max`] bytes. Not retryable: split the work.
+    TransactionTooLarge {
+        /// `"keys"` or `"bytes"`.
+        what: &'static str,
+        /// How many it would hold.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
 }
 
 impl Error {
     pub(crate) fn io(op: &'static str, path: impl Into<Option<PathBuf>>, source: io::Error) -> Error {
         Error::Io { op, path: path.into(), source: Arc::new(source) }
+    }
+
+    /// Whether the error is a transaction conflict, which running the transaction again
+    /// may resolve.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::Conflict { .. })
     }
 
     /// The OS error kind behind this error, if it is an I/O error.
@@ -142,6 +167,13 @@ impl fmt::Display for Error {
                 "shard {shard} refuses writes after a failed log flush ({cause}); reopen the database to recover"
             ),
             Error::Closed => write!(f, "the database is closed"),
+            Error::Conflict { shard, what } => {
+                write!(f, "transaction conflict on shard {shard} ({what}); nothing was written, run it again")
+            }
+            Error::TransactionTooLarge { what, len, max } => write!(
+                f,
+                "transaction of {len} {what} exceeds the limit of {max} (split it, or raise Options::tx_{what}_max)"
+            ),
         }
     }
 }

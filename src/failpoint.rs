@@ -5,7 +5,10 @@
 //! name. The environment is read once; with the variable unset each point costs a
 //! load and a branch. Points in use: `checkpoint-pages-loaded`,
 //! `checkpoint-pages-written`, `checkpoint-pages-synced`, `checkpoint-table-synced`,
-//! `checkpoint-slot-synced`, `checkpoint-extents-freed`.
+//! `checkpoint-slot-synced`, `checkpoint-extents-freed`; in the transaction commit
+//! protocol, `tx-all-prepared` (every participant prepared, no commit sent),
+//! `tx-commit-sent-one` (one participant applied its commit, the others were not
+//! told) and `tx-aborting` (a participant refused, the others not yet told).
 
 use std::sync::OnceLock;
 
@@ -21,6 +24,17 @@ pub(crate) fn error(name: &str) -> crate::Result<()> {
         return Err(crate::Error::io("failpoint", None, std::io::Error::other(format!("injected failure at {name}"))));
     }
     Ok(())
+}
+
+/// Like [`hit`], once the answer `rx` is about to be ready: waits for it first (without
+/// taking it), so the crash comes after what the answer reports.
+pub(crate) fn hit_after<T>(name: &str, rx: &oneshot::Receiver<T>) {
+    if armed() == Some(name) {
+        while !rx.has_message() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        hit(name);
+    }
 }
 
 /// Aborts the process if it was started with `RINGDB_FAILPOINT=<name>`.

@@ -41,10 +41,12 @@ mod io;
 mod options;
 mod page;
 mod read;
+mod registry;
 mod router;
 mod scan;
 mod shard;
 mod stats;
+mod transaction;
 mod value;
 mod wal;
 
@@ -62,6 +64,10 @@ pub use options::{
 };
 pub use scan::{SCAN_CHUNK, Scan};
 pub use stats::{OpKind, Stats};
+pub use transaction::{
+    CommitInfo, TRANSACT_ATTEMPTS_MAX, TRANSACT_BACKOFF_FIRST, TRANSACT_BACKOFF_MAX, TRANSACT_OPTIMISTIC_ATTEMPTS,
+    Transaction,
+};
 pub use value::{Ack, Value};
 
 /// Longest key accepted, in bytes.

@@ -98,6 +98,8 @@ pub struct Options {
     pub(crate) page_chunk_bytes: usize,
     pub(crate) checkpoint_wal_bytes: u64,
     pub(crate) checkpoint_interval: Duration,
+    pub(crate) tx_keys_max: usize,
+    pub(crate) tx_bytes_max: usize,
 }
 
 impl Default for Options {
@@ -123,6 +125,8 @@ impl Default for Options {
             page_chunk_bytes: 2048,
             checkpoint_wal_bytes: 64 << 20,
             checkpoint_interval: Duration::from_secs(60),
+            tx_keys_max: 100_000,
+            tx_bytes_max: 16 << 20,
         }
     }
 }
@@ -150,6 +154,8 @@ impl fmt::Debug for Options {
             .field("page_chunk_bytes", &self.page_chunk_bytes)
             .field("checkpoint_wal_bytes", &self.checkpoint_wal_bytes)
             .field("checkpoint_interval", &self.checkpoint_interval)
+            .field("tx_keys_max", &self.tx_keys_max)
+            .field("tx_bytes_max", &self.tx_bytes_max)
             .finish()
     }
 }
@@ -316,6 +322,25 @@ impl Options {
         }
     }
 
+    /// Most keys one transaction may read, scan and write together (each counted once
+    /// per kind of access; every key a scan returns counts). Default 100,000; range
+    /// 1..=10,000,000. Past it, the operation fails with [`Error::TransactionTooLarge`]
+    /// and the transaction must be rolled back. The read set lives in memory until commit
+    /// and is validated key by key on the shard threads, which this bounds.
+    pub fn tx_keys_max(mut self, keys: usize) -> Options {
+        self.tx_keys_max = keys;
+        self
+    }
+
+    /// Most bytes (keys plus values) one transaction may write. Default 16 MiB; range
+    /// 1 KiB..=1 GiB. Past it, the write fails with [`Error::TransactionTooLarge`].
+    /// Independently, one shard's part of a transaction must fit in one log record
+    /// ([`Error::BatchTooLarge`] at commit otherwise), as for a write batch.
+    pub fn tx_bytes_max(mut self, bytes: usize) -> Options {
+        self.tx_bytes_max = bytes;
+        self
+    }
+
     pub(crate) fn validate(&self) -> Result<()> {
         let check = |ok: bool, what: String| if ok { Ok(()) } else { Err(Error::InvalidArgument(what)) };
         check(
@@ -351,6 +376,14 @@ impl Options {
         if self.spin > Duration::from_millis(10) {
             return Err(Error::InvalidArgument(format!("Options::spin_us({}) is above 10000", self.spin.as_micros())));
         }
+        check(
+            (1..=10_000_000).contains(&self.tx_keys_max),
+            format!("Options::tx_keys_max({}) is outside 1..=10000000", self.tx_keys_max),
+        )?;
+        check(
+            (1 << 10..=1 << 30).contains(&self.tx_bytes_max),
+            format!("Options::tx_bytes_max({}) is outside 1 KiB..=1 GiB", self.tx_bytes_max),
+        )?;
         let bad = |what: String| Err(Error::InvalidArgument(what));
         if self.shards > 1024 {
             return bad(format!("Options::shards({}) is above 1024", self.shards));

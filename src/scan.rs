@@ -50,7 +50,7 @@ pub struct Scan {
     started: bool,
 }
 
-fn bound_ref(bound: &Bound<Bytes>) -> Bound<&[u8]> {
+pub(crate) fn bound_ref(bound: &Bound<Bytes>) -> Bound<&[u8]> {
     match bound {
         Bound::Included(k) => Bound::Included(&k[..]),
         Bound::Excluded(k) => Bound::Excluded(&k[..]),

@@ -194,6 +194,16 @@ pub struct Stats {
     pub page_bytes: u64,
     /// Log segment files on disk.
     pub wal_segments: u64,
+    /// Transaction parts committed, summed over shards (a transaction across three
+    /// shards counts three; a cross-shard write batch counts too).
+    pub tx_commits: u64,
+    /// Transaction parts a shard refused with a conflict.
+    pub tx_conflicts: u64,
+    /// Prepared transaction parts found undecided at open and decided committed (every
+    /// participant had prepared), summed over shards.
+    pub tx_in_doubt_committed: u64,
+    /// Prepared transaction parts found undecided at open and decided aborted.
+    pub tx_in_doubt_aborted: u64,
     /// Latency histograms in nanoseconds, per operation kind.
     pub latency_ns: Vec<(OpKind, Histogram<u64>)>,
 }

@@ -13,7 +13,8 @@ use ringdb::format::page::{
     ChunkRef, PageRecord, Stored, chunk_bytes, decode_chunk, decode_page, encode_chunk, encode_page,
 };
 use ringdb::format::record::{
-    Decoded, HEADER_BYTES, OP_DELETE, OP_PUT, decode_ops, decode_record, encode_header, encode_op, record_bytes,
+    Decoded, HEADER_BYTES, KIND_OPS, OP_DELETE, OP_PUT, decode_ops, decode_record, encode_header, encode_op,
+    record_bytes,
 };
 use ringdb::format::segment::SegmentHeader;
 
@@ -25,7 +26,7 @@ fn record(lsn: u64, group_lsn: u64, ops: &[(u8, &[u8], &[u8])]) -> Vec<u8> {
         encode_op(&mut body, *kind, key, value);
     }
     let mut out = vec![0u8; record_bytes(body.len())];
-    encode_header(&mut out, lsn, group_lsn, ops.len() as u32, body.len() as u32, crc32fast::hash(&body));
+    encode_header(&mut out, KIND_OPS, lsn, group_lsn, ops.len() as u32, body.len() as u32, crc32fast::hash(&body));
     out[HEADER_BYTES..HEADER_BYTES + body.len()].copy_from_slice(&body);
     out
 }

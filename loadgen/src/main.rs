@@ -10,6 +10,7 @@ mod hlog;
 mod machine;
 mod plot;
 mod report;
+mod transfer;
 mod workload;
 
 use std::collections::BTreeMap;
@@ -160,6 +161,11 @@ struct Args {
     #[arg(long, value_enum, value_name = "DIST")]
     distribution: Option<DistArg>,
 
+    /// Which accounts a `transfer` pairs: on the same shard (one-step commit), on two
+    /// shards (prepare and commit), or any two.
+    #[arg(long, value_enum, default_value_t = PairsArg::Any)]
+    pairs: PairsArg,
+
     /// Seed of the key choice and the values; the same seed replays the same keys.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -223,6 +229,15 @@ enum WorkloadArg {
     E,
     /// YCSB F: 50% read, 50% read-modify-write, zipfian.
     F,
+    /// Transactions moving money between two accounts (ringdb only; see --pairs).
+    Transfer,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PairsArg {
+    Any,
+    SameShard,
+    CrossShard,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -305,6 +320,7 @@ fn plan(args: &Args) -> Vec<PhasePlan> {
         WorkloadArg::D => ycsb('d'),
         WorkloadArg::E => ycsb('e'),
         WorkloadArg::F => ycsb('f'),
+        WorkloadArg::Transfer => Vec::new(),
     }
 }
 
@@ -351,6 +367,12 @@ fn check(args: &Args) -> Result<(), String> {
     }
     if args.periodic_ms == 0 {
         return Err("--periodic-ms must be at least 1".into());
+    }
+    if args.workload == WorkloadArg::Transfer && engine != "ringdb" {
+        return Err("--workload transfer drives ringdb's transactions only (--engine ringdb)".into());
+    }
+    if args.workload == WorkloadArg::Transfer && args.distribution == Some(DistArg::Latest) {
+        return Err("--workload transfer takes --distribution uniform or zipfian".into());
     }
     if args.scan_length == 0 {
         return Err("--scan-length must be at least 1".into());
@@ -464,6 +486,39 @@ fn run(args: &Args) -> Result<(), BoxError> {
         Some(n) => Limit::Ops(n),
         None => Limit::Duration(Duration::from_secs_f64(args.duration)),
     };
+    if args.workload == WorkloadArg::Transfer {
+        let ringdb = db.ringdb().ok_or("--workload transfer needs ringdb")?;
+        eprintln!("loadgen: preloading {} accounts ...", args.keys);
+        transfer::preload(ringdb, args.keys, key_format)?;
+        let pairs = match args.pairs {
+            PairsArg::Any => transfer::Pairs::Any,
+            PairsArg::SameShard => transfer::Pairs::SameShard,
+            PairsArg::CrossShard => transfer::Pairs::CrossShard,
+        };
+        let dist = match args.distribution {
+            Some(DistArg::Zipfian) => transfer::Dist::Zipfian,
+            _ => transfer::Dist::Uniform,
+        };
+        eprintln!("loadgen: transfer on ringdb with {} threads ...", args.threads);
+        let spec = transfer::Spec {
+            db: ringdb,
+            keys: args.keys,
+            key_format,
+            threads: args.threads,
+            limit,
+            dist,
+            pairs,
+            seed: args.seed,
+        };
+        let outcome = transfer::run(&spec)?;
+        print!("{}", transfer::text(&outcome, pairs, dist, args.threads));
+        if let Some(path) = &args.json {
+            let text = serde_json::to_string_pretty(&outcome)?;
+            std::fs::write(path, text + "\n").map_err(|e| format!("write {}: {e}", path.display()))?;
+        }
+        db.close().map_err(|e| format!("close: {e}"))?;
+        return Ok(());
+    }
     let mut phases = Vec::new();
     let mut data = Vec::new();
     for (i, p) in plan(args).into_iter().enumerate() {

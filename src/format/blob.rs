@@ -46,7 +46,7 @@
 //! `2^frame_shift` blob bytes, so the frames holding a byte range are found by
 //! division, and a range read checks and decompresses only those frames.
 
-use super::{FORMAT_VERSION, get_u32, get_u64, put_u32, put_u64};
+use super::{BLOB_FORMAT_VERSION as FORMAT_VERSION, get_u32, get_u64, put_u32, put_u64};
 
 /// Magic bytes at the start of every blob segment.
 pub const MAGIC: &[u8; 8] = b"RDBBLOBS";

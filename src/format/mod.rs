@@ -12,8 +12,13 @@ pub mod page;
 pub mod record;
 pub mod segment;
 
-/// Version of the on-disk format written by this build.
+/// Version of the on-disk format written by this build (manifest, log segments,
+/// checkpoints, pages). Version 2 added the transaction record kinds of the log
+/// (prepare, commit, abort) and dropped the chunk header (a chunk is the value alone);
+/// a version 1 directory is refused with `Error::Incompatible`.
 pub const FORMAT_VERSION: u32 = 2;
+/// Version of the blob log's segment format, which transactions did not change.
+pub const BLOB_FORMAT_VERSION: u32 = 1;
 
 pub(crate) fn get_u16(bytes: &[u8], at: usize) -> u16 {
     u16::from_le_bytes(bytes[at..at + 2].try_into().expect("2 bytes"))

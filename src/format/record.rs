@@ -13,14 +13,26 @@
 //!      8    8 lsn          log sequence number, +1 per record, per shard
 //!     16    4 group_delta  lsn minus the lsn of the first record of the flush that wrote this one
 //!     20    4 body_crc     crc32 of the body
-//!     24    1 kind         1 = ops
+//!     24    1 kind         1 = ops, 2 = prepare, 3 = commit, 4 = abort
 //!     25    1 flags        bit 0: FLAG_UNSYNCED, the flush that wrote it did not wait for
 //!                          durability (Durability::None); other bits 0
 //!     26    2 reserved     0
 //!     28    4 op_count     ops in the body
-//!     32    . body         op_count ops, back to back
+//!     32    . body         see below
 //!      .    . padding      zeros up to the next multiple of 8
 //! ```
+//!
+//! Bodies by kind:
+//! - ops (1): `op_count` ops, back to back.
+//! - prepare (2): the transaction header, then `op_count` ops (the transaction's
+//!   writes on this shard, not applied until the transaction is decided).
+//! - commit (3) and abort (4): the transaction header alone (no participants:
+//!   `participant_count` is 0), `op_count` 0.
+//!
+//! The transaction header: `txid u64`, `participant_count u16`, `reserved u16`
+//! (0), `reserved u32` (0), then `participant_count` shard ids as `u16`, then
+//! zeros up to a multiple of 8 bytes. The participants are the shards that hold
+//! a prepare record of the transaction (the shards it writes).
 //!
 //! An op: `kind u8 (1 put, 2 delete)`, `reserved u8`, `key_len u16`,
 //! `value_len u32` (0 for a delete), the key, the value.
@@ -37,6 +49,16 @@ pub const OP_HEADER_BYTES: usize = 8;
 pub const RECORD_ALIGN: usize = 8;
 /// Record kind: a body of ops.
 pub const KIND_OPS: u8 = 1;
+/// Record kind: a transaction's prepare (header and its writes on this shard).
+pub const KIND_PREPARE: u8 = 2;
+/// Record kind: a transaction's commit marker.
+pub const KIND_COMMIT: u8 = 3;
+/// Record kind: a transaction's abort marker.
+pub const KIND_ABORT: u8 = 4;
+/// Bytes of a transaction header before its participant list.
+pub const TX_HEADER_BYTES: usize = 16;
+/// Most participants a transaction header lists (the most shards a database has).
+pub const TX_PARTICIPANTS_MAX: usize = 1024;
 /// Op kind: insert or overwrite.
 pub const OP_PUT: u8 = 1;
 /// Op kind: delete.
@@ -148,16 +170,66 @@ pub struct RecordHeader {
     pub flags: u8,
 }
 
+/// Appends a transaction header (see the module docs) to `body`.
+pub fn encode_tx_header(body: &mut Vec<u8>, txid: u64, participants: &[u16]) {
+    assert!(participants.len() <= TX_PARTICIPANTS_MAX, "at most {TX_PARTICIPANTS_MAX} participants");
+    let start = body.len();
+    body.extend_from_slice(&txid.to_le_bytes());
+    body.extend_from_slice(&(participants.len() as u16).to_le_bytes());
+    body.extend_from_slice(&[0u8; 6]);
+    for p in participants {
+        body.extend_from_slice(&p.to_le_bytes());
+    }
+    let len = (body.len() - start).next_multiple_of(8);
+    body.resize(start + len, 0);
+}
+
+/// A decoded transaction header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxHeader {
+    /// The transaction's id.
+    pub txid: u64,
+    /// Shards holding a prepare record of it.
+    pub participants: Vec<u16>,
+    /// Bytes the header takes in the body (the ops follow).
+    pub len: usize,
+}
+
+/// Decodes the transaction header at the start of `body`.
+pub fn decode_tx_header(body: &[u8]) -> Result<TxHeader, String> {
+    if body.len() < TX_HEADER_BYTES {
+        return Err(format!("transaction header of {} bytes, at least {TX_HEADER_BYTES} expected", body.len()));
+    }
+    let txid = get_u64(body, 0);
+    let count = get_u16(body, 8) as usize;
+    if get_u16(body, 10) != 0 || get_u32(body, 12) != 0 {
+        return Err("transaction header has nonzero reserved bytes".into());
+    }
+    if count > TX_PARTICIPANTS_MAX {
+        return Err(format!("{count} participants, at most {TX_PARTICIPANTS_MAX}"));
+    }
+    let len = (TX_HEADER_BYTES + 2 * count).next_multiple_of(8);
+    if body.len() < len {
+        return Err(format!("{count} participants run past the body"));
+    }
+    let participants: Vec<u16> = (0..count).map(|i| get_u16(body, TX_HEADER_BYTES + 2 * i)).collect();
+    if body[TX_HEADER_BYTES + 2 * count..len].iter().any(|&b| b != 0) {
+        return Err("transaction header padding is not zero".into());
+    }
+    Ok(TxHeader { txid, participants, len })
+}
+
 /// Writes a record header for `body` (whose crc32 is `body_crc`) into `out[..HEADER_BYTES]`.
 /// `group_lsn` is at most `lsn` and within `u32::MAX` of it (a flush is far smaller).
-pub fn encode_header(out: &mut [u8], lsn: u64, group_lsn: u64, op_count: u32, body_len: u32, body_crc: u32) {
+pub fn encode_header(out: &mut [u8], kind: u8, lsn: u64, group_lsn: u64, op_count: u32, body_len: u32, body_crc: u32) {
+    debug_assert!((KIND_OPS..=KIND_ABORT).contains(&kind));
     let group_delta = u32::try_from(lsn - group_lsn).expect("a flush holds fewer than 2^32 records");
     out[..HEADER_BYTES].fill(0);
     put_u32(out, 4, body_len);
     put_u64(out, 8, lsn);
     put_u32(out, 16, group_delta);
     put_u32(out, 20, body_crc);
-    out[24] = KIND_OPS;
+    out[24] = kind;
     put_u32(out, 28, op_count);
     let crc = crc32fast::hash(&out[4..HEADER_BYTES]);
     put_u32(out, 0, crc);
@@ -213,7 +285,8 @@ pub fn decode_record(bytes: &[u8], body_max: usize) -> Decoded {
         op_count: get_u32(bytes, 28),
         flags: bytes[25],
     };
-    if header.kind != KIND_OPS || header.flags & !FLAG_UNSYNCED != 0 || get_u16(bytes, 26) != 0 {
+    if !(KIND_OPS..=KIND_ABORT).contains(&header.kind) || header.flags & !FLAG_UNSYNCED != 0 || get_u16(bytes, 26) != 0
+    {
         return Decoded::Invalid(format!("unknown record kind {} or flags", header.kind));
     }
     if lsn == 0 || group_delta >= lsn {
@@ -244,7 +317,7 @@ mod tests {
             encode_op(&mut body, *kind, key, value);
         }
         let mut out = vec![0u8; record_bytes(body.len())];
-        encode_header(&mut out, lsn, lsn, ops.len() as u32, body.len() as u32, crc32fast::hash(&body));
+        encode_header(&mut out, KIND_OPS, lsn, lsn, ops.len() as u32, body.len() as u32, crc32fast::hash(&body));
         out[HEADER_BYTES..HEADER_BYTES + body.len()].copy_from_slice(&body);
         out
     }
@@ -276,6 +349,25 @@ mod tests {
         assert_eq!(decode_record(&[0u8; 64], 100), Decoded::End);
         assert!(matches!(decode_record(&[0xffu8; 64], 100), Decoded::Invalid(_)));
         assert!(matches!(decode_record(&[1u8; 5], 100), Decoded::Invalid(_)));
+    }
+
+    #[test]
+    fn tx_header_round_trip_and_rejects() {
+        let mut body = Vec::new();
+        encode_tx_header(&mut body, 0xdead_beef, &[0, 3, 7]);
+        assert_eq!(body.len() % 8, 0);
+        encode_op(&mut body, OP_PUT, b"k", b"v");
+        let h = decode_tx_header(&body).unwrap();
+        assert_eq!((h.txid, h.participants.as_slice()), (0xdead_beef, &[0u16, 3, 7][..]));
+        let ops = decode_ops(&body[h.len..], 1).unwrap();
+        assert_eq!(ops[0].key, b"k");
+        assert!(decode_tx_header(&body[..10]).is_err());
+        let mut bad = body.clone();
+        bad[8] = 0xff; // participant count past the body
+        assert!(decode_tx_header(&bad).is_err());
+        let mut bad = body.clone();
+        bad[11] = 1;
+        assert!(decode_tx_header(&bad).is_err());
     }
 
     #[test]

@@ -12,6 +12,10 @@
 //! `Durability::Sync` a write is applied to the index only once its batch is
 //! durable, so a reader never sees data a crash could take back.
 
+mod locks;
+mod txn;
+
+use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,9 +28,10 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use hdrhistogram::Histogram;
 
 use crate::error::{Error, Result};
-use crate::format::record::{OP_DELETE, OP_PUT, Op, decode_ops};
+use crate::format::record::{KIND_ABORT, KIND_COMMIT, KIND_OPS, KIND_PREPARE, OP_DELETE, OP_PUT, Op, decode_ops};
 use crate::io::{self, AlignedBuf, Io, SyncMode};
 use crate::options::{Durability, IoBackend, Options, PersistEvent, WalSync};
+use crate::registry::{ScanReport, TxRegistry};
 use crate::stats::{OpKind, ShardCounters, new_histogram, record};
 use crate::wal::recovery::{Replayed, open_tail, recover};
 use crate::wal::segment::{PreparedSegment, prepare_segment};
@@ -37,6 +42,8 @@ use crate::index::{IndexWriter, Stored};
 use crate::page::cache::PageCache;
 use crate::page::disk::DiskReader;
 use crate::page::store::{CHECKPOINT_TOKEN_BIT, PageConfig, PageCounters, PageStore};
+pub(crate) use locks::KeyRange;
+pub(crate) use txn::{ScanRead, TxRequest};
 
 /// Tokens of reads for callers carry this bit (log tokens are small numbers, or carry
 /// bit 63; checkpoint tokens carry bit 61).
@@ -65,6 +72,17 @@ pub(crate) enum Request {
     Read { pages: Vec<u64>, chunks: Vec<(u64, u32)>, reply: oneshot::Sender<Result<ReadReply>> },
     /// Write a checkpoint now and answer when it is durable.
     Checkpoint(oneshot::Sender<Result<()>>),
+    /// Validate a transaction that lives on this shard alone and write it in one record.
+    TxCommitOne(TxRequest),
+    /// Validate, lock and prepare a transaction's part on this shard.
+    TxPrepare(TxRequest),
+    /// Commit or abort a prepared transaction's part (answered once applied, or, for an
+    /// abort with `durable`, once its marker is durable).
+    TxDecide { txid: u64, commit: bool, durable: bool, reply: oneshot::Sender<Result<()>> },
+    /// Take shared locks for a transaction in locking mode; answered once granted.
+    TxLock { txid: u64, keys: Vec<Bytes>, ranges: Vec<KeyRange>, reply: oneshot::Sender<Result<()>> },
+    /// Release what a transaction that is not prepared holds here.
+    TxRelease { txid: u64 },
 }
 
 /// The answer to [`Request::Read`].
@@ -114,6 +132,12 @@ pub(crate) struct ShardShared {
     pub disk: OnceLock<DiskReader>,
     /// Page-store figures, refreshed by the shard thread.
     pub page_stats: Mutex<PageStats>,
+    /// Transaction parts committed on this shard.
+    pub tx_commits: std::sync::atomic::AtomicU64,
+    /// Transaction parts refused here with a conflict.
+    pub tx_conflicts: std::sync::atomic::AtomicU64,
+    /// In-doubt transactions decided at open: (committed, aborted).
+    pub tx_in_doubt: [std::sync::atomic::AtomicU64; 2],
 }
 
 /// Page-store figures of one shard.
@@ -148,6 +172,9 @@ impl ShardShared {
             data_path: Mutex::new(PathBuf::new()),
             disk: OnceLock::new(),
             page_stats: Mutex::new(PageStats::default()),
+            tx_commits: std::sync::atomic::AtomicU64::new(0),
+            tx_conflicts: std::sync::atomic::AtomicU64::new(0),
+            tx_in_doubt: Default::default(),
         })
     }
 
@@ -185,11 +212,37 @@ pub(crate) struct Starting {
     handle: ShardHandle,
     thread: std::thread::JoinHandle<()>,
     ready: oneshot::Receiver<Result<()>>,
+    scanned: Option<oneshot::Receiver<ScanReport>>,
+    resolution: Option<oneshot::Sender<Arc<Resolution>>>,
+}
+
+/// What the database decided at open about every in-doubt transaction, given to each
+/// shard with the registry it shares.
+pub(crate) struct Resolution {
+    /// In-doubt transaction → committed.
+    pub decisions: HashMap<u64, bool>,
+    pub registry: Arc<TxRegistry>,
 }
 
 impl Starting {
+    /// Waits until the shard has read its whole log, and returns what it found about
+    /// transactions (`None` if it failed: [`Starting::wait`] then says why).
+    pub fn scan_report(&mut self) -> Option<ScanReport> {
+        self.scanned.take()?.recv().ok()
+    }
+
+    /// Gives the shard the decisions of in-doubt transactions; it then finishes opening.
+    /// Without this (the `Starting` dropped or waited on first), the shard gives up.
+    pub fn resolve(&mut self, resolution: Arc<Resolution>) {
+        if let Some(tx) = self.resolution.take() {
+            let _ = tx.send(resolution);
+        }
+    }
+
     /// Waits until the shard is ready (or failed to open).
-    pub fn wait(self) -> Result<(ShardHandle, std::thread::JoinHandle<()>)> {
+    pub fn wait(mut self) -> Result<(ShardHandle, std::thread::JoinHandle<()>)> {
+        // A shard never given its resolution stops opening.
+        drop(self.resolution.take());
         match self.ready.recv() {
             Ok(Ok(())) => Ok((self.handle, self.thread)),
             Ok(Err(e)) => {
@@ -216,6 +269,8 @@ pub(crate) fn spawn(
     let shared = Arc::new(ShardShared::new(id, (options.cache_bytes / shard_count.max(1) as u64).max(64 << 10))?);
     let (tx, rx) = crossbeam_channel::bounded(options.queue_depth);
     let (ready_tx, ready_rx) = oneshot::channel();
+    let (scanned_tx, scanned_rx) = oneshot::channel();
+    let (resolution_tx, resolution_rx) = oneshot::channel();
     let thread_shared = Arc::clone(&shared);
     let options = options.clone();
     let cpu = if options.pin_threads && !cpus.is_empty() { Some(cpus[id % cpus.len()]) } else { None };
@@ -225,7 +280,7 @@ pub(crate) fn spawn(
             if let Some(cpu) = cpu {
                 pin_to_cpu(cpu);
             }
-            match Shard::open(thread_shared, shard_dir, options, rx) {
+            match Shard::open(thread_shared, shard_dir, options, rx, scanned_tx, resolution_rx) {
                 Ok(shard) => {
                     let _ = ready_tx.send(Ok(()));
                     shard.run();
@@ -236,7 +291,14 @@ pub(crate) fn spawn(
             }
         })
         .map_err(|e| Error::io("spawn shard thread", None, e))?;
-    Ok(Starting { id, handle: ShardHandle { tx, shared }, thread: handle, ready: ready_rx })
+    Ok(Starting {
+        id,
+        handle: ShardHandle { tx, shared },
+        thread: handle,
+        ready: ready_rx,
+        scanned: Some(scanned_rx),
+        resolution: Some(resolution_tx),
+    })
 }
 
 fn pin_to_cpu(cpu: usize) {
@@ -295,10 +357,25 @@ struct Shard {
     last_checkpoint: Instant,
     /// `WalWriter::appended_bytes` when the last checkpoint started.
     appended_at_checkpoint: u64,
+    /// Transactions on this shard: locks, prepared writes, held-back writes.
+    tx: txn::TxState,
+}
+
+/// A prepare record found by replay whose transaction was not decided after it.
+struct Stashed {
+    body: Bytes,
+    op_count: u32,
 }
 
 impl Shard {
-    fn open(shared: Arc<ShardShared>, shard_dir: PathBuf, options: Options, rx: Receiver<Request>) -> Result<Shard> {
+    fn open(
+        shared: Arc<ShardShared>,
+        shard_dir: PathBuf,
+        options: Options,
+        rx: Receiver<Request>,
+        scanned: oneshot::Sender<ScanReport>,
+        resolution: oneshot::Receiver<Arc<Resolution>>,
+    ) -> Result<Shard> {
         let id = shared.id;
         let wal_dir = shard_dir.join("wal");
         let fs = options.fs();
@@ -330,19 +407,67 @@ impl Shard {
         let checkpoint_lsn = pages.checkpoint_lsn;
         let mut applied_lsn = checkpoint_lsn;
         let mut first_after: Option<u64> = None;
+        // Transactions: what the whole retained log says (for the decision of in-doubt
+        // ones across shards), and prepares after the checkpoint not yet decided.
+        let mut report = ScanReport::default();
+        let mut stash: HashMap<u64, Stashed> = HashMap::new();
+        let mut prepares: Vec<(u64, u64)> = Vec::new();
+        let mut max_txid = 0u64;
         let recovered = recover(fs.as_ref(), &wal_dir, id, |r: Replayed<'_>| {
             debug_assert!(r.lsn > 0);
+            let after = r.lsn > checkpoint_lsn;
+            if let Some(tx) = &r.tx {
+                max_txid = max_txid.max(tx.txid);
+                let marks = report.marks.entry(tx.txid).or_default();
+                match r.kind {
+                    KIND_PREPARE => {
+                        marks.prepare = true;
+                        prepares.push((r.lsn, tx.txid));
+                        if after {
+                            let body = Bytes::copy_from_slice(r.body);
+                            let op_count = r.ops.len() as u32;
+                            stash.insert(tx.txid, Stashed { body, op_count });
+                            report.in_doubt.push((tx.txid, tx.participants.clone()));
+                        }
+                    }
+                    KIND_COMMIT => {
+                        marks.commit = true;
+                        // A prepare before the checkpoint was applied before it (a
+                        // checkpoint never covers an undecided prepare): nothing to do.
+                        if let Some(s) = stash.remove(&tx.txid).filter(|_| after) {
+                            let ops = decode_ops(&s.body, s.op_count).expect("decoded once by replay");
+                            let mut writer = IndexWriter { index: &shared.index };
+                            apply_ops(&mut writer, &mut pages, &s.body, &ops, r.lsn);
+                        }
+                    }
+                    KIND_ABORT => {
+                        marks.abort = true;
+                        stash.remove(&tx.txid);
+                    }
+                    other => unreachable!("record kind {other} passed decode_record"),
+                }
+            }
             // Records up to the checkpoint are in the pages already.
-            if r.lsn <= checkpoint_lsn {
+            if !after {
                 return Ok(());
             }
             first_after.get_or_insert(r.lsn);
-            let body = Bytes::copy_from_slice(r.body);
-            let mut writer = IndexWriter { index: &shared.index };
-            apply_ops(&mut writer, &mut pages, &body, &r.ops, r.lsn);
+            if r.kind == KIND_OPS {
+                let body = Bytes::copy_from_slice(r.body);
+                let mut writer = IndexWriter { index: &shared.index };
+                apply_ops(&mut writer, &mut pages, &body, &r.ops, r.lsn);
+            }
             applied_lsn = r.lsn;
             Ok(())
         })?;
+        report.in_doubt.retain(|(txid, _)| stash.contains_key(txid));
+        report.max_txid = max_txid;
+        // Every shard's log is needed to decide the in-doubt transactions: report, and
+        // wait for the decisions.
+        if scanned.send(report).is_err() {
+            return Err(Error::Closed);
+        }
+        let resolution = resolution.recv().map_err(|_| Error::Closed)?;
         // The log must continue right after the checkpoint: a gap means records are lost.
         if let Some(first) = first_after.filter(|&f| checkpoint_lsn > 0 && f != checkpoint_lsn + 1) {
             return Err(Error::Corruption {
@@ -425,8 +550,37 @@ impl Shard {
             checkpoint_waiters: Vec::new(),
             last_checkpoint: Instant::now(),
             appended_at_checkpoint: 0,
+            tx: txn::TxState::new(Arc::clone(&resolution.registry), prepares),
         })
-        .inspect(|shard| shard.publish_page_stats())
+        .and_then(|mut shard| {
+            shard.resolve_in_doubt(stash, &resolution)?;
+            shard.publish_page_stats();
+            Ok(shard)
+        })
+    }
+
+    /// Applies the in-doubt transactions decided committed and logs a marker for each
+    /// decision, so this shard's log decides them alone from now on. Nothing later in
+    /// the log touched their keys (they were locked), so applying them last is right.
+    fn resolve_in_doubt(&mut self, stash: HashMap<u64, Stashed>, resolution: &Resolution) -> Result<()> {
+        let mut stash: Vec<(u64, Stashed)> = stash.into_iter().collect();
+        stash.sort_by_key(|(txid, _)| *txid);
+        for (txid, s) in stash {
+            let commit = resolution.decisions.get(&txid).copied().unwrap_or(false);
+            let mut marker = Vec::with_capacity(16);
+            crate::format::record::encode_tx_header(&mut marker, txid, &[]);
+            let kind = if commit { KIND_COMMIT } else { KIND_ABORT };
+            let lsn = self.wal.append(kind, &marker, crc32fast::hash(&marker), 0, None).map_err(|(e, _)| e)?;
+            if commit {
+                let ops = decode_ops(&s.body, s.op_count).expect("decoded once by replay");
+                let mut writer = IndexWriter { index: &self.shared.index };
+                apply_ops(&mut writer, &mut self.pages, &s.body, &ops, lsn);
+                self.tx.note_commit_marker(lsn, txid);
+            }
+            self.applied_lsn = lsn;
+            ShardCounters::add(&self.shared.tx_in_doubt[usize::from(!commit)], 1);
+        }
+        Ok(())
     }
 
     fn publish_page_stats(&self) {
@@ -458,6 +612,7 @@ impl Shard {
                 self.on_completion(completion);
             }
             self.answer_flush_waiters();
+            self.tx_progress();
             self.maybe_checkpoint();
             self.shared.counters.segments.store(self.wal.segments_created, Ordering::Relaxed);
             self.shared.counters.wal_segments.store(self.wal.segments_on_disk() as u64, Ordering::Relaxed);
@@ -465,6 +620,7 @@ impl Shard {
             self.shared.body_bytes_max.store(self.wal.body_bytes_max(), Ordering::Relaxed);
         }
         self.wal.finish();
+        self.tx.fail_waiting(&Error::Closed);
         if let Some(Some(reply)) = self.shutdown.take() {
             let result = match self.wal.poisoned() {
                 Some(cause) => Err(Error::Poisoned { shard: self.shared.id, cause: cause.to_string() }),
@@ -515,10 +671,17 @@ impl Shard {
         }
         self.appended_at_checkpoint = self.wal.appended_bytes;
         self.last_checkpoint = Instant::now();
-        let lsn = self.applied_lsn;
+        // The checkpoint holds everything applied, but claims to cover the log only up to
+        // just before the oldest prepare this shard has not decided: that record must be
+        // replayed after a crash (its writes are not in the index yet). Replaying records
+        // the pages already hold is harmless: each key ends at its last write.
+        let lsn = self.applied_lsn.min(self.tx.oldest_undecided_prepare().map_or(u64::MAX, |p| p - 1));
         let mut writer = IndexWriter { index: &self.shared.index };
         let result = self.pages.checkpoint(self.io.as_mut(), &mut writer, &self.shared.cache, lsn, &mut self.stash);
-        let result = result.and_then(|()| self.wal.drop_segments_through(lsn).map(|_| ()));
+        // Segments holding the prepare of a transaction some participant of which may lack
+        // its durable commit marker stay, so recovery can still find every prepare.
+        let keep = self.tx.retained_limit();
+        let result = result.and_then(|()| self.wal.drop_segments_through(lsn.min(keep)).map(|_| ()));
         crate::failpoint::hit("checkpoint-extents-freed");
         if let Err(e) = &result {
             self.pages.abandon_checkpoint();
@@ -702,7 +865,7 @@ impl Shard {
     fn handle(&mut self, request: Request) {
         match request {
             Request::Write(w) => {
-                self.handle_write(w);
+                self.handle_plain_write(w);
                 if let Some(outcome) = self.wal.take_failure() {
                     self.on_outcome(outcome);
                 }
@@ -717,42 +880,26 @@ impl Shard {
             Request::Shutdown(reply) => self.shutdown = Some(Some(reply)),
             Request::Read { pages, chunks, reply } => self.handle_read(pages, chunks, reply),
             Request::Checkpoint(reply) => self.checkpoint_waiters.push(reply),
-        }
-    }
-
-    fn handle_write(&mut self, w: WriteRequest) {
-        if self.options.durability == Durability::Sync {
-            // Answered, and applied to the index, when its batch is durable.
-            let pending = Pending {
-                // `append` gives the record the next LSN when it succeeds.
-                lsn: self.wal.last_lsn() + 1,
-                body: w.body.clone(),
-                op_count: w.op_count,
-                kind: w.kind,
-                user_bytes: w.user_bytes,
-                started: w.started,
-                reply: w.reply,
-            };
-            if let Err((e, pending)) = self.wal.append(&w.body, w.body_crc, w.op_count, Some(pending)) {
-                let pending = pending.expect("append hands the item back on failure");
-                let _ = pending.reply.send(Err(e));
+            Request::TxCommitOne(r) => {
+                self.handle_tx_commit_one(r);
+                if let Some(outcome) = self.wal.take_failure() {
+                    self.on_outcome(outcome);
+                }
             }
-            return;
-        }
-        // Periodic and None: acknowledged and visible once in the log buffer.
-        match self.wal.append(&w.body, w.body_crc, w.op_count, None) {
-            Ok(lsn) => {
-                let ops = decode_ops(&w.body, w.op_count).expect("ops encoded by ringdb decode");
-                let mut writer = IndexWriter { index: &self.shared.index };
-                apply_ops(&mut writer, &mut self.pages, &w.body, &ops, lsn);
-                self.applied_lsn = lsn;
-                let mut latency = self.shared.write_latency.lock().unwrap_or_else(|p| p.into_inner());
-                count_write(&self.shared.counters, &mut latency, w.kind, w.user_bytes, w.started);
-                let _ = w.reply.send(Ok(()));
+            Request::TxPrepare(r) => {
+                self.handle_tx_prepare(r);
+                if let Some(outcome) = self.wal.take_failure() {
+                    self.on_outcome(outcome);
+                }
             }
-            Err((e, _)) => {
-                let _ = w.reply.send(Err(e));
+            Request::TxDecide { txid, commit, durable, reply } => {
+                self.handle_tx_decide(txid, commit, durable, reply);
+                if let Some(outcome) = self.wal.take_failure() {
+                    self.on_outcome(outcome);
+                }
             }
+            Request::TxLock { txid, keys, ranges, reply } => self.handle_tx_lock(txid, keys, ranges, reply),
+            Request::TxRelease { txid } => self.handle_tx_release(txid),
         }
     }
 
@@ -761,7 +908,8 @@ impl Shard {
             return;
         }
         let checkpoint_waits = !self.checkpoint_waiters.is_empty() || self.checkpoint_due();
-        let want_durable = !self.flush_waiters.is_empty() || self.shutdown.is_some() || checkpoint_waits;
+        let want_durable =
+            !self.flush_waiters.is_empty() || self.shutdown.is_some() || checkpoint_waits || self.tx.wants_durable();
         let (records, bytes, oldest) = self.wal.pending();
         let started = match self.options.durability {
             Durability::Sync => self.wal.submit(self.io.as_mut(), self.durable_sync),
@@ -864,7 +1012,8 @@ impl Shard {
     }
 
     fn on_outcome(&mut self, outcome: Outcome<Pending>) {
-        let c = &self.shared.counters;
+        let shared = Arc::clone(&self.shared);
+        let c = &shared.counters;
         match outcome {
             Outcome::Flushed(f) => {
                 ShardCounters::add(&c.wal_flushes, 1);
@@ -874,14 +1023,17 @@ impl Shard {
                     ShardCounters::add(&c.fsyncs, 1);
                 }
                 if !f.items.is_empty() {
-                    let mut latency = self.shared.write_latency.lock().unwrap_or_else(|p| p.into_inner());
+                    let shared = Arc::clone(&self.shared);
+                    let mut latency = shared.write_latency.lock().unwrap_or_else(|p| p.into_inner());
                     for p in f.items {
                         let ops = decode_ops(&p.body, p.op_count).expect("ops encoded by ringdb decode");
                         debug_assert!((f.first_lsn..=f.last_lsn).contains(&p.lsn));
-                        let mut writer = IndexWriter { index: &self.shared.index };
+                        let mut writer = IndexWriter { index: &shared.index };
                         apply_ops(&mut writer, &mut self.pages, &p.body, &ops, p.lsn);
-                        self.applied_lsn = p.lsn;
-                        count_write(c, &mut latency, p.kind, p.user_bytes, p.started);
+                        // A commit marker applied out of order may be ahead already.
+                        self.applied_lsn = self.applied_lsn.max(p.lsn);
+                        self.note_applied(p.lsn, &p.body, p.op_count);
+                        count_write(&shared.counters, &mut latency, p.kind, p.user_bytes, p.started);
                         let _ = p.reply.send(Ok(()));
                     }
                 }

@@ -24,7 +24,8 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::format::record::{
-    Decoded, FLAG_UNSYNCED, HEADER_BYTES, RECORD_ALIGN, decode_ops, decode_record, record_bytes,
+    Decoded, FLAG_UNSYNCED, HEADER_BYTES, KIND_OPS, KIND_PREPARE, RECORD_ALIGN, TxHeader, decode_ops, decode_record,
+    decode_tx_header, record_bytes,
 };
 use crate::format::segment::{SegmentHeader, parse_file_name};
 use crate::io::fs::{FileRef, Fs, OpenFlags, sync_dir};
@@ -33,7 +34,11 @@ use crate::io::fs::{FileRef, Fs, OpenFlags, sync_dir};
 pub struct Replayed<'a> {
     /// Its LSN.
     pub lsn: u64,
-    /// Its body.
+    /// Its kind (`format::record::KIND_*`).
+    pub kind: u8,
+    /// The transaction header of a prepare, commit or abort record.
+    pub tx: Option<TxHeader>,
+    /// Its ops' bytes (the body after any transaction header).
     pub body: &'a [u8],
     /// Its ops, decoded from `body`.
     pub ops: Vec<crate::format::record::Op<'a>>,
@@ -146,9 +151,19 @@ pub fn recover(
                 Decoded::Record(h) if expected_lsn.is_none_or(|e| e == h.lsn) => {
                     let start = at + HEADER_BYTES;
                     let body = &data[start..start + h.body_len as usize];
-                    let ops = decode_ops(body, h.op_count)
-                        .map_err(|what| corruption(path, at as u64, format!("record {}: {what}", h.lsn)))?;
-                    apply(Replayed { lsn: h.lsn, body, ops })?;
+                    let bad = |what: String| corruption(path, at as u64, format!("record {}: {what}", h.lsn));
+                    let (tx, body) = if h.kind == KIND_OPS {
+                        (None, body)
+                    } else {
+                        let tx = decode_tx_header(body).map_err(bad)?;
+                        if h.kind != KIND_PREPARE && (h.op_count != 0 || tx.len != body.len()) {
+                            return Err(bad("a commit or abort record carries ops".into()));
+                        }
+                        let ops_at = tx.len;
+                        (Some(tx), &body[ops_at..])
+                    };
+                    let ops = decode_ops(body, h.op_count).map_err(bad)?;
+                    apply(Replayed { lsn: h.lsn, kind: h.kind, tx, body, ops })?;
                     expected_lsn = Some(h.lsn + 1);
                     out.records += 1;
                     let len = record_bytes(h.body_len as usize);

@@ -248,6 +248,7 @@ impl<T> WalWriter<T> {
     /// On failure nothing was appended and `item` is handed back.
     pub fn append(
         &mut self,
+        kind: u8,
         body: &[u8],
         body_crc: u32,
         op_count: u32,
@@ -318,7 +319,7 @@ impl<T> WalWriter<T> {
         }
         let out = &mut buf.as_mut_slice()[at..at + rec];
         let body_len = u32::try_from(body.len()).expect("body bounded by body_bytes_max");
-        encode_header(out, lsn, batch.first_lsn, op_count, body_len, body_crc);
+        encode_header(out, kind, lsn, batch.first_lsn, op_count, body_len, body_crc);
         if self.config.records_unsynced {
             set_header_flags(out, FLAG_UNSYNCED);
         }
