@@ -73,6 +73,18 @@ impl Index {
         self.map.get(key, &guard).cloned()
     }
 
+    /// Runs `f` on `key`'s entry where it lies in the map, without cloning it (the guard
+    /// keeps the entry alive while `f` runs).
+    pub fn with<R>(&self, key: &[u8], f: impl FnOnce(Option<&Versioned>) -> R) -> R {
+        let guard = self.map.guard();
+        f(self.map.get(key, &guard))
+    }
+
+    pub fn contains(&self, key: &[u8]) -> bool {
+        let guard = self.map.guard();
+        self.map.contains_key(key, &guard)
+    }
+
     pub fn len(&self) -> usize {
         self.map.len()
     }

@@ -45,6 +45,7 @@ mod router;
 mod scan;
 mod shard;
 mod stats;
+mod table;
 mod value;
 mod wal;
 
@@ -61,6 +62,9 @@ pub use options::{
 };
 pub use scan::{SCAN_CHUNK, Scan};
 pub use stats::{OpKind, Stats};
+#[doc(hidden)]
+pub use table::field_size;
+pub use table::{Field, Record, Schema, Table, TableScan};
 pub use value::{Ack, Value};
 
 /// Longest key accepted, in bytes.

@@ -45,6 +45,8 @@ pub struct Scan {
     end: Bound<Bytes>,
     error: Option<Error>,
     started: bool,
+    /// Leave out the typed tables' reserved keys (a user's scan; a table's own scans see them).
+    hide_reserved: bool,
 }
 
 fn owned(bound: Bound<&&[u8]>) -> Bound<Bytes> {
@@ -77,7 +79,13 @@ impl Scan {
                 exhausted: false,
             })
             .collect();
-        Scan { shards, cursors, heap: BinaryHeap::new(), end, error: None, started: false }
+        Scan { shards, cursors, heap: BinaryHeap::new(), end, error: None, started: false, hide_reserved: false }
+    }
+
+    /// This scan without the typed tables' reserved keys (see `format::table`).
+    pub(crate) fn hiding_reserved(mut self) -> Scan {
+        self.hide_reserved = true;
+        self
     }
 
     pub(crate) fn range<'a>(shards: Vec<ShardHandle>, range: impl RangeBounds<&'a [u8]>) -> Scan {
@@ -97,12 +105,16 @@ impl Scan {
     }
 
     fn receive_only(&mut self, shard: usize, rx: oneshot::Receiver<Vec<(Bytes, Versioned)>>) -> Result<()> {
-        let chunk = rx.recv().map_err(|_| Error::Closed)?;
+        let mut chunk = rx.recv().map_err(|_| Error::Closed)?;
         let cursor = &mut self.cursors[shard];
         cursor.exhausted = chunk.len() < cursor.next_limit;
         cursor.next_limit = (cursor.next_limit * 2).min(SCAN_CHUNK);
         if let Some((last, _)) = chunk.last() {
             cursor.next_start = Bound::Excluded(last.clone());
+        }
+        if self.hide_reserved {
+            // Dropped before their values are read: a user's scan never pays for them.
+            chunk.retain(|(key, _)| !crate::format::table::is_reserved(key));
         }
         // Values not in memory or in the cache are read in one request per chunk.
         let resolved = crate::read::resolve_many(&self.shards[shard], chunk)?;
@@ -112,7 +124,8 @@ impl Scan {
     }
 
     /// Puts the shard's next key in the heap, fetching its next chunk if its buffer is
-    /// empty (a chunk whose keys were all deleted meanwhile leaves it empty: fetch again).
+    /// empty (a chunk whose keys were all deleted meanwhile, or all reserved, leaves it
+    /// empty: fetch again).
     fn refill(&mut self, shard: usize) -> Result<()> {
         loop {
             let cursor = &self.cursors[shard];
@@ -167,6 +180,27 @@ impl Iterator for Scan {
             }
         }
     }
+}
+
+/// Number of keys in `(start, end)` on every shard, counted from the index alone (no
+/// value is read), `limit` keys per request.
+pub(crate) fn count_keys(shards: &[ShardHandle], start: Bound<Bytes>, end: Bound<Bytes>) -> Result<u64> {
+    const LIMIT: usize = 1 << 16;
+    let mut total = 0u64;
+    for shard in shards {
+        let mut from = start.clone();
+        loop {
+            let (reply, rx) = oneshot::channel();
+            shard.send(Request::Scan { start: from.clone(), end: end.clone(), limit: LIMIT, reply })?;
+            let chunk = rx.recv().map_err(|_| Error::Closed)?;
+            total += chunk.len() as u64;
+            match chunk.last() {
+                Some((last, _)) if chunk.len() == LIMIT => from = Bound::Excluded(last.clone()),
+                _ => break,
+            }
+        }
+    }
+    Ok(total)
 }
 
 #[cfg(test)]

@@ -434,7 +434,6 @@ impl PageStore {
                 records: Vec::with_capacity(page.records.len()),
                 used: PAGE_HEADER_BYTES,
             };
-            let mut at = PAGE_HEADER_BYTES;
             for r in &page.records {
                 let len = r.bytes();
                 let live = matches!(index.index.get(r.key), Some(v) if v.version == r.txid
@@ -448,7 +447,9 @@ impl PageStore {
                         ));
                     };
                     {
-                        let value_start = at + RECORD_HEADER_BYTES + r.key.len();
+                        // Where the value lies in the image (pages written before records
+                        // were aligned have no padding, so the offset is taken, not computed).
+                        let value_start = value.as_ptr() as usize - image.as_ptr() as usize;
                         b.records.push(Placing {
                             key: Bytes::copy_from_slice(r.key),
                             version: r.txid,
@@ -457,7 +458,6 @@ impl PageStore {
                         b.used += len;
                     }
                 }
-                at += len;
             }
             by_old.insert(page_id, buildings.len());
             buildings.push(b);
@@ -532,7 +532,7 @@ impl PageStore {
                     r.version,
                     Stored::Page { page_id, offset: value_start as u32, len: r.value.len() as u32 },
                 ));
-                at = value_start + r.value.len();
+                at += record_bytes(r.key.len(), r.value.len());
             }
             if b.frozen.is_none() {
                 new_hot = Some(page_id);
