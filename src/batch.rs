@@ -83,6 +83,14 @@ impl WriteBatch {
         Ok(self)
     }
 
+    /// A put of any key, the typed tables' reserved ones included (for `Table`).
+    pub(crate) fn put_any(&mut self, key: &[u8], value: &[u8]) -> Result<&mut WriteBatch> {
+        check_key(key)?;
+        check_value(value)?;
+        self.push(OP_PUT, key, value);
+        Ok(self)
+    }
+
     /// Number of ops.
     pub fn len(&self) -> usize {
         self.ops.len()

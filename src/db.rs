@@ -212,6 +212,12 @@ impl Db {
 
     /// [`Db::write_batch`], as an [`Ack`].
     pub fn write_batch_async(&self, batch: WriteBatch) -> Ack {
+        // The batch's own methods refused reserved keys as they were added.
+        self.write_batch_any(batch)
+    }
+
+    /// [`Db::write_batch_async`] of a batch that may hold the typed tables' reserved keys.
+    pub(crate) fn write_batch_any(&self, batch: WriteBatch) -> Ack {
         if let Err(e) = self.check_open() {
             return Ack::failed(e);
         }

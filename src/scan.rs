@@ -47,6 +47,8 @@ pub struct Scan {
     started: bool,
     /// Leave out the typed tables' reserved keys (a user's scan; a table's own scans see them).
     hide_reserved: bool,
+    /// Most entries asked of a shard per request ([`SCAN_CHUNK`] unless set).
+    chunk_max: usize,
 }
 
 fn owned(bound: Bound<&&[u8]>) -> Bound<Bytes> {
@@ -79,7 +81,24 @@ impl Scan {
                 exhausted: false,
             })
             .collect();
-        Scan { shards, cursors, heap: BinaryHeap::new(), end, error: None, started: false, hide_reserved: false }
+        Scan {
+            shards,
+            cursors,
+            heap: BinaryHeap::new(),
+            end,
+            error: None,
+            started: false,
+            hide_reserved: false,
+            chunk_max: SCAN_CHUNK,
+        }
+    }
+
+    /// This scan asking shards for up to `chunk_max` entries per request (typed tables'
+    /// records are small, so their scans take larger chunks: fewer hops per byte).
+    pub(crate) fn chunk_max(mut self, chunk_max: usize) -> Scan {
+        assert!(chunk_max >= SCAN_CHUNK_FIRST, "a chunk holds at least the first request's entries");
+        self.chunk_max = chunk_max;
+        self
     }
 
     /// This scan without the typed tables' reserved keys (see `format::table`).
@@ -108,7 +127,7 @@ impl Scan {
         let mut chunk = rx.recv().map_err(|_| Error::Closed)?;
         let cursor = &mut self.cursors[shard];
         cursor.exhausted = chunk.len() < cursor.next_limit;
-        cursor.next_limit = (cursor.next_limit * 2).min(SCAN_CHUNK);
+        cursor.next_limit = (cursor.next_limit * 2).min(self.chunk_max);
         if let Some((last, _)) = chunk.last() {
             cursor.next_start = Bound::Excluded(last.clone());
         }

@@ -51,6 +51,11 @@ use crate::stats::OpKind;
 /// other (a write holds its stripe across one durable log write).
 const STRIPES: usize = 1024;
 
+/// Most records a table scan asks of a shard per request: records are small, so larger
+/// chunks than a key-value scan's cut the hops per byte (memory stays bounded by shards
+/// x this many records).
+const TABLE_SCAN_CHUNK: usize = 4096;
+
 /// A fixed-layout record type a [`Table`] can hold. Implement it with [`record!`], which
 /// derives the field list from the struct so that it cannot disagree with it.
 ///
@@ -161,10 +166,13 @@ pub(crate) struct TableShared {
 }
 
 impl TableShared {
-    fn stripe(&self, index: u64) -> MutexGuard<'_, ()> {
+    fn stripe_of(&self, index: u64) -> usize {
         // Fibonacci hashing: neighbouring indices land in different stripes.
-        let at = (index.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 54) as usize % STRIPES;
-        self.stripes[at].lock().unwrap_or_else(|p| p.into_inner())
+        (index.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 54) as usize % STRIPES
+    }
+
+    fn stripe(&self, index: u64) -> MutexGuard<'_, ()> {
+        self.stripes[self.stripe_of(index)].lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Adjusts the record count after a write that found the record `existed` and left
@@ -516,6 +524,36 @@ impl<T: Record> Table<T> {
         self.put_locked(&key, record).map(|_| ())
     }
 
+    /// Sets many records in one write per shard: each shard's part of `records` is one
+    /// log record, so it survives a crash whole or not at all (like a [`WriteBatch`]
+    /// (crate::WriteBatch), atomic per shard), and a bulk load costs one log append per
+    /// shard per call instead of one per record. A later entry for the same index wins.
+    pub fn set_many(&self, records: &[(u64, T)]) -> Result<()> {
+        self.db.check_open()?;
+        for (index, _) in records {
+            self.check_index(*index)?;
+        }
+        // Every stripe involved, in stripe order (so two calls never wait on each other
+        // in a cycle), held across the write like `set` holds one.
+        let mut stripes: Vec<usize> = records.iter().map(|(i, _)| self.shared.stripe_of(*i)).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let _held: Vec<MutexGuard<'_, ()>> =
+            stripes.iter().map(|&at| self.shared.stripes[at].lock().unwrap_or_else(|p| p.into_inner())).collect();
+        let mut batch = crate::batch::WriteBatch::new();
+        let mut fresh = std::collections::HashSet::new();
+        for (index, record) in records {
+            let key = self.record_key(*index);
+            if !self.shard(&key).shared.index.contains(&key) {
+                fresh.insert(*index);
+            }
+            batch.put_any(&key, bytemuck::bytes_of(record))?;
+        }
+        self.db.write_batch_any(batch).wait()?;
+        self.shared.len.fetch_add(fresh.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Record `index`, copied out, or `None` if it is not set.
     pub fn get(&self, index: u64) -> Result<Option<T>> {
         self.with(index, |r| *r)
@@ -622,7 +660,7 @@ impl<T: Record> Table<T> {
             Bound::Unbounded => table_end,
         };
         TableScan {
-            inner: Scan::new(self.db.shard_handles().to_vec(), start, end),
+            inner: Scan::new(self.db.shard_handles().to_vec(), start, end).chunk_max(TABLE_SCAN_CHUNK),
             shared: Arc::clone(&self.shared),
             failed: false,
             _records: PhantomData,
