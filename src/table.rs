@@ -621,6 +621,9 @@ impl<T: Record> Table<T> {
     /// Reads record `index`, lets `f` change it, and writes it back, atomically against
     /// every other write of this index through any handle of the table. Returns the new
     /// record, or `None` (writing nothing) if the record is not set.
+    ///
+    /// `f` runs while this index's lock stripe is held: it must not write to this table
+    /// (that would wait for the stripe it holds).
     pub fn update(&self, index: u64, f: impl FnOnce(&mut T)) -> Result<Option<T>> {
         self.check_index(index)?;
         let key = self.record_key(index);
