@@ -4,8 +4,10 @@
 //! of its next keys (all shards at once), then merges the chunks in key order
 //! with a heap. When a shard's chunk runs out, the next chunk is fetched from
 //! just after its last key; chunks start at 16 entries and double up to
-//! `SCAN_CHUNK`, so a short scan costs little. Memory is bounded by
-//! `shards x SCAN_CHUNK` entries, whatever the range's size.
+//! `SCAN_CHUNK`, so a short scan costs little. Once a shard's chunks are at
+//! full size, its next chunk is asked for as soon as one arrives, so the shard
+//! walks its index while the caller consumes. Memory is bounded by
+//! `2 x shards x SCAN_CHUNK` entries, whatever the range's size.
 //!
 //! A scan sees every write acknowledged before it started. Writes made while
 //! it runs may or may not appear (each chunk is read at its own moment); a key
@@ -35,6 +37,9 @@ struct Cursor {
     /// Entries the next request asks for.
     next_limit: usize,
     exhausted: bool,
+    /// The next chunk, asked for as soon as the previous full-size one arrived, so that
+    /// the shard gathers it while the caller consumes the previous one.
+    pending: Option<oneshot::Receiver<Vec<(Bytes, Versioned)>>>,
 }
 
 /// An iterator over `(key, value)` pairs in key order; see the module docs.
@@ -79,6 +84,7 @@ impl Scan {
                 next_start: start.clone(),
                 next_limit: SCAN_CHUNK_FIRST,
                 exhausted: false,
+                pending: None,
             })
             .collect();
         Scan {
@@ -126,10 +132,19 @@ impl Scan {
     fn receive_only(&mut self, shard: usize, rx: oneshot::Receiver<Vec<(Bytes, Versioned)>>) -> Result<()> {
         let mut chunk = rx.recv().map_err(|_| Error::Closed)?;
         let cursor = &mut self.cursors[shard];
-        cursor.exhausted = chunk.len() < cursor.next_limit;
-        cursor.next_limit = (cursor.next_limit * 2).min(self.chunk_max);
+        let limit = cursor.next_limit;
+        cursor.exhausted = chunk.len() < limit;
+        cursor.next_limit = (limit * 2).min(self.chunk_max);
         if let Some((last, _)) = chunk.last() {
             cursor.next_start = Bound::Excluded(last.clone());
+        }
+        // A long scan (its chunks at full size): ask for the next chunk now, so that the
+        // shard walks its index while this one is resolved and consumed. Short scans
+        // never reach full size and ask for nothing ahead.
+        if !cursor.exhausted && limit >= self.chunk_max {
+            debug_assert!(cursor.pending.is_none());
+            let rx = self.request(shard)?;
+            self.cursors[shard].pending = Some(rx);
         }
         if self.hide_reserved {
             // Dropped before their values are read: a user's scan never pays for them.
@@ -155,7 +170,10 @@ impl Scan {
             if cursor.exhausted {
                 return Ok(());
             }
-            let rx = self.request(shard)?;
+            let rx = match self.cursors[shard].pending.take() {
+                Some(rx) => rx,
+                None => self.request(shard)?,
+            };
             self.receive_only(shard, rx)?;
         }
     }
