@@ -21,6 +21,10 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! Typed tables ([`Table`]) hold fixed-layout records (`bytemuck::Pod` types
+//! declared with [`record!`](crate::record!)) addressed by a `u64` index, read in place with no
+//! deserialization, in the same shards.
+//!
 //! Layers, top to bottom: `db` (API) → `router` (key to shard) → `shard`
 //! (thread, queue, index) → `wal` (log writer and recovery) → `io` (io_uring
 //! or portable backend) → `format` (pure encoders and decoders).

@@ -1,7 +1,7 @@
 //! [`Table<T>`]: typed tables of fixed-layout records, addressed by a `u64` index.
 //!
 //! A record is a `bytemuck::Pod` type (plain bytes: no padding, no pointers, every bit
-//! pattern valid) that also implements [`Record`], usually through the [`record!`]
+//! pattern valid) that also implements [`Record`], usually through the [`record!`](crate::record!)
 //! macro, which declares the layout's name, version and fields. Its bytes are stored as
 //! they are in memory, as the value of one key of the paged store per record (see
 //! `format::table` for the keys and the metadata record). So:
@@ -56,7 +56,7 @@ const STRIPES: usize = 1024;
 /// x this many records).
 const TABLE_SCAN_CHUNK: usize = 4096;
 
-/// A fixed-layout record type a [`Table`] can hold. Implement it with [`record!`], which
+/// A fixed-layout record type a [`Table`] can hold. Implement it with [`record!`](crate::record!), which
 /// derives the field list from the struct so that it cannot disagree with it.
 ///
 /// The layout recorded in a table is: `size_of::<Self>()`, `align_of::<Self>()`, the
@@ -70,7 +70,7 @@ pub trait Record: bytemuck::Pod + Send + Sync {
     fn schema() -> Schema;
 }
 
-/// A record type's declared layout: see [`Record`] and [`record!`].
+/// A record type's declared layout: see [`Record`] and [`record!`](crate::record!).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Schema {
     /// A name for the layout (for example the struct's name).
@@ -93,7 +93,7 @@ pub struct Field {
 }
 
 /// The size of a field's type, from a function that reads the field (used by
-/// [`record!`], in a constant; the function is never called).
+/// [`record!`](crate::record!), in a constant; the function is never called).
 #[doc(hidden)]
 pub const fn field_size<S, F>(_read: fn(S) -> F) -> usize {
     core::mem::size_of::<F>()
@@ -155,6 +155,8 @@ macro_rules! record {
 /// What every handle of one table in a `Db` shares.
 pub(crate) struct TableShared {
     name: String,
+    /// The database's directory, named by corruption errors.
+    dir: std::path::PathBuf,
     meta: Mutex<TableMeta>,
     table_id: u32,
     capacity: AtomicU64,
@@ -343,6 +345,7 @@ pub(crate) fn open<T: Record>(db: &Db, name: &str) -> Result<Table<T>> {
     let len = crate::scan::count_keys(db.shard_handles(), start, end)?;
     let shared = Arc::new(TableShared {
         name: name.to_string(),
+        dir: db.path().to_path_buf(),
         table_id: meta.table_id,
         capacity: AtomicU64::new(meta.capacity),
         len: AtomicU64::new(len),
@@ -391,9 +394,14 @@ fn next_table_id(db: &Db) -> Result<u32> {
 fn view<T: Record, R>(shared: &TableShared, index: u64, bytes: &[u8], f: impl FnOnce(&T) -> R) -> Result<R> {
     if bytes.len() != size_of::<T>() {
         return Err(Error::Corruption {
-            file: std::path::PathBuf::from(format!("table `{}`", shared.name)),
-            offset: index,
-            what: format!("record {index} holds {} bytes, the table's records have {}", bytes.len(), size_of::<T>()),
+            file: shared.dir.clone(),
+            offset: 0,
+            what: format!(
+                "typed table `{}`: record {index} holds {} bytes, the table's records have {}",
+                shared.name,
+                bytes.len(),
+                size_of::<T>()
+            ),
         });
     }
     match bytemuck::try_from_bytes::<T>(bytes) {
@@ -424,9 +432,9 @@ impl<T: Record> Iterator for TableScan<T> {
         let item = self.inner.next()?.and_then(|(key, value)| {
             let Some(index) = fmt::record_index(self.shared.table_id, &key) else {
                 return Err(Error::Corruption {
-                    file: std::path::PathBuf::from(format!("table `{}`", self.shared.name)),
+                    file: self.shared.dir.clone(),
                     offset: 0,
-                    what: format!("a scan of the table met the foreign key {key:?}"),
+                    what: format!("a scan of typed table `{}` met the foreign key {key:?}", self.shared.name),
                 });
             };
             let record = view::<T, T>(&self.shared, index, &value, |r| *r)?;
@@ -525,9 +533,9 @@ impl<T: Record> Table<T> {
     }
 
     /// Sets many records in one write per shard: each shard's part of `records` is one
-    /// log record, so it survives a crash whole or not at all (like a [`WriteBatch`]
-    /// (crate::WriteBatch), atomic per shard), and a bulk load costs one log append per
-    /// shard per call instead of one per record. A later entry for the same index wins.
+    /// log record, so it survives a crash whole or not at all (atomic per shard, like a
+    /// [`WriteBatch`](crate::WriteBatch)), and a bulk load costs one log append per shard
+    /// per call instead of one per record. A later entry for the same index wins.
     pub fn set_many(&self, records: &[(u64, T)]) -> Result<()> {
         self.db.check_open()?;
         for (index, _) in records {

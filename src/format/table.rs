@@ -10,9 +10,9 @@
 //! ```
 //!
 //! Record keys are big-endian so that key order is index order, and 20 bytes
-//! long so that, in a page holding a run of one table's records of a size
-//! that is a multiple of 8, every record starts 8-aligned (the page's 32-byte
-//! header, then per record a 20-byte header, the 20-byte key and the value).
+//! long so that a record's value starts 8-aligned in a page image: records in
+//! a page start at multiples of 8 (`format::page::RECORD_ALIGN`), and the value
+//! follows the 20-byte record header and the 20-byte key.
 //!
 //! The metadata value (all integers little-endian):
 //!
