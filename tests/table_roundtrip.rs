@@ -285,6 +285,42 @@ fn with_sees_the_latest_value_in_place() {
     db.close().unwrap();
 }
 
+/// A record larger than `page_chunk_bytes`: stored in a chunk of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+#[repr(C)]
+struct Wide {
+    words: [u64; 512],
+}
+ringdb::record!(Wide, "Wide", 1, [words]);
+
+#[test]
+fn records_larger_than_a_page_value_live_in_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let wide = |i: u64| Wide { words: std::array::from_fn(|k| i * 1000 + k as u64) };
+    {
+        let db = Db::open(dir.path(), options().cache_bytes(64 << 10)).unwrap();
+        let t = db.table::<Wide>("wide").unwrap();
+        for i in 0..20 {
+            t.set(i, &wide(i)).unwrap();
+        }
+        db.checkpoint().unwrap();
+        for i in 0..20 {
+            assert_eq!(t.with(i, |w| w.words[511]).unwrap(), Some(i * 1000 + 511));
+        }
+        let got = t.with_many(&[19, 0, 7], |i, w| (i, w.map(|w| w.words[0]))).unwrap();
+        assert_eq!(got, [(19, Some(19_000)), (0, Some(0)), (7, Some(7000))]);
+        t.update(4, |w| w.words[100] = 1).unwrap();
+        db.close().unwrap();
+    }
+    let db = Db::open(dir.path(), options()).unwrap();
+    let t = db.table::<Wide>("wide").unwrap();
+    let mut four = wide(4);
+    four.words[100] = 1;
+    assert_eq!(t.get(4).unwrap(), Some(four));
+    assert_eq!(t.scan(..).map(|e| e.unwrap().1).collect::<Vec<_>>().len(), 20);
+    db.close().unwrap();
+}
+
 #[test]
 fn with_many_reads_uncached_pages() {
     let dir = tempfile::tempdir().unwrap();
