@@ -24,6 +24,11 @@ use crate::index::Versioned;
 use crate::shard::{Request, ShardHandle};
 use crate::value::Value;
 
+/// The smallest key after every reserved one (the reserved prefix with its last byte
+/// incremented).
+const RESERVED_END: &[u8] = b"\xFFringdc";
+const _: () = assert!(RESERVED_END.len() == crate::format::table::RESERVED_PREFIX.len());
+
 /// Most entries fetched from a shard per request.
 pub const SCAN_CHUNK: usize = 256;
 /// Entries fetched from a shard by its first request; each later request doubles it,
@@ -136,7 +141,13 @@ impl Scan {
         cursor.exhausted = chunk.len() < limit;
         cursor.next_limit = (limit * 2).min(self.chunk_max);
         if let Some((last, _)) = chunk.last() {
-            cursor.next_start = Bound::Excluded(last.clone());
+            cursor.next_start = if self.hide_reserved && crate::format::table::is_reserved(last) {
+                // The reserved keys are contiguous in key order: jump past all of them
+                // rather than walk a table's records to drop them.
+                Bound::Included(Bytes::from_static(RESERVED_END))
+            } else {
+                Bound::Excluded(last.clone())
+            };
         }
         // A long scan (its chunks at full size): ask for the next chunk now, so that the
         // shard walks its index while this one is resolved and consumed. Short scans
@@ -243,6 +254,14 @@ pub(crate) fn count_keys(shards: &[ShardHandle], start: Bound<Bytes>, end: Bound
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reserved_end_follows_every_reserved_key() {
+        assert_eq!(
+            prefix_end(crate::format::table::RESERVED_PREFIX),
+            Bound::Excluded(Bytes::from_static(RESERVED_END))
+        );
+    }
 
     #[test]
     fn prefix_ends() {
