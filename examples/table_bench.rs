@@ -100,15 +100,36 @@ fn xorshift(x: &mut u64) -> u64 {
     *x
 }
 
-/// Runs `read` from `threads` threads for `seconds`; returns reads per second.
-fn rate(threads: u64, seconds: u64, read: &(dyn Fn(&mut u64) -> u64 + Sync)) -> f64 {
+/// CPU time of the calling thread so far, in nanoseconds (`/proc/thread-self/schedstat`).
+fn thread_cpu_ns() -> u64 {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").expect("read /proc/thread-self/schedstat");
+    text.split_whitespace().next().and_then(|f| f.parse().ok()).expect("schedstat starts with the CPU time")
+}
+
+/// CPU time of the whole process so far (every thread, user and system), in seconds
+/// (`/proc/self/stat`, in clock ticks of 10 ms).
+fn process_cpu_seconds() -> f64 {
+    let text = std::fs::read_to_string("/proc/self/stat").expect("read /proc/self/stat");
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = &text[text.rfind(')').expect("stat has the command in parentheses") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / 100.0
+}
+
+/// Runs `read` from `threads` threads for `seconds`; returns reads per second of wall
+/// time, and reads per second of CPU time the reading threads got (the figure that does
+/// not depend on how busy the machine is).
+fn rate(threads: u64, seconds: u64, read: &(dyn Fn(&mut u64) -> u64 + Sync)) -> (f64, f64) {
     let stop = AtomicBool::new(false);
     let ops = AtomicU64::new(0);
+    let cpu_ns = AtomicU64::new(0);
     let started = Instant::now();
     std::thread::scope(|s| {
         for t in 0..threads {
-            let (stop, ops) = (&stop, &ops);
+            let (stop, ops, cpu_ns) = (&stop, &ops, &cpu_ns);
             s.spawn(move || {
+                let cpu_started = thread_cpu_ns();
                 let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ (t + 1);
                 let (mut n, mut sum) = (0u64, 0u64);
                 while !stop.load(Ordering::Relaxed) {
@@ -119,12 +140,14 @@ fn rate(threads: u64, seconds: u64, read: &(dyn Fn(&mut u64) -> u64 + Sync)) -> 
                 }
                 black_box(sum);
                 ops.fetch_add(n, Ordering::Relaxed);
+                cpu_ns.fetch_add(thread_cpu_ns() - cpu_started, Ordering::Relaxed);
             });
         }
         std::thread::sleep(Duration::from_secs(seconds));
         stop.store(true, Ordering::Relaxed);
     });
-    ops.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+    let n = ops.load(Ordering::Relaxed) as f64;
+    (n / started.elapsed().as_secs_f64(), n / (cpu_ns.load(Ordering::Relaxed) as f64 / 1e9))
 }
 
 fn main() {
@@ -170,9 +193,12 @@ fn main() {
                 let v = db.get(&kv_key(i)).unwrap().expect("loaded");
                 u64::from(v[0])
             });
-            println!("with_per_s {with:.0} ops/s");
-            println!("get_per_s {get:.0} ops/s");
-            println!("kv_get_per_s {kv_get:.0} ops/s");
+            println!("with_per_s {:.0} ops/s", with.0);
+            println!("get_per_s {:.0} ops/s", get.0);
+            println!("kv_get_per_s {:.0} ops/s", kv_get.0);
+            println!("with_per_cpu_s {:.0} ops/s", with.1);
+            println!("get_per_cpu_s {:.0} ops/s", get.1);
+            println!("kv_get_per_cpu_s {:.0} ops/s", kv_get.1);
             println!("cache_misses_during_reads {misses} misses");
             println!("copied_reads {} reads", table.copied_reads());
             db.close().unwrap();
@@ -193,6 +219,7 @@ fn main() {
             let table = db.table::<Tick>("ticks").unwrap();
             println!("table_open_seconds {:.3} s", opened.elapsed().as_secs_f64());
             let started = Instant::now();
+            let cpu_started = process_cpu_seconds();
             let mut n = 0u64;
             for (expected, entry) in (0u64..).zip(table.scan(..)) {
                 let (i, t) = entry.unwrap();
@@ -201,7 +228,10 @@ fn main() {
                 n += 1;
             }
             let secs = started.elapsed().as_secs_f64();
+            let cpu_secs = process_cpu_seconds() - cpu_started;
             assert_eq!(n, records);
+            println!("scan_records_per_cpu_s {:.0} records/s", n as f64 / cpu_secs);
+            println!("scan_cpu_seconds {cpu_secs:.2} s");
             let stats = db.stats();
             println!("scan_records_per_s {:.0} records/s", n as f64 / secs);
             println!("scan_mb_s {:.1} MB/s", (n * 64) as f64 / secs / 1e6);
