@@ -459,6 +459,12 @@ impl PageStore {
                     }
                 }
             }
+            // A page written before records were padded to 8 bytes may no longer hold its
+            // own live records once they are padded: give it the capacity they need (it
+            // goes to a new extent anyway).
+            if let Some(capacity) = b.frozen.filter(|&c| b.used > c) {
+                b.frozen = Some(page_capacity(b.used, unit, self.config.free_space_factor).max(capacity));
+            }
             by_old.insert(page_id, buildings.len());
             buildings.push(b);
         }
