@@ -34,6 +34,18 @@ pub(crate) fn check_key(key: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// [`check_key`], and refuses the keys reserved for typed tables.
+pub(crate) fn check_user_key(key: &[u8]) -> Result<()> {
+    check_key(key)?;
+    if crate::format::table::is_reserved(key) {
+        return Err(Error::InvalidArgument(format!(
+            "keys starting with {:?} are reserved for typed tables (ringdb::Table); use another prefix",
+            bytes::Bytes::from_static(crate::format::table::RESERVED_PREFIX)
+        )));
+    }
+    Ok(())
+}
+
 pub(crate) fn check_value(value: &[u8]) -> Result<()> {
     if value.len() > VALUE_BYTES_MAX {
         return Err(Error::ValueTooLarge { len: value.len(), max: VALUE_BYTES_MAX });
@@ -55,18 +67,28 @@ impl WriteBatch {
         self.user_bytes += (key.len() + value.len()) as u64;
     }
 
-    /// Adds a put. Fails (adding nothing) on a key or value over the limits.
+    /// Adds a put. Fails (adding nothing) on a key or value over the limits, or a key
+    /// reserved for typed tables.
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<&mut WriteBatch> {
-        check_key(key)?;
+        check_user_key(key)?;
         check_value(value)?;
         self.push(OP_PUT, key, value);
         Ok(self)
     }
 
-    /// Adds a delete. Fails (adding nothing) on a key over the limit.
+    /// Adds a delete. Fails (adding nothing) on a key over the limit, or a key reserved
+    /// for typed tables.
     pub fn delete(&mut self, key: &[u8]) -> Result<&mut WriteBatch> {
-        check_key(key)?;
+        check_user_key(key)?;
         self.push(OP_DELETE, key, &[]);
+        Ok(self)
+    }
+
+    /// A put of any key, the typed tables' reserved ones included (for `Table`).
+    pub(crate) fn put_any(&mut self, key: &[u8], value: &[u8]) -> Result<&mut WriteBatch> {
+        check_key(key)?;
+        check_value(value)?;
+        self.push(OP_PUT, key, value);
         Ok(self)
     }
 

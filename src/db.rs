@@ -7,13 +7,14 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use std::collections::HashMap;
 use std::ops::{Bound, RangeBounds};
 
 use bytes::Bytes;
 
-use crate::batch::{WriteBatch, check_key, check_value};
+use crate::batch::{WriteBatch, check_key, check_user_key, check_value};
 use crate::error::{Error, Result};
-use crate::format::record::{OP_DELETE, OP_PUT, encode_op, op_bytes};
+use crate::format::record::{OP_DELETE, OP_HEADER_BYTES, OP_PUT, encode_op, op_bytes};
 use crate::io::fs::{LockGuard, NodeKind};
 use crate::options::Options;
 use crate::registry::TxRegistry;
@@ -51,6 +52,9 @@ struct Inner {
     registry: Arc<TxRegistry>,
     tx_keys_max: usize,
     tx_bytes_max: usize,
+    /// Typed tables opened in this `Db`, by name: every `Table` handle of one table shares
+    /// its lock stripes and record count (see `table.rs`).
+    tables: Mutex<HashMap<String, Arc<crate::table::TableShared>>>,
 }
 
 impl Db {
@@ -138,6 +142,7 @@ impl Db {
             registry,
             tx_keys_max: options.tx_keys_max,
             tx_bytes_max: options.tx_bytes_max,
+            tables: Mutex::new(HashMap::new()),
         };
         if let Some(e) = failure {
             // Stop the shards that did start; `inner`'s drop shuts them down.
@@ -185,12 +190,11 @@ impl Db {
     fn send_write(
         &self,
         shard: usize,
-        body: Vec<u8>,
+        body: Bytes,
         op_count: u32,
         kind: OpKind,
         user_bytes: u64,
     ) -> Result<oneshot::Receiver<Result<()>>> {
-        let body = Bytes::from(body);
         let (reply, rx) = oneshot::channel();
         let request = WriteRequest {
             body_crc: crc32fast::hash(&body),
@@ -206,12 +210,26 @@ impl Db {
     }
 
     fn single(&self, kind: u8, key: &[u8], value: &[u8], op: OpKind) -> Ack {
+        match check_user_key(key) {
+            Ok(()) => self.single_any(kind, key, value, op),
+            Err(e) => Ack::failed(e),
+        }
+    }
+
+    /// A put or delete of any key, the typed tables' reserved ones included.
+    pub(crate) fn single_any(&self, kind: u8, key: &[u8], value: &[u8], op: OpKind) -> Ack {
         let checked = check_key(key).and_then(|()| check_value(value)).and_then(|()| self.check_open());
         if let Err(e) = checked {
             return Ack::failed(e);
         }
-        let mut body = Vec::with_capacity(op_bytes(key.len(), value.len()));
+        // Leading slack so that the value starts 8-aligned in the buffer (allocations are
+        // at least 8-aligned): the index keeps the value as a slice of this buffer until
+        // the next checkpoint, and a typed table reads it in place when it is aligned.
+        let pad = (8 - (OP_HEADER_BYTES + key.len()) % 8) % 8;
+        let mut body = Vec::with_capacity(pad + op_bytes(key.len(), value.len()));
+        body.resize(pad, 0);
         encode_op(&mut body, kind, key, value);
+        let body = Bytes::from(body).slice(pad..);
         match self.send_write(self.shard_of(key), body, 1, op, (key.len() + value.len()) as u64) {
             Ok(rx) => Ack::new(vec![rx], self.inner.client_spin),
             Err(e) => Ack::failed(e),
@@ -248,6 +266,12 @@ impl Db {
 
     /// [`Db::write_batch`], as an [`Ack`].
     pub fn write_batch_async(&self, batch: WriteBatch) -> Ack {
+        // The batch's own methods refused reserved keys as they were added.
+        self.write_batch_any(batch)
+    }
+
+    /// [`Db::write_batch_async`] of a batch that may hold the typed tables' reserved keys.
+    pub(crate) fn write_batch_any(&self, batch: WriteBatch) -> Ack {
         if let Err(e) = self.check_open() {
             return Ack::failed(e);
         }
@@ -289,7 +313,7 @@ impl Db {
             if count == 0 {
                 continue;
             }
-            match self.send_write(shard, body, count, OpKind::Batch, bytes) {
+            match self.send_write(shard, Bytes::from(body), count, OpKind::Batch, bytes) {
                 Ok(rx) => receivers.push(rx),
                 Err(e) => return Ack::failed(e),
             }
@@ -300,7 +324,7 @@ impl Db {
     /// The value of `key`, or `None`. Reads never wait for the shard thread: they see
     /// every acknowledged write.
     pub fn get(&self, key: &[u8]) -> Result<Option<Value>> {
-        check_key(key)?;
+        check_user_key(key)?;
         self.check_open()?;
         let started = Instant::now();
         let value = crate::read::get(&self.inner.shards[self.shard_of(key)], key)?;
@@ -325,7 +349,7 @@ impl Db {
         if let Err(e) = self.check_open() {
             return Scan::failed(e);
         }
-        Scan::range(self.inner.shards.clone(), range)
+        Scan::range(self.inner.shards.clone(), range).hiding_reserved()
     }
 
     /// The entries whose keys start with `prefix`, in key order.
@@ -334,7 +358,24 @@ impl Db {
             return Scan::failed(e);
         }
         let start = Bound::Included(Bytes::copy_from_slice(prefix));
-        Scan::new(self.inner.shards.clone(), start, crate::scan::prefix_end(prefix))
+        Scan::new(self.inner.shards.clone(), start, crate::scan::prefix_end(prefix)).hiding_reserved()
+    }
+
+    /// Opens the typed table `name` of records `T`, creating it (with no capacity bound)
+    /// if it does not exist. Opening an existing table checks that `T`'s layout is the
+    /// one the table was created with: another layout is [`Error::SchemaMismatch`].
+    /// See [`Table`](crate::Table).
+    pub fn table<T: crate::Record>(&self, name: &str) -> Result<crate::Table<T>> {
+        self.check_open()?;
+        crate::table::open(self, name)
+    }
+
+    pub(crate) fn shard_handles(&self) -> &[ShardHandle] {
+        &self.inner.shards
+    }
+
+    pub(crate) fn tables(&self) -> &Mutex<HashMap<String, Arc<crate::table::TableShared>>> {
+        &self.inner.tables
     }
 
     /// [`Db::get`] as a future (it completes at once: reads do not wait on the shard).
@@ -352,7 +393,7 @@ impl Db {
         let mut routed = Vec::with_capacity(keys.len());
         for k in keys {
             let k = k.as_ref();
-            check_key(k)?;
+            check_user_key(k)?;
             routed.push((self.shard_of(k), k));
         }
         let values = crate::read::get_many(&self.inner.shards, &routed)?;

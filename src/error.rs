@@ -85,6 +85,15 @@ pub enum Error {
         /// The failure that poisoned it.
         cause: String,
     },
+    /// A typed table opened with a record layout other than the one it was created with.
+    SchemaMismatch {
+        /// The table's name.
+        table: String,
+        /// The layout recorded in the table.
+        stored: String,
+        /// The layout of the type it was opened with.
+        requested: String,
+    },
     /// The database was closed.
     Closed,
     /// A transaction could not commit because another one (or a plain write) changed or
@@ -165,6 +174,11 @@ impl fmt::Display for Error {
             Error::Poisoned { shard, cause } => write!(
                 f,
                 "shard {shard} refuses writes after a failed log flush ({cause}); reopen the database to recover"
+            ),
+            Error::SchemaMismatch { table, stored, requested } => write!(
+                f,
+                "table `{table}` holds records of layout {stored}, but was opened with layout {requested}: \
+                 open it with the type it was created with, or bump the schema version and use another table"
             ),
             Error::Closed => write!(f, "the database is closed"),
             Error::Conflict { shard, what } => {

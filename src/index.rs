@@ -79,6 +79,18 @@ impl Index {
         self.map.get(key, &guard).cloned()
     }
 
+    /// Runs `f` on `key`'s entry where it lies in the map, without cloning it (the guard
+    /// keeps the entry alive while `f` runs).
+    pub fn with<R>(&self, key: &[u8], f: impl FnOnce(Option<&Versioned>) -> R) -> R {
+        let guard = self.map.guard();
+        f(self.map.get(key, &guard))
+    }
+
+    pub fn contains(&self, key: &[u8]) -> bool {
+        let guard = self.map.guard();
+        self.map.contains_key(key, &guard)
+    }
+
     pub fn len(&self) -> usize {
         self.map.len()
     }
@@ -159,6 +171,24 @@ impl IndexWriter<'_> {
     }
 }
 
+/// Number of the shard's keys in `(start, end)`.
+pub(crate) fn count_range(index: &Index, start: Bound<&[u8]>, end: Bound<&[u8]>) -> usize {
+    if range_is_void(start, end) {
+        return 0;
+    }
+    index.order().range::<[u8], _>((start, end)).count()
+}
+
+/// Whether `(start, end)` holds nothing for sure: inverted, or empty and excluded at both
+/// ends (on which `BTreeSet::range` would panic).
+fn range_is_void(start: Bound<&[u8]>, end: Bound<&[u8]>) -> bool {
+    if let (Bound::Included(s) | Bound::Excluded(s), Bound::Included(e) | Bound::Excluded(e)) = (start, end) {
+        let both_excluded = matches!((start, end), (Bound::Excluded(_), Bound::Excluded(_)));
+        return s > e || (s == e && both_excluded);
+    }
+    false
+}
+
 /// Appends to `out` up to `limit` entries of the shard with keys in `(start, end)`, in
 /// key order.
 pub(crate) fn range_chunk(
@@ -168,13 +198,8 @@ pub(crate) fn range_chunk(
     limit: usize,
     out: &mut Vec<(Bytes, Versioned)>,
 ) {
-    // BTreeSet::range panics on an inverted range and on an empty one excluded at both
-    // ends; both simply hold nothing.
-    if let (Bound::Included(s) | Bound::Excluded(s), Bound::Included(e) | Bound::Excluded(e)) = (start, end) {
-        let both_excluded = matches!((start, end), (Bound::Excluded(_), Bound::Excluded(_)));
-        if s > e || (s == e && both_excluded) {
-            return;
-        }
+    if range_is_void(start, end) {
+        return;
     }
     let order = index.order();
     let guard = index.map.guard();

@@ -21,6 +21,10 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! Typed tables ([`Table`]) hold fixed-layout records (`bytemuck::Pod` types
+//! declared with [`record!`](crate::record!)) addressed by a `u64` index, read in place with no
+//! deserialization, in the same shards.
+//!
 //! Layers, top to bottom: `db` (API) → `router` (key to shard) → `shard`
 //! (thread, queue, index) → `wal` (log writer and recovery) → `io` (io_uring
 //! or portable backend) → `format` (pure encoders and decoders).
@@ -46,6 +50,7 @@ mod router;
 mod scan;
 mod shard;
 mod stats;
+mod table;
 mod transaction;
 mod value;
 mod wal;
@@ -64,6 +69,9 @@ pub use options::{
 };
 pub use scan::{SCAN_CHUNK, Scan};
 pub use stats::{OpKind, Stats};
+#[doc(hidden)]
+pub use table::field_size;
+pub use table::{Field, Record, Schema, Table, TableScan};
 pub use transaction::{
     CommitInfo, TRANSACT_ATTEMPTS_MAX, TRANSACT_BACKOFF_FIRST, TRANSACT_BACKOFF_MAX, TRANSACT_OPTIMISTIC_ATTEMPTS,
     Transaction,

@@ -34,6 +34,33 @@ pub(crate) fn get(shard: &ShardHandle, key: &[u8]) -> Result<Option<Bytes>> {
     Err(moved_too_often(key))
 }
 
+/// What the lock-free path made of a key: absent, answered, or needing the shard.
+pub(crate) enum Fast<R> {
+    Absent,
+    Done(R),
+    /// In a page that is not cached, or in a chunk: read it with [`get`] or [`get_many`].
+    Slow,
+}
+
+/// Runs `f` on `key`'s value where it lies (in the index entry, or in the page's image
+/// in the shard's cache), with no copy and no reference-count change, if it is there;
+/// `f` is not called when the answer is [`Fast::Slow`] or [`Fast::Absent`].
+pub(crate) fn with_fast<R>(shard: &ShardHandle, key: &[u8], f: &mut impl FnMut(&[u8]) -> R) -> Fast<R> {
+    let shared = &shard.shared;
+    shared.index.with(key, |entry| match entry {
+        None => Fast::Absent,
+        Some(Versioned { stored: Stored::Inline(value), .. }) => Fast::Done(f(value)),
+        Some(Versioned { stored: Stored::Page { page_id, offset, len }, .. }) => {
+            let range = *offset as usize..*offset as usize + *len as usize;
+            match shared.cache.with(*page_id, |image| f(&image[range])) {
+                Some(r) => Fast::Done(r),
+                None => Fast::Slow,
+            }
+        }
+        Some(Versioned { stored: Stored::Chunk { .. }, .. }) => Fast::Slow,
+    })
+}
+
 fn moved_too_often(key: &[u8]) -> Error {
     Error::InvalidArgument(format!("key {key:?} moved {ATTEMPTS_MAX} times while being read (a ringdb bug)"))
 }

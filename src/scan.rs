@@ -23,6 +23,11 @@ use crate::index::range_chunk;
 use crate::shard::ShardHandle;
 use crate::value::Value;
 
+/// The smallest key after every reserved one (the reserved prefix with its last byte
+/// incremented).
+const RESERVED_END: &[u8] = b"\xFFringdc";
+const _: () = assert!(RESERVED_END.len() == crate::format::table::RESERVED_PREFIX.len());
+
 /// Most entries fetched from a shard per request.
 pub const SCAN_CHUNK: usize = 256;
 /// Entries fetched from a shard by its first request; each later request doubles it,
@@ -48,6 +53,10 @@ pub struct Scan {
     /// An error to yield first (the scan of a closed database).
     pending: Option<Error>,
     started: bool,
+    /// Leave out the typed tables' reserved keys (a user's scan; a table's own scans see them).
+    hide_reserved: bool,
+    /// Most entries read from a shard per chunk ([`SCAN_CHUNK`] unless set).
+    chunk_max: usize,
 }
 
 pub(crate) fn bound_ref(bound: &Bound<Bytes>) -> Bound<&[u8]> {
@@ -88,7 +97,31 @@ impl Scan {
                 exhausted: false,
             })
             .collect();
-        Scan { shards, cursors, heap: BinaryHeap::new(), end, error: None, pending: None, started: false }
+        Scan {
+            shards,
+            cursors,
+            heap: BinaryHeap::new(),
+            end,
+            error: None,
+            pending: None,
+            started: false,
+            hide_reserved: false,
+            chunk_max: SCAN_CHUNK,
+        }
+    }
+
+    /// This scan reading up to `chunk_max` entries of a shard per chunk (typed tables'
+    /// records are small, so their scans take larger chunks).
+    pub(crate) fn chunk_max(mut self, chunk_max: usize) -> Scan {
+        assert!(chunk_max >= SCAN_CHUNK_FIRST, "a chunk holds at least the first one's entries");
+        self.chunk_max = chunk_max;
+        self
+    }
+
+    /// This scan without the typed tables' reserved keys (see `format::table`).
+    pub(crate) fn hiding_reserved(mut self) -> Scan {
+        self.hide_reserved = true;
+        self
     }
 
     /// A scan that yields `error` and then ends.
@@ -116,9 +149,19 @@ impl Scan {
         );
         let cursor = &mut self.cursors[shard];
         cursor.exhausted = chunk.len() < cursor.next_limit;
-        cursor.next_limit = (cursor.next_limit * 2).min(SCAN_CHUNK);
+        cursor.next_limit = (cursor.next_limit * 2).min(self.chunk_max);
         if let Some((last, _)) = chunk.last() {
-            cursor.next_start = Bound::Excluded(last.clone());
+            cursor.next_start = if self.hide_reserved && crate::format::table::is_reserved(last) {
+                // The reserved keys are contiguous in key order: jump past all of them
+                // rather than walk a table's records to drop them.
+                Bound::Included(Bytes::from_static(RESERVED_END))
+            } else {
+                Bound::Excluded(last.clone())
+            };
+        }
+        if self.hide_reserved {
+            // Dropped before their values are read: a user's scan never pays for them.
+            chunk.retain(|(key, _)| !crate::format::table::is_reserved(key));
         }
         let resolved = crate::read::resolve_many(&self.shards[shard], chunk)?;
         let cursor = &mut self.cursors[shard];
@@ -127,7 +170,8 @@ impl Scan {
     }
 
     /// Puts the shard's next key in the heap, fetching its next chunk if its buffer is
-    /// empty (a chunk whose keys were all deleted meanwhile leaves it empty: fetch again).
+    /// empty (a chunk whose keys were all deleted meanwhile, or all reserved, leaves it
+    /// empty: fetch again).
     fn refill(&mut self, shard: usize) -> Result<()> {
         loop {
             let cursor = &self.cursors[shard];
@@ -184,9 +228,27 @@ impl Iterator for Scan {
     }
 }
 
+/// Number of keys in `(start, end)` on every shard, counted from the indexes alone (no
+/// value is read).
+pub(crate) fn count_keys(shards: &[ShardHandle], start: Bound<Bytes>, end: Bound<Bytes>) -> Result<u64> {
+    let mut total = 0u64;
+    for shard in shards {
+        total += crate::index::count_range(&shard.shared.index, bound_ref(&start), bound_ref(&end)) as u64;
+    }
+    Ok(total)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reserved_end_follows_every_reserved_key() {
+        assert_eq!(
+            prefix_end(crate::format::table::RESERVED_PREFIX),
+            Bound::Excluded(Bytes::from_static(RESERVED_END))
+        );
+    }
 
     #[test]
     fn prefix_ends() {

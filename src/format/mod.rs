@@ -11,6 +11,7 @@ pub mod manifest;
 pub mod page;
 pub mod record;
 pub mod segment;
+pub mod table;
 
 /// Version of the on-disk format written by this build (manifest, log segments,
 /// checkpoints, pages). Version 2 added the transaction record kinds of the log

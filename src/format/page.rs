@@ -16,9 +16,10 @@
 //!      8    8 page_id
 //!     16    8 lsn          highest record version in the page
 //!     24    2 record_count
-//!     26    2 flags        0
+//!     26    2 flags        bit 0: records start at multiples of 8 (always set by this version)
 //!     28    4 used_bytes   header and records; the rest, to the capacity, is zero
-//! records, back to back from offset 32:
+//! records from offset 32, each padded with zeros to a multiple of 8 bytes (flag bit 0;
+//! without it, as pages written before it, back to back):
 //!      0    4 body_len     bytes after this 20-byte header: key, then value or chunk reference
 //!      4    8 txid         version: LSN of the write that produced the record
 //!     12    4 crc32        of bytes 16..20 of this header, then the body
@@ -44,6 +45,12 @@ pub const RECORD_HEADER_BYTES: usize = 20;
 pub const CHUNK_REF_BYTES: usize = 16;
 /// Record flag: the value lives in a chunk.
 pub const FLAG_CHUNKED: u8 = 1;
+/// Page flag: every record starts at a multiple of [`RECORD_ALIGN`] bytes.
+pub const PAGE_FLAG_ALIGNED: u16 = 1;
+/// Records in a page start at multiples of this (with [`PAGE_FLAG_ALIGNED`]), so a value
+/// whose key is 4 more than a multiple of 8 bytes long (a typed table's record key is
+/// 20) starts 8-aligned in the page image and can be read in place as a typed record.
+pub const RECORD_ALIGN: usize = 8;
 
 /// Capacity of a page holding `used` bytes, in bytes (see the module docs).
 pub fn page_capacity(used: usize, unit: usize, free_space_factor: usize) -> usize {
@@ -51,9 +58,9 @@ pub fn page_capacity(used: usize, unit: usize, free_space_factor: usize) -> usiz
     (used + unit * free_space_factor) / unit * unit
 }
 
-/// Bytes a record takes in a page.
+/// Bytes a record takes in a page, with its padding to [`RECORD_ALIGN`].
 pub fn record_bytes(key_len: usize, stored_value_len: usize) -> usize {
-    RECORD_HEADER_BYTES + key_len + stored_value_len
+    (RECORD_HEADER_BYTES + key_len + stored_value_len).next_multiple_of(RECORD_ALIGN)
 }
 
 /// Where a chunked value lives.
@@ -152,7 +159,8 @@ pub fn encode_page(page_id: u64, records: &[PageRecord<'_>], out: &mut [u8]) -> 
         h.update(&out[start + 16..start + 20]);
         h.update(&out[body_start..end]);
         put_u32(out, start + 12, h.finalize());
-        at = end;
+        at = end.next_multiple_of(RECORD_ALIGN);
+        out[end..at].fill(0);
     }
     debug_assert_eq!(at, used);
     out[used..].fill(0);
@@ -160,7 +168,7 @@ pub fn encode_page(page_id: u64, records: &[PageRecord<'_>], out: &mut [u8]) -> 
     put_u64(out, 8, page_id);
     put_u64(out, 16, lsn);
     put_u16(out, 24, count);
-    put_u16(out, 26, 0);
+    put_u16(out, 26, PAGE_FLAG_ALIGNED);
     put_u32(out, 28, used as u32);
     let crc = crc32fast::hash(&out[8..used]);
     put_u32(out, 4, crc);
@@ -197,9 +205,11 @@ pub fn decode_page(bytes: &[u8]) -> Result<DecodedPage<'_>, String> {
         return Err("page checksum mismatch".into());
     }
     let count = get_u16(bytes, 24) as usize;
-    if get_u16(bytes, 26) != 0 {
+    let page_flags = get_u16(bytes, 26);
+    if page_flags & !PAGE_FLAG_ALIGNED != 0 {
         return Err("unknown page flags".into());
     }
+    let align = if page_flags & PAGE_FLAG_ALIGNED != 0 { RECORD_ALIGN } else { 1 };
     // Every record takes at least its header: refuse a count the page cannot hold
     // before allocating for it.
     if count * RECORD_HEADER_BYTES > used - PAGE_HEADER_BYTES {
@@ -239,7 +249,7 @@ pub fn decode_page(bytes: &[u8]) -> Result<DecodedPage<'_>, String> {
             Stored::Inline(rest)
         };
         records.push(PageRecord { txid, key, value });
-        at = end;
+        at = end.next_multiple_of(align).min(used);
     }
     if at != used {
         return Err(format!("{} bytes after the last record", used - at));
@@ -312,6 +322,47 @@ mod tests {
         let page = decode_page(&out).unwrap();
         assert_eq!((page.page_id, page.lsn, page.used_bytes), (42, 16, used));
         assert_eq!(page.records, records);
+    }
+
+    #[test]
+    fn records_start_aligned_and_unpadded_pages_still_decode() {
+        let values: Vec<Vec<u8>> = (0..5u8).map(|i| vec![b'a' + i; 1 + 13 * i as usize]).collect();
+        let records = sample(&values);
+        let used = page_used_bytes(&records);
+        let mut out = vec![0u8; page_capacity(used, 1024, 2)];
+        encode_page(3, &records, &mut out).unwrap();
+        let page = decode_page(&out).unwrap();
+        let mut at = PAGE_HEADER_BYTES;
+        for r in &page.records {
+            assert_eq!(at % RECORD_ALIGN, 0);
+            assert_eq!(r.key.as_ptr() as usize - out.as_ptr() as usize, at + RECORD_HEADER_BYTES);
+            at += r.bytes();
+        }
+        assert_eq!(at, used);
+        // A page written back to back (flags 0), as before records were aligned.
+        let mut old = vec![0u8; 1024];
+        let mut at = PAGE_HEADER_BYTES;
+        for r in &records {
+            let Stored::Inline(v) = r.value else { continue };
+            let body = [r.key, v].concat();
+            put_u32(&mut old, at, body.len() as u32);
+            put_u64(&mut old, at + 4, r.txid);
+            put_u16(&mut old, at + 16, r.key.len() as u16);
+            old[at + 20..at + 20 + body.len()].copy_from_slice(&body);
+            let mut h = crc32fast::Hasher::new();
+            h.update(&old[at + 16..at + 20]);
+            h.update(&body);
+            put_u32(&mut old, at + 12, h.finalize());
+            at += 20 + body.len();
+        }
+        old[..4].copy_from_slice(PAGE_MAGIC);
+        put_u16(&mut old, 24, records.iter().filter(|r| matches!(r.value, Stored::Inline(_))).count() as u16);
+        put_u32(&mut old, 28, at as u32);
+        let crc = crc32fast::hash(&old[8..at]);
+        put_u32(&mut old, 4, crc);
+        let decoded = decode_page(&old).unwrap();
+        let inline: Vec<_> = records.iter().filter(|r| matches!(r.value, Stored::Inline(_))).copied().collect();
+        assert_eq!(decoded.records, inline);
     }
 
     #[test]

@@ -76,6 +76,26 @@ impl PageCache {
         }
     }
 
+    /// Runs `f` on the image of `page_id` where it lies in the cache (no reference-count
+    /// change: the guard keeps the image alive while `f` runs), if cached. Counts a hit or
+    /// a miss like [`PageCache::get`].
+    pub fn with<R>(&self, page_id: u64, f: impl FnOnce(&Bytes) -> R) -> Option<R> {
+        let guard = self.map.guard();
+        match self.map.get(&page_id, &guard) {
+            Some(c) => {
+                if !c.referenced.load(Ordering::Relaxed) {
+                    c.referenced.store(true, Ordering::Relaxed);
+                }
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                Some(f(&c.image))
+            }
+            None => {
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
     /// The value of the chunk `chunk`, if cached (an image of another chunk that was at
     /// the same offset earlier counts as a miss).
     pub fn chunk(&self, chunk: &ChunkRef) -> Option<Bytes> {

@@ -440,7 +440,6 @@ impl PageStore {
                 records: Vec::with_capacity(page.records.len()),
                 used: PAGE_HEADER_BYTES,
             };
-            let mut at = PAGE_HEADER_BYTES;
             for r in &page.records {
                 let len = r.bytes();
                 let live = matches!(index.index.get(r.key), Some(v) if v.version == r.txid
@@ -454,7 +453,9 @@ impl PageStore {
                         ));
                     };
                     {
-                        let value_start = at + RECORD_HEADER_BYTES + r.key.len();
+                        // Where the value lies in the image (pages written before records
+                        // were aligned have no padding, so the offset is taken, not computed).
+                        let value_start = value.as_ptr() as usize - image.as_ptr() as usize;
                         b.records.push(Placing {
                             key: Bytes::copy_from_slice(r.key),
                             version: r.txid,
@@ -463,7 +464,12 @@ impl PageStore {
                         b.used += len;
                     }
                 }
-                at += len;
+            }
+            // A page written before records were padded to 8 bytes may no longer hold its
+            // own live records once they are padded: give it the capacity they need (it
+            // goes to a new extent anyway).
+            if let Some(capacity) = b.frozen.filter(|&c| b.used > c) {
+                b.frozen = Some(page_capacity(b.used, unit, self.config.free_space_factor).max(capacity));
             }
             by_old.insert(page_id, buildings.len());
             buildings.push(b);
@@ -538,7 +544,7 @@ impl PageStore {
                     r.version,
                     Stored::Page { page_id, offset: value_start as u32, len: r.value.len() as u32 },
                 ));
-                at = value_start + r.value.len();
+                at += record_bytes(r.key.len(), r.value.len());
             }
             if b.frozen.is_none() {
                 new_hot = Some(page_id);
