@@ -18,16 +18,17 @@
 //!   `T` (a page that also holds other keys' records) is copied to the stack first;
 //!   [`Table::copied_reads`] counts those.
 //!
-//! Writes of one index are serialised by lock stripes shared by every handle of the
-//! table in this `Db`: `set`, `update` and `delete` hold the stripe across their read
-//! and their (durable) write, which makes `update` an atomic read-modify-write.
+//! Writes of one index through `set`, `update` and `delete` also hold one of the lock
+//! stripes shared by every handle of the table in this `Db`, so that they queue rather
+//! than conflict and retry.
 //!
-//! Transactions: a table write is one put or delete of the key `record_key` with the
-//! record's bytes as value. When `Db::transaction()` lands, a table joins it by adding
-//! that key and value to the transaction's write set ([`Table::record_key`] and
-//! `bytemuck::bytes_of`), with the transaction's read-version validation standing in
-//! for the stripe lock (a committed transaction must then also adjust the table's record
-//! count, through `TableShared::note_written`).
+//! Transactions: a table write is one put or delete of the record's key. `set_in`,
+//! `get_in` and `delete_in` take part in a [`Transaction`] (all or nothing with the rest
+//! of it, validated like any key), and `set`, `update` and `delete` are one-key
+//! transactions themselves, so they are atomic against transactions writing the same
+//! record. Each first reads the record (a read the transaction validates), so the table's
+//! record count, adjusted once the transaction commits, stays exact. The lock stripes
+//! only keep writers of one index in this process from racing into retries.
 
 use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
@@ -38,7 +39,7 @@ use bytes::Bytes;
 
 use crate::db::Db;
 use crate::error::{Error, Result};
-use crate::format::record::{OP_DELETE, OP_PUT};
+use crate::format::record::OP_PUT;
 use crate::format::table::{
     self as fmt, ENDIAN_LITTLE, FIELDS_MAX, FieldMeta, KIND_META, KIND_RECORD, NAME_BYTES_MAX, RESERVED_PREFIX,
     TableMeta,
@@ -46,6 +47,7 @@ use crate::format::table::{
 use crate::read::Fast;
 use crate::scan::Scan;
 use crate::stats::OpKind;
+use crate::transaction::Transaction;
 
 /// Lock stripes per table: writes of indices in different stripes never wait for each
 /// other (a write holds its stripe across one durable log write).
@@ -514,22 +516,46 @@ impl<T: Record> Table<T> {
         &self.db.shard_handles()[self.db.shard_of(key)]
     }
 
-    /// Writes `record` at `index` under the stripe the caller holds; returns whether a
-    /// record was there before.
-    fn put_locked(&self, key: &[u8], record: &T) -> Result<bool> {
-        let existed = self.shard(key).shared.index.contains(key);
-        self.db.single_any(OP_PUT, key, bytemuck::bytes_of(record), OpKind::Put).wait()?;
-        self.shared.note_written(existed, true);
-        Ok(existed)
-    }
-
     /// Sets record `index` to `record`. Returns once acknowledged under the database's
-    /// durability (by default: on stable storage).
+    /// durability (by default: on stable storage). A one-key transaction underneath, so
+    /// the table's record count stays right beside transactions writing this record.
     pub fn set(&self, index: u64, record: &T) -> Result<()> {
         self.check_index(index)?;
-        let key = self.record_key(index);
         let _stripe = self.shared.stripe(index);
-        self.put_locked(&key, record).map(|_| ())
+        self.db.transact(|tx| self.set_in(tx, index, record))
+    }
+
+    /// Record `index` as transaction `tx` sees it (its own write if it made one); the
+    /// read is validated when `tx` commits, like [`Transaction::get`].
+    pub fn get_in(&self, tx: &mut Transaction, index: u64) -> Result<Option<T>> {
+        let key = self.record_key(index);
+        match tx.get_any(&key)? {
+            Some(bytes) => view(&self.shared, index, &bytes, |r| *r).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Sets record `index` to `record` when transaction `tx` commits (all or nothing with
+    /// the rest of `tx`).
+    pub fn set_in(&self, tx: &mut Transaction, index: u64, record: &T) -> Result<()> {
+        self.write_in(tx, index, Some(record)).map(|_| ())
+    }
+
+    /// Removes record `index` when transaction `tx` commits; returns whether it is set as
+    /// `tx` sees it.
+    pub fn delete_in(&self, tx: &mut Transaction, index: u64) -> Result<bool> {
+        self.write_in(tx, index, None)
+    }
+
+    fn write_in(&self, tx: &mut Transaction, index: u64, record: Option<&T>) -> Result<bool> {
+        self.check_index(index)?;
+        let key = self.record_key(index);
+        // Read first (the read is validated at commit), so the record count can follow.
+        let existed = tx.get_any(&key)?.is_some();
+        let before = if tx.wrote_table_record(&key) { false } else { existed };
+        tx.write_any(&key, record.map(bytemuck::bytes_of))?;
+        tx.note_table_write(&key, &self.shared, before, record.is_some());
+        Ok(existed)
     }
 
     /// Sets many records in one write per shard: each shard's part of `records` is one
@@ -627,30 +653,29 @@ impl<T: Record> Table<T> {
     }
 
     /// Reads record `index`, lets `f` change it, and writes it back, atomically against
-    /// every other write of this index through any handle of the table. Returns the new
-    /// record, or `None` (writing nothing) if the record is not set.
+    /// every other write of this index, transactions included (it is a one-key
+    /// transaction). Returns the new record, or `None` (writing nothing) if the record is
+    /// not set. `f` may run more than once if a transaction raced it; only the last
+    /// run's result is written.
     ///
     /// `f` runs while this index's lock stripe is held: it must not write to this table
     /// (that would wait for the stripe it holds).
-    pub fn update(&self, index: u64, f: impl FnOnce(&mut T)) -> Result<Option<T>> {
+    pub fn update(&self, index: u64, mut f: impl FnMut(&mut T)) -> Result<Option<T>> {
         self.check_index(index)?;
-        let key = self.record_key(index);
         let _stripe = self.shared.stripe(index);
-        let Some(mut record) = self.get(index)? else { return Ok(None) };
-        f(&mut record);
-        self.put_locked(&key, &record)?;
-        Ok(Some(record))
+        self.db.transact(|tx| {
+            let Some(mut record) = self.get_in(tx, index)? else { return Ok(None) };
+            f(&mut record);
+            self.set_in(tx, index, &record)?;
+            Ok(Some(record))
+        })
     }
 
     /// Removes record `index`; returns whether it was set.
     pub fn delete(&self, index: u64) -> Result<bool> {
         self.db.check_open()?;
-        let key = self.record_key(index);
         let _stripe = self.shared.stripe(index);
-        let existed = self.shard(&key).shared.index.contains(&key);
-        self.db.single_any(OP_DELETE, &key, &[], OpKind::Delete).wait()?;
-        self.shared.note_written(existed, false);
-        Ok(existed)
+        self.db.transact(|tx| self.delete_in(tx, index))
     }
 
     /// The records with indices in `range`, in index order, as `(index, record)`. Like

@@ -27,10 +27,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::batch::{check_key, check_value};
+use crate::batch::{check_key, check_user_key, check_value};
 use crate::db::Db;
 use crate::error::{Error, Result};
-use crate::format::record::{OP_DELETE, OP_PUT, encode_op, encode_tx_header};
+use crate::format::record::{OP_DELETE, OP_HEADER_BYTES, OP_PUT, encode_op, encode_tx_header};
 use crate::index::range_chunk;
 use crate::scan::{SCAN_CHUNK, bound_ref};
 use crate::shard::{KeyRange, Request, ScanRead, ShardHandle, TxRequest};
@@ -96,6 +96,10 @@ pub struct Transaction {
     scanned_keys: usize,
     /// Shards where this transaction holds shared locks (locking mode).
     locked: Vec<usize>,
+    /// Typed-table records this transaction writes: the table, whether the record existed
+    /// before the transaction (a read it validates), and whether it will exist after; the
+    /// tables' record counts follow once it commits.
+    table_writes: BTreeMap<Bytes, (Arc<crate::table::TableShared>, bool, bool)>,
     done: bool,
 }
 
@@ -130,6 +134,7 @@ impl Transaction {
             write_bytes: 0,
             scanned_keys: 0,
             locked: Vec::new(),
+            table_writes: BTreeMap::new(),
             done: false,
         }
     }
@@ -159,6 +164,12 @@ impl Transaction {
     /// the database's (the version seen is checked at commit). Reading a key again gives
     /// the same answer.
     pub fn get(&mut self, key: &[u8]) -> Result<Option<Value>> {
+        check_user_key(key)?;
+        self.get_any(key)
+    }
+
+    /// [`Transaction::get`] of any key, a typed table's reserved ones included.
+    pub(crate) fn get_any(&mut self, key: &[u8]) -> Result<Option<Value>> {
         check_key(key)?;
         self.check_usable()?;
         if let Some(w) = self.writes.get(key) {
@@ -180,7 +191,38 @@ impl Transaction {
         ready(self.get(key))
     }
 
+    /// Notes that this transaction writes typed-table record `key` of `table`, which
+    /// `existed` before (as read by the transaction) unless written by it already, and
+    /// will be `present` after.
+    pub(crate) fn note_table_write(
+        &mut self,
+        key: &[u8],
+        table: &Arc<crate::table::TableShared>,
+        existed: bool,
+        present: bool,
+    ) {
+        self.table_writes
+            .entry(Bytes::copy_from_slice(key))
+            .and_modify(|w| w.2 = present)
+            .or_insert_with(|| (Arc::clone(table), existed, present));
+    }
+
+    /// Whether this transaction already wrote typed-table record `key`.
+    pub(crate) fn wrote_table_record(&self, key: &[u8]) -> bool {
+        self.table_writes.contains_key(key)
+    }
+
+    /// Writes any key, a typed table's reserved ones included.
+    pub(crate) fn write_any(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<()> {
+        self.write_checked(key, value)
+    }
+
     fn write(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<()> {
+        check_user_key(key)?;
+        self.write_checked(key, value)
+    }
+
+    fn write_checked(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<()> {
         check_key(key)?;
         if let Some(v) = value {
             check_value(v)?;
@@ -257,7 +299,12 @@ impl Transaction {
             }
         }
         self.scans.push(ScanSet { range, seen });
-        Ok(entries.into_iter().map(|(k, v)| (Value(k), Value(v))).collect())
+        // Typed tables' records are validated like any key in the range, but not shown.
+        Ok(entries
+            .into_iter()
+            .filter(|(k, _)| !crate::format::table::is_reserved(k))
+            .map(|(k, v)| (Value(k), Value(v)))
+            .collect())
     }
 
     /// Takes shared locks on `keys` on each shard, in shard order, waiting until any
@@ -314,9 +361,16 @@ impl Transaction {
     /// [`Transaction::commit`] as a future that needs no particular executor. Dropping
     /// it before it completes aborts the transaction if it was not decided yet.
     pub fn commit_async(mut self) -> impl Future<Output = Result<CommitInfo>> + Send + 'static {
+        let table_writes = std::mem::take(&mut self.table_writes);
         let plan = self.plan();
         self.done = true;
-        async move { plan?.run(false).await }
+        async move {
+            let info = plan?.run(false).await?;
+            for (_, (table, existed, present)) in table_writes {
+                table.note_written(existed, present);
+            }
+            Ok(info)
+        }
     }
 
     fn plan(&mut self) -> Result<Plan> {
@@ -335,6 +389,7 @@ impl Transaction {
         let writes = self.writes.len();
         for (k, w) in std::mem::take(&mut self.writes) {
             let part = &mut parts[self.db.shard_of(&k)];
+            part.first_key_len.get_or_insert(k.len());
             match &w {
                 Some(v) => encode_op(&mut part.ops, OP_PUT, &k, v),
                 None => encode_op(&mut part.ops, OP_DELETE, &k, &[]),
@@ -376,9 +431,23 @@ struct Part {
     op_count: u32,
     user_bytes: u64,
     locked: bool,
+    /// Key length of the first op written by `plan` (for aligning its value).
+    first_key_len: Option<usize>,
 }
 
 impl Part {
+    /// The ops as a record body whose first value starts 8-aligned in memory: the index
+    /// keeps values as slices of the body until the next checkpoint, and a typed table
+    /// reads a record in place only where it is aligned (a one-key transaction, as
+    /// `Table::set` is, thus never copies).
+    fn aligned_ops(&self) -> Bytes {
+        let pad = self.first_key_len.map_or(0, |k| (8 - (OP_HEADER_BYTES + k) % 8) % 8);
+        let mut body = Vec::with_capacity(pad + self.ops.len());
+        body.resize(pad, 0);
+        body.extend_from_slice(&self.ops);
+        Bytes::from(body).slice(pad..)
+    }
+
     fn involved(&self) -> bool {
         !self.reads.is_empty() || !self.scans.is_empty() || self.op_count > 0 || self.locked
     }
@@ -466,7 +535,7 @@ impl Plan {
             1 => {
                 // One shard: validated and written in one step, as one log record.
                 let (s, part) = &self.parts[0];
-                let (request, rx) = self.request(part, Bytes::from(part.ops.clone()), 0, false);
+                let (request, rx) = self.request(part, part.aligned_ops(), 0, false);
                 shards[*s].send(Request::TxCommitOne(request))?;
                 rx.await.unwrap_or(Err(Error::Closed))?;
                 return Ok(self.info());
