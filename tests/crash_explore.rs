@@ -9,7 +9,8 @@
 //! `RINGDB_CRASH_STATES=<n>` sets how many crash states to explore (default 15,000; a soak:
 //! `RINGDB_CRASH_STATES=1000000 cargo test --release --test crash_explore -- --nocapture`).
 //! The base seed comes from `RINGDB_SEED` (printed); a failing run prints its own seed,
-//! and `RINGDB_REPLAY=<run seed>` replays just that run.
+//! and `RINGDB_REPLAY=<run seed>` replays just that run (a `crash_extremes` run with
+//! `RINGDB_REPLAY_MODE=keep-none` or `keep-all` as well).
 
 mod common;
 
@@ -214,8 +215,11 @@ fn run_cycle(db: &Db, s: &Setup, model: &mut Model, rng: &mut Rng, seed: u64, fi
                     acks.push(submit(db, &op));
                     model.issue(op);
                 }
-                for ack in acks {
+                let count = acks.len();
+                for (i, ack) in acks.into_iter().enumerate() {
                     if ack.wait().is_err() {
+                        // This one failed; the rest are dropped unawaited.
+                        model.unacknowledged(count - i);
                         return;
                     }
                     if !s.periodic {
@@ -371,7 +375,13 @@ fn run_seed(base: u64, i: u64) -> u64 {
 fn crash_states() {
     if let Ok(replay) = std::env::var("RINGDB_REPLAY") {
         let seed: u64 = replay.trim().parse().expect("RINGDB_REPLAY must be an unsigned integer");
-        match explore(seed, None, true) {
+        // `crash_extremes` runs keep none or all of the unsynced writes at each crash.
+        let mode = match std::env::var("RINGDB_REPLAY_MODE").as_deref() {
+            Ok("keep-none") => Some(CrashMode::KeepNone),
+            Ok("keep-all") => Some(CrashMode::KeepAll),
+            _ => None,
+        };
+        match explore(seed, mode, true) {
             Ok(f) => println!("run seed={seed}: passed, {f:?}"),
             Err(e) => panic!("run seed={seed}: {e}"),
         }

@@ -546,6 +546,15 @@ impl Shard {
     /// After I/O completions: reports durable commit markers, ends durable aborts,
     /// grants lock requests and lets held-back writes go once their keys are free.
     pub(super) fn tx_progress(&mut self) {
+        if let Some(cause) = self.wal.poisoned() {
+            // Nothing can be appended or become durable any more: writes and prepares held
+            // back for locks, lock requests and aborts waiting for their marker fail now,
+            // like the writes in flight (they would otherwise wait forever: a key whose
+            // abort could not be logged stays locked until the database is reopened).
+            let err = Error::Poisoned { shard: self.shared.id, cause: cause.to_string() };
+            self.tx.fail_waiting(&err);
+            return;
+        }
         let durable = self.wal.durable_lsn();
         while let Some(&(lsn, txid)) = self.tx.commit_markers.front() {
             if lsn > durable {

@@ -7,6 +7,13 @@
 //! a crash and reopen, each shard must hold `base` plus a prefix of its part of `tail`:
 //! a batch's part on one shard is all there or not at all, nothing acknowledged and
 //! durable is missing, and nothing is half there.
+//!
+//! One exception to "a prefix": a write batch spanning shards commits through prepare
+//! and commit records, and when it fails (its `Ack` answered an error, or was dropped
+//! before it completed) it is aborted on every shard, with an abort record, while the
+//! shards go on taking later writes. Such a batch (marked with `Model::unacknowledged`)
+//! may therefore be missing from every shard while later writes are there; it is still
+//! all there or nowhere.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -32,6 +39,9 @@ pub struct Model {
     pub tail: Vec<Op>,
     /// Every value ever written to each key, for the at-rest corruption check.
     pub history: BTreeMap<Vec<u8>, BTreeSet<Vec<u8>>>,
+    /// Indexes in `tail` of operations whose acknowledgement failed or was dropped (a
+    /// batch among them that spans shards may have been aborted whole).
+    pub unacknowledged: BTreeSet<usize>,
 }
 
 fn apply(state: &mut BTreeMap<Vec<u8>, Vec<u8>>, writes: &[&Write]) {
@@ -54,8 +64,16 @@ impl Model {
         self.tail.push(op);
     }
 
+    /// The last `n` operations issued were not acknowledged: their `Ack` failed or was
+    /// dropped unawaited.
+    pub fn unacknowledged(&mut self, n: usize) {
+        let len = self.tail.len();
+        self.unacknowledged.extend(len.saturating_sub(n)..len);
+    }
+
     /// The first `n` operations of the tail are durable (acknowledged under Sync).
     pub fn durable_prefix(&mut self, n: usize) {
+        self.unacknowledged = self.unacknowledged.iter().filter(|&&i| i >= n).map(|&i| i - n).collect();
         let done: Vec<Op> = self.tail.drain(..n).collect();
         for op in &done {
             apply(&mut self.base, &op.writes.iter().collect::<Vec<_>>());
@@ -80,6 +98,45 @@ impl Model {
         shard_of: impl Fn(&[u8]) -> usize,
         shards: usize,
     ) -> Result<(), String> {
+        // Unacknowledged batches spanning shards: each may have been aborted whole.
+        let spanning: Vec<usize> = self
+            .unacknowledged
+            .iter()
+            .copied()
+            .filter(|&i| {
+                let op = &self.tail[i];
+                op.label == "batch" && op.writes.iter().any(|(k, _)| shard_of(k) != shard_of(&op.writes[0].0))
+            })
+            .collect();
+        assert!(spanning.len() < 16, "too many unacknowledged batches to try each subset");
+        let mut first_error = None;
+        for aborted in 0..1u32 << spanning.len() {
+            let skip: BTreeSet<usize> =
+                spanning.iter().enumerate().filter(|(b, _)| aborted & (1 << b) != 0).map(|(_, &i)| i).collect();
+            match self.settle_without(actual, &shard_of, shards, &skip) {
+                Ok(settled) => {
+                    self.base = settled;
+                    self.tail.clear();
+                    self.unacknowledged.clear();
+                    return Ok(());
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        Err(first_error.expect("at least one subset tried"))
+    }
+
+    /// `settle` with the operations at `skip` (in `tail`) taken as aborted: returns the
+    /// settled state, or the mismatch.
+    fn settle_without(
+        &self,
+        actual: &BTreeMap<Vec<u8>, Vec<u8>>,
+        shard_of: &impl Fn(&[u8]) -> usize,
+        shards: usize,
+        skip: &BTreeSet<usize>,
+    ) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, String> {
         let mut settled = BTreeMap::new();
         for s in 0..shards {
             let on = |k: &[u8]| shard_of(k) == s;
@@ -90,7 +147,9 @@ impl Model {
             let parts: Vec<(&Op, Vec<&Write>)> = self
                 .tail
                 .iter()
-                .map(|op| (op, op.writes.iter().filter(|(k, _)| on(k)).collect::<Vec<_>>()))
+                .enumerate()
+                .filter(|(i, _)| !skip.contains(i))
+                .map(|(_, op)| (op, op.writes.iter().filter(|(k, _)| on(k)).collect::<Vec<_>>()))
                 .filter(|(_, w)| !w.is_empty())
                 .collect();
             let mut matched = state == want;
@@ -119,9 +178,7 @@ impl Model {
             let _ = kept;
             settled.extend(want);
         }
-        self.base = settled;
-        self.tail.clear();
-        Ok(())
+        Ok(settled)
     }
 }
 
