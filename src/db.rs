@@ -285,11 +285,15 @@ impl Db {
         if spans {
             // Several shards: through the transaction commit protocol, so the batch is
             // atomic across shards and crashes. It never fails on a conflict: after one
-            // optimistic round it waits for the keys, shard by shard.
+            // optimistic round it waits for the keys, shard by shard. It completes before
+            // this returns: while it retries, its keys are free on some shards, and a write
+            // the caller issues after this call must not land before the batch there
+            // (writes of one caller keep their order, as on one shard).
             return match crate::transaction::Plan::for_batch(self.clone(), &batch) {
-                Ok(plan) => {
-                    Ack::task(Box::pin(async move { plan.run(true).await.map(|_| ()) }), self.inner.client_spin)
-                }
+                Ok(plan) => match crate::transaction::block_on(plan.run(true)) {
+                    Ok(_) => Ack::done(),
+                    Err(e) => Ack::failed(e),
+                },
                 Err(e) => Ack::failed(e),
             };
         }

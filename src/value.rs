@@ -4,7 +4,7 @@ use std::fmt;
 use std::future::Future;
 use std::ops::Deref;
 use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -74,12 +74,9 @@ impl fmt::Debug for Value {
 /// The acknowledgement of a write (or a flush), completed by the shard thread(s).
 ///
 /// Call [`Ack::wait`] to block the calling thread, or `.await` it on any executor: it
-/// needs no particular runtime. Dropping it does not cancel the write, with one
-/// exception: a write batch spanning shards commits through the transaction protocol,
-/// which starts when the batch is issued (so the batch keeps its place among the
-/// caller's writes) but is driven to its end by whoever waits on the `Ack`; dropped
-/// before it completes, the batch is aborted whole (or, if every shard had prepared it
-/// already, it may still be applied whole after the next open).
+/// needs no particular runtime. Dropping it does not cancel the write. (A write batch
+/// spanning shards commits through the transaction protocol before
+/// `Db::write_batch_async` returns, so its `Ack` is complete from the start.)
 #[must_use = "a write is acknowledged only when its Ack completes"]
 pub struct Ack {
     spin: Duration,
@@ -94,19 +91,6 @@ pub struct Ack {
 impl Ack {
     pub(crate) fn new(receivers: Vec<oneshot::Receiver<Result<()>>>, spin: Duration) -> Ack {
         Ack { spin, error: None, blocking: receivers, polling: Vec::new(), task: None }
-    }
-
-    /// An `Ack` driving `task`, which starts at once: it is polled here, so it sends its
-    /// first requests (a cross-shard batch's prepares) before the caller's next request.
-    /// A write's place among the caller's writes is thus where it was issued, as for a
-    /// plain write, not where its `Ack` is first awaited.
-    pub(crate) fn task(mut task: Pin<Box<dyn Future<Output = Result<()>> + Send>>, spin: Duration) -> Ack {
-        let mut cx = Context::from_waker(Waker::noop());
-        match task.as_mut().poll(&mut cx) {
-            Poll::Ready(Ok(())) => Ack::done(),
-            Poll::Ready(Err(e)) => Ack::failed(e),
-            Poll::Pending => Ack { spin, error: None, blocking: Vec::new(), polling: Vec::new(), task: Some(task) },
-        }
     }
 
     pub(crate) fn failed(error: Error) -> Ack {

@@ -565,6 +565,7 @@ impl Shard {
     fn resolve_in_doubt(&mut self, stash: HashMap<u64, Stashed>, resolution: &Resolution) -> Result<()> {
         let mut stash: Vec<(u64, Stashed)> = stash.into_iter().collect();
         stash.sort_by_key(|(txid, _)| *txid);
+        let mut decided = false;
         for (txid, s) in stash {
             let commit = resolution.decisions.get(&txid).copied().unwrap_or(false);
             let mut marker = Vec::with_capacity(16);
@@ -579,6 +580,35 @@ impl Shard {
             }
             self.applied_lsn = lsn;
             ShardCounters::add(&self.shared.tx_in_doubt[usize::from(!commit)], 1);
+            decided = true;
+        }
+        if decided {
+            self.flush_during_open()?;
+        }
+        Ok(())
+    }
+
+    /// Makes everything appended so far durable before open returns, so that a failure
+    /// writing the decisions of in-doubt transactions fails the open (with the I/O
+    /// error) instead of leaving an opened database whose shard refuses writes.
+    fn flush_during_open(&mut self) -> Result<()> {
+        let target = self.wal.last_lsn();
+        let mut completions = Vec::new();
+        while self.wal.durable_lsn() < target {
+            if let Some(cause) = self.wal.poisoned() {
+                return Err(Error::io(
+                    "write the decisions of in-doubt transactions to the log",
+                    None,
+                    std::io::Error::other(cause.to_string()),
+                ));
+            }
+            if !self.wal.busy() && !self.wal.submit(self.io.as_mut(), self.durable_sync) {
+                self.wal.sync_written(self.io.as_mut());
+            }
+            self.wait(true, None, &mut completions);
+            for completion in completions.drain(..) {
+                self.on_completion(completion);
+            }
         }
         Ok(())
     }
