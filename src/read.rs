@@ -91,7 +91,7 @@ pub(crate) fn resolve(shard: &ShardHandle, key: &[u8], entry: &Versioned) -> Res
         }
         Stored::Chunk { offset, len, crc32 } => {
             let chunk = ChunkRef { offset: *offset, len: *len, crc32: *crc32 };
-            if let Some(value) = cached_chunk(shard, &chunk) {
+            if let Some(value) = shard.shared.cache.chunk(&chunk) {
                 return Ok(Some(value));
             }
             let Some(disk) = shard.shared.disk.get() else {
@@ -107,11 +107,6 @@ pub(crate) fn resolve(shard: &ShardHandle, key: &[u8], entry: &Versioned) -> Res
             Ok(value)
         }
     }
-}
-
-/// The value of `chunk`, if cached.
-fn cached_chunk(shard: &ShardHandle, chunk: &ChunkRef) -> Option<Bytes> {
-    shard.shared.cache.chunk(chunk)
 }
 
 fn slice(image: &Bytes, offset: u32, len: u32) -> Bytes {
@@ -168,7 +163,7 @@ pub(crate) fn get_many(shards: &[ShardHandle], keys: &[(usize, &[u8])]) -> Resul
                 None => misses[s].push((i, entry)),
             },
             Stored::Chunk { offset, len, crc32 } => {
-                match cached_chunk(&shards[s], &ChunkRef { offset: *offset, len: *len, crc32: *crc32 }) {
+                match shards[s].shared.cache.chunk(&ChunkRef { offset: *offset, len: *len, crc32: *crc32 }) {
                     Some(v) => out[i] = Some(v),
                     None => misses[s].push((i, entry)),
                 }
@@ -231,7 +226,7 @@ pub(crate) fn resolve_many(
         match &entry.stored {
             Stored::Page { page_id, .. } if shard.shared.cache.get(*page_id).is_none() => pages.push(*page_id),
             Stored::Chunk { offset, len, crc32 } => {
-                at = Some(match cached_chunk(shard, &ChunkRef { offset: *offset, len: *len, crc32: *crc32 }) {
+                at = Some(match shard.shared.cache.chunk(&ChunkRef { offset: *offset, len: *len, crc32: *crc32 }) {
                     Some(value) => Ok(value),
                     None => {
                         chunks.push((*offset, *len));

@@ -83,22 +83,19 @@ pub struct Ack {
     error: Option<Error>,
     blocking: Vec<oneshot::Receiver<Result<()>>>,
     polling: Vec<oneshot::AsyncReceiver<Result<()>>>,
-    /// A protocol of several steps (a write batch across shards commits like a
-    /// transaction), driven by whoever waits on or polls the `Ack`.
-    task: Option<Pin<Box<dyn Future<Output = Result<()>> + Send>>>,
 }
 
 impl Ack {
     pub(crate) fn new(receivers: Vec<oneshot::Receiver<Result<()>>>, spin: Duration) -> Ack {
-        Ack { spin, error: None, blocking: receivers, polling: Vec::new(), task: None }
+        Ack { spin, error: None, blocking: receivers, polling: Vec::new() }
     }
 
     pub(crate) fn failed(error: Error) -> Ack {
-        Ack { spin: Duration::ZERO, error: Some(error), blocking: Vec::new(), polling: Vec::new(), task: None }
+        Ack { spin: Duration::ZERO, error: Some(error), blocking: Vec::new(), polling: Vec::new() }
     }
 
     pub(crate) fn done() -> Ack {
-        Ack { spin: Duration::ZERO, error: None, blocking: Vec::new(), polling: Vec::new(), task: None }
+        Ack { spin: Duration::ZERO, error: None, blocking: Vec::new(), polling: Vec::new() }
     }
 
     fn note(&mut self, result: std::result::Result<Result<()>, oneshot::RecvError>) {
@@ -115,11 +112,6 @@ impl Ack {
     /// spares the answer a thread wake-up; the cap keeps many waiting threads from
     /// taking the CPUs the shards need.
     pub fn wait(mut self) -> Result<()> {
-        if let Some(task) = self.task.take() {
-            if let Err(e) = crate::transaction::block_on(task) {
-                self.error.get_or_insert(e);
-            }
-        }
         for rx in std::mem::take(&mut self.blocking) {
             let result = if self.spin.is_zero() {
                 rx.recv()
@@ -170,17 +162,6 @@ impl Future for Ack {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let this = self.get_mut();
-        if let Some(task) = this.task.as_mut() {
-            match task.as_mut().poll(cx) {
-                Poll::Ready(result) => {
-                    this.task = None;
-                    if let Err(e) = result {
-                        this.error.get_or_insert(e);
-                    }
-                }
-                Poll::Pending => return Poll::Pending,
-            }
-        }
         for rx in this.blocking.drain(..) {
             this.polling.push(rx.into_future());
         }
@@ -207,7 +188,7 @@ impl Future for Ack {
 
 impl fmt::Debug for Ack {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let waiting = self.blocking.len() + self.polling.len() + usize::from(self.task.is_some());
+        let waiting = self.blocking.len() + self.polling.len();
         f.debug_struct("Ack").field("waiting", &waiting).finish()
     }
 }

@@ -132,8 +132,7 @@ pub fn open_data_file(fs: &dyn Fs, path: &Path, create: bool, direct: bool) -> R
 /// The block size for O_DIRECT transfers on `file`: the larger of its memory and offset
 /// alignments and 4096, so blocks never straddle a 4 KiB device sector.
 pub fn direct_io_block_bytes(file: &dyn FsFile) -> usize {
-    let (mem_align, offset_align) = file.direct_io_aligns();
-    mem_align.max(offset_align).max(4096)
+    super::block_bytes(file.direct_io_aligns())
 }
 
 /// The operating system's file system.

@@ -113,7 +113,11 @@ pub fn direct_io_aligns(file: &File) -> (usize, usize) {
 /// The block size for O_DIRECT transfers on `file`: the larger of its memory and offset
 /// alignments and 4096, so blocks never straddle a 4 KiB device sector.
 pub fn direct_io_block_bytes(file: &File) -> usize {
-    let (mem_align, offset_align) = direct_io_aligns(file);
+    block_bytes(direct_io_aligns(file))
+}
+
+/// The O_DIRECT block size for a file with these (memory, offset) alignments.
+pub(crate) fn block_bytes((mem_align, offset_align): (usize, usize)) -> usize {
     mem_align.max(offset_align).max(4096)
 }
 
