@@ -13,12 +13,12 @@ use std::ops::{Bound, RangeBounds};
 use bytes::Bytes;
 
 use crate::batch::{WriteBatch, check_key, check_user_key, check_value};
+use crate::engine::registry::TxRegistry;
+use crate::engine::scan::Scan;
 use crate::error::{Error, Result};
 use crate::format::record::{OP_DELETE, OP_HEADER_BYTES, OP_PUT, encode_op, op_bytes};
 use crate::io::fs::{LockGuard, NodeKind};
 use crate::options::Options;
-use crate::registry::TxRegistry;
-use crate::scan::Scan;
 use crate::shard::{self, Request, Resolution, ShardHandle, WriteRequest};
 use crate::stats::{OpKind, Stats, Striped, new_histogram};
 use crate::value::{Ack, Value};
@@ -71,16 +71,16 @@ impl Db {
         if fs.kind(dir).map_err(|e| Error::io("stat", dir.to_path_buf(), e))? == Some(NodeKind::File) {
             return Err(Error::InvalidArgument(format!("{} exists and is not a directory", dir.display())));
         }
-        crate::dir::create_dir_all(fs, dir)?;
-        let lock = crate::dir::lock(fs, dir)?;
+        crate::storage::dir::create_dir_all(fs, dir)?;
+        let lock = crate::storage::dir::lock(fs, dir)?;
         let cpus = shard::allowed_cpus();
-        let shard_count = crate::dir::open_manifest(fs, dir, options.shards, cpus.len())?;
+        let shard_count = crate::storage::dir::open_manifest(fs, dir, options.shards, cpus.len())?;
         let mut shards = Vec::with_capacity(shard_count);
         let mut threads = Vec::with_capacity(shard_count);
         let mut failure = None;
         let mut starting = Vec::with_capacity(shard_count);
         for id in 0..shard_count {
-            match shard::spawn(id, shard_count, crate::dir::shard_dir(dir, id), &options, &cpus) {
+            match shard::spawn(id, shard_count, crate::storage::dir::shard_dir(dir, id), &options, &cpus) {
                 Ok(s) => starting.push(s),
                 Err(e) => {
                     failure = Some(e);
@@ -101,7 +101,7 @@ impl Db {
         }
         let registry = Arc::new(TxRegistry::new(reports.iter().map(|r| r.max_txid).max().unwrap_or(0)));
         if failure.is_none() && reports.len() == shard_count {
-            let decisions = crate::registry::decide(&reports);
+            let decisions = crate::engine::registry::decide(&reports);
             // A committed in-doubt transaction gets a commit marker on each shard that
             // lacked one; until those are durable, every prepare of it must stay.
             for (&txid, &commit) in &decisions {
@@ -164,7 +164,7 @@ impl Db {
 
     /// The shard that owns `key`.
     pub fn shard_of(&self, key: &[u8]) -> usize {
-        crate::router::shard_of(key, self.inner.shards.len())
+        crate::engine::router::shard_of(key, self.inner.shards.len())
     }
 
     pub(crate) fn shards(&self) -> &[ShardHandle] {
@@ -279,9 +279,11 @@ impl Db {
             return Ack::done();
         }
         let n = self.inner.shards.len();
-        let first = crate::router::shard_of(&batch.data[batch.ops[0].1..batch.ops[0].1 + batch.ops[0].2], n);
-        let spans =
-            batch.ops.iter().any(|&(_, ks, kl, _)| crate::router::shard_of(&batch.data[ks..ks + kl], n) != first);
+        let first = crate::engine::router::shard_of(&batch.data[batch.ops[0].1..batch.ops[0].1 + batch.ops[0].2], n);
+        let spans = batch
+            .ops
+            .iter()
+            .any(|&(_, ks, kl, _)| crate::engine::router::shard_of(&batch.data[ks..ks + kl], n) != first);
         if spans {
             // Several shards: through the transaction commit protocol, so the batch is
             // atomic across shards and crashes. It never fails on a conflict: after one
@@ -299,7 +301,7 @@ impl Db {
         }
         let mut bodies: Vec<(Vec<u8>, u32, u64)> = vec![(Vec::new(), 0, 0); n];
         for &(start, key_start, key_len, end) in &batch.ops {
-            let shard = crate::router::shard_of(&batch.data[key_start..key_start + key_len], n);
+            let shard = crate::engine::router::shard_of(&batch.data[key_start..key_start + key_len], n);
             let (body, count, bytes) = &mut bodies[shard];
             body.extend_from_slice(&batch.data[start..end]);
             *count += 1;
@@ -331,7 +333,7 @@ impl Db {
         check_user_key(key)?;
         self.check_open()?;
         let started = Instant::now();
-        let value = crate::read::get(&self.inner.shards[self.shard_of(key)], key)?;
+        let value = crate::engine::read::get(&self.inner.shards[self.shard_of(key)], key)?;
         self.inner.get_latency.record(started.elapsed());
         Ok(value.map(Value))
     }
@@ -362,7 +364,7 @@ impl Db {
             return Scan::failed(e);
         }
         let start = Bound::Included(Bytes::copy_from_slice(prefix));
-        Scan::new(self.inner.shards.clone(), start, crate::scan::prefix_end(prefix)).hiding_reserved()
+        Scan::new(self.inner.shards.clone(), start, crate::engine::scan::prefix_end(prefix)).hiding_reserved()
     }
 
     /// Opens the typed table `name` of records `T`, creating it (with no capacity bound)
@@ -400,7 +402,7 @@ impl Db {
             check_user_key(k)?;
             routed.push((self.shard_of(k), k));
         }
-        let values = crate::read::get_many(&self.inner.shards, &routed)?;
+        let values = crate::engine::read::get_many(&self.inner.shards, &routed)?;
         if !keys.is_empty() {
             let each = started.elapsed() / keys.len() as u32;
             for _ in 0..keys.len() {

@@ -36,24 +36,18 @@
 mod batch;
 mod blob;
 mod db;
-mod dir;
+mod engine;
 mod error;
 mod failpoint;
 pub mod format;
-mod index;
 mod io;
 mod options;
-mod page;
-mod read;
-mod registry;
-mod router;
-mod scan;
 mod shard;
 mod stats;
+mod storage;
 mod table;
 mod transaction;
 mod value;
-mod wal;
 
 pub use batch::WriteBatch;
 pub use blob::{
@@ -61,13 +55,13 @@ pub use blob::{
     BlobRotateEvent, BlobTransaction, Location, SegmentInfo,
 };
 pub use db::Db;
+pub use engine::scan::{SCAN_CHUNK, Scan};
 pub use error::{Error, Result};
 pub use io::sim::{CrashMode, SECTOR_BYTES, SimDisk, SimFaults, SimStats};
 pub use options::{
     Durability, IoBackend, Options, PersistCallback, PersistEvent, WAL_SEGMENT_BYTES_MAX, WAL_SEGMENT_BYTES_MIN,
     WalSync,
 };
-pub use scan::{SCAN_CHUNK, Scan};
 pub use stats::{OpKind, Stats};
 #[doc(hidden)]
 pub use table::field_size;

@@ -38,14 +38,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 
 use crate::db::Db;
+use crate::engine::read::Fast;
+use crate::engine::scan::Scan;
 use crate::error::{Error, Result};
 use crate::format::record::OP_PUT;
 use crate::format::table::{
     self as fmt, ENDIAN_LITTLE, FIELDS_MAX, FieldMeta, KIND_META, KIND_RECORD, NAME_BYTES_MAX, RESERVED_PREFIX,
     TableMeta,
 };
-use crate::read::Fast;
-use crate::scan::Scan;
 use crate::stats::OpKind;
 use crate::transaction::Transaction;
 
@@ -308,7 +308,7 @@ fn meta_corruption(db: &Db, name: &str, what: String) -> Error {
 /// The key range of one table's records.
 fn record_bounds(table_id: u32) -> (Bound<Bytes>, Bound<Bytes>) {
     let start = Bytes::copy_from_slice(&fmt::record_key(table_id, 0));
-    let end = crate::scan::prefix_end(&fmt::record_key(table_id, 0)[..12]);
+    let end = crate::engine::scan::prefix_end(&fmt::record_key(table_id, 0)[..12]);
     (Bound::Included(start), end)
 }
 
@@ -330,7 +330,7 @@ pub(crate) fn open<T: Record>(db: &Db, name: &str) -> Result<Table<T>> {
         return Ok(Table { db: db.clone(), shared: Arc::clone(shared), _records: PhantomData });
     }
     let meta_key = fmt::meta_key(name);
-    let meta = match crate::read::get(&db.shard_handles()[db.shard_of(&meta_key)], &meta_key)? {
+    let meta = match crate::engine::read::get(&db.shard_handles()[db.shard_of(&meta_key)], &meta_key)? {
         Some(bytes) => {
             let stored = fmt::decode_meta(&bytes).map_err(|what| meta_corruption(db, name, what))?;
             check_layout(name, &stored, &requested)?;
@@ -344,7 +344,7 @@ pub(crate) fn open<T: Record>(db: &Db, name: &str) -> Result<Table<T>> {
         }
     };
     let (start, end) = record_bounds(meta.table_id);
-    let len = crate::scan::count_keys(db.shard_handles(), start, end);
+    let len = crate::engine::scan::count_keys(db.shard_handles(), start, end);
     let shared = Arc::new(TableShared {
         name: name.to_string(),
         dir: db.path().to_path_buf(),
@@ -606,10 +606,10 @@ impl<T: Record> Table<T> {
         let mut once = Some(f);
         let mut call = |bytes: &[u8]| view(shared, index, bytes, once.take().expect("called once"));
         let shard = self.shard(&key);
-        match crate::read::with_fast(shard, &key, &mut call) {
+        match crate::engine::read::with_fast(shard, &key, &mut call) {
             Fast::Absent => Ok(None),
             Fast::Done(r) => r.map(Some),
-            Fast::Slow => match crate::read::get(shard, &key)? {
+            Fast::Slow => match crate::engine::read::get(shard, &key)? {
                 Some(bytes) => call(&bytes).map(Some),
                 None => Ok(None),
             },
@@ -629,7 +629,7 @@ impl<T: Record> Table<T> {
             let key = self.record_key(index);
             let s = self.db.shard_of(&key);
             let mut call = |bytes: &[u8]| view(shared, index, bytes, |r: &T| f(index, Some(r)));
-            match crate::read::with_fast(&self.db.shard_handles()[s], &key, &mut call) {
+            match crate::engine::read::with_fast(&self.db.shard_handles()[s], &key, &mut call) {
                 Fast::Absent => out.push(Some(f(index, None))),
                 Fast::Done(r) => out.push(Some(r?)),
                 Fast::Slow => {
@@ -640,7 +640,7 @@ impl<T: Record> Table<T> {
         }
         if !misses.is_empty() {
             let routed: Vec<(usize, &[u8])> = misses.iter().map(|(_, s, key)| (*s, &key[..])).collect();
-            let values = crate::read::get_many(self.db.shard_handles(), &routed)?;
+            let values = crate::engine::read::get_many(self.db.shard_handles(), &routed)?;
             for ((at, _, _), value) in misses.iter().zip(values) {
                 let index = indices[*at];
                 out[*at] = Some(match value {

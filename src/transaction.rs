@@ -29,11 +29,11 @@ use bytes::Bytes;
 
 use crate::batch::{check_key, check_user_key, check_value};
 use crate::db::Db;
+use crate::engine::scan::{SCAN_CHUNK, bound_ref};
 use crate::error::{Error, Result};
 use crate::format::record::{OP_DELETE, OP_HEADER_BYTES, OP_PUT, encode_op, encode_tx_header};
-use crate::index::range_chunk;
-use crate::scan::{SCAN_CHUNK, bound_ref};
 use crate::shard::{KeyRange, Request, ScanRead, ShardHandle, TxRequest};
+use crate::storage::index::range_chunk;
 use crate::value::Value;
 
 /// Attempts [`Db::transact`] makes before it gives up with the last [`Error::Conflict`].
@@ -278,7 +278,7 @@ impl Transaction {
                     self.scanned_keys += chunk.len();
                     self.check_keys(0)?;
                     seen[s].extend(chunk.iter().map(|(k, v)| (k.clone(), v.version)));
-                    for (k, v) in crate::read::resolve_many(shard, chunk)? {
+                    for (k, v) in crate::engine::read::resolve_many(shard, chunk)? {
                         // A key deleted since its entry was taken changed version: the
                         // commit will fail, so leaving it out is as good as anything.
                         if let Some(v) = v {
@@ -415,7 +415,7 @@ fn read_versioned(shard: &ShardHandle, key: &[u8]) -> Result<(Option<u64>, Optio
     for _ in 0..16 {
         let Some(entry) = shard.shared.index.get(key) else { return Ok((None, None)) };
         // `None`: a checkpoint moved the value while it was read; look again.
-        if let Some(value) = crate::read::resolve(shard, key, &entry)? {
+        if let Some(value) = crate::engine::read::resolve(shard, key, &entry)? {
             return Ok((Some(entry.version), Some(Value(value))));
         }
     }
@@ -487,7 +487,7 @@ impl Plan {
         let n = db.shard_count();
         let mut parts: Vec<Part> = (0..n).map(|_| Part::default()).collect();
         for &(start, key_start, key_len, end) in &batch.ops {
-            let shard = crate::router::shard_of(&batch.data[key_start..key_start + key_len], n);
+            let shard = crate::engine::router::shard_of(&batch.data[key_start..key_start + key_len], n);
             let part = &mut parts[shard];
             part.ops.extend_from_slice(&batch.data[start..end]);
             part.op_count += 1;

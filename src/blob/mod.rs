@@ -443,7 +443,7 @@ impl BlobLog {
             .mode(0o700)
             .create(&dir)
             .map_err(|e| Error::io("create directory", dir.clone(), e))?;
-        let lock = crate::dir::lock_file(&dir)?;
+        let lock = crate::storage::dir::lock_file(&dir)?;
         let probe_block = direct_io_block_bytes(&lock);
         let config = Arc::new(Config {
             durability: options.durability,

@@ -27,21 +27,21 @@ use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use hdrhistogram::Histogram;
 
+use crate::engine::registry::{ScanReport, TxRegistry};
 use crate::error::{Error, Result};
 use crate::format::record::{KIND_ABORT, KIND_COMMIT, KIND_OPS, KIND_PREPARE, OP_DELETE, OP_PUT, Op, decode_ops};
 use crate::io::{self, AlignedBuf, Io, SyncMode};
 use crate::options::{Durability, IoBackend, Options, PersistEvent, WalSync};
-use crate::registry::{ScanReport, TxRegistry};
 use crate::stats::{OpKind, ShardCounters, new_histogram, record};
-use crate::wal::recovery::{Replayed, open_tail, recover};
-use crate::wal::segment::{PreparedSegment, prepare_segment};
-use crate::wal::writer::{Outcome, WalWriter, WriterConfig, WriterStart};
+use crate::storage::wal::recovery::{Replayed, open_tail, recover};
+use crate::storage::wal::segment::{PreparedSegment, prepare_segment};
+use crate::storage::wal::writer::{Outcome, WalWriter, WriterConfig, WriterStart};
 
-pub(crate) use crate::index::Index;
-use crate::index::{IndexWriter, Stored};
-use crate::page::cache::PageCache;
-use crate::page::disk::DiskReader;
-use crate::page::store::{CHECKPOINT_TOKEN_BIT, PageConfig, PageCounters, PageStore};
+pub(crate) use crate::storage::index::Index;
+use crate::storage::index::{IndexWriter, Stored};
+use crate::storage::page::cache::PageCache;
+use crate::storage::page::disk::DiskReader;
+use crate::storage::page::store::{CHECKPOINT_TOKEN_BIT, PageConfig, PageCounters, PageStore};
 pub(crate) use locks::KeyRange;
 pub(crate) use txn::{ScanRead, TxRequest};
 
@@ -379,8 +379,8 @@ impl Shard {
         let id = shared.id;
         let wal_dir = shard_dir.join("wal");
         let fs = options.fs();
-        crate::dir::create_dir(fs.as_ref(), &shard_dir)?;
-        crate::dir::create_dir(fs.as_ref(), &wal_dir)?;
+        crate::storage::dir::create_dir(fs.as_ref(), &shard_dir)?;
+        crate::storage::dir::create_dir(fs.as_ref(), &wal_dir)?;
         let started = Instant::now();
         let page_config = PageConfig {
             records_max: options.page_records_max,

@@ -15,13 +15,13 @@ use bytes::Bytes;
 
 use super::locks::{KeyRange, LockTable};
 use super::{Pending, Shard, WriteRequest, apply_ops, count_write};
+use crate::engine::registry::TxRegistry;
+use crate::engine::scan::bound_ref;
 use crate::error::{Error, Result};
 use crate::format::record::{KIND_ABORT, KIND_COMMIT, KIND_OPS, KIND_PREPARE, decode_ops, encode_tx_header};
-use crate::index::{IndexWriter, range_chunk};
 use crate::options::Durability;
-use crate::registry::TxRegistry;
-use crate::scan::bound_ref;
 use crate::stats::{OpKind, ShardCounters};
+use crate::storage::index::{IndexWriter, range_chunk};
 
 /// A range a transaction scanned on this shard, with the `(key, version)` list it saw.
 pub(crate) struct ScanRead {

@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::format::record::{FLAG_UNSYNCED, HEADER_BYTES, encode_header, record_bytes, set_header_flags};
 use crate::io::fs::{FileRef, Fs};
 use crate::io::{AlignedBuf, Completion, Io, SyncMode};
-use crate::wal::segment::{PreparedSegment, prepare_segment};
+use crate::storage::wal::segment::{PreparedSegment, prepare_segment};
 
 /// Tokens of standalone fdatasync operations carry this bit.
 const SYNC_TOKEN_BIT: u64 = 1 << 63;

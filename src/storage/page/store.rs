@@ -41,9 +41,9 @@ use crate::format::page::{
     PAGE_HEADER_BYTES, PageRecord, RECORD_HEADER_BYTES, Stored as PageStored, chunk_bytes, decode_page, encode_chunk,
     encode_page, page_capacity, record_bytes,
 };
-use crate::index::{IndexWriter, Stored};
 use crate::io::fs::{FileRef, Fs, NodeKind, OpenFlags};
 use crate::io::{AlignedBuf, Completion, Io, SyncMode};
+use crate::storage::index::{IndexWriter, Stored};
 
 /// Tokens of checkpoint I/O carry this bit.
 pub(crate) const CHECKPOINT_TOKEN_BIT: u64 = 1 << 61;
@@ -688,7 +688,7 @@ impl PageStore {
         for chunk in self.dead_chunks.drain(..) {
             self.alloc.retire(chunk);
             // Freed below; a later chunk or page may take the extent.
-            cache.remove(crate::page::cache::CHUNK_KEY_BIT | chunk.offset);
+            cache.remove(crate::storage::page::cache::CHUNK_KEY_BIT | chunk.offset);
         }
         // 8. The slot, in the other half of CHECKPOINT from the newest one.
         self.generation += 1;

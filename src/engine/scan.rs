@@ -19,8 +19,8 @@ use std::ops::{Bound, RangeBounds};
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
-use crate::index::range_chunk;
 use crate::shard::ShardHandle;
+use crate::storage::index::range_chunk;
 use crate::value::Value;
 
 /// The smallest key after every reserved one (the reserved prefix with its last byte
@@ -163,7 +163,7 @@ impl Scan {
             // Dropped before their values are read: a user's scan never pays for them.
             chunk.retain(|(key, _)| !crate::format::table::is_reserved(key));
         }
-        let resolved = crate::read::resolve_many(&self.shards[shard], chunk)?;
+        let resolved = crate::engine::read::resolve_many(&self.shards[shard], chunk)?;
         let cursor = &mut self.cursors[shard];
         cursor.buf.extend(resolved.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
         Ok(())
@@ -231,7 +231,10 @@ impl Iterator for Scan {
 /// Number of keys in `(start, end)` on every shard, counted from the indexes alone (no
 /// value is read).
 pub(crate) fn count_keys(shards: &[ShardHandle], start: Bound<Bytes>, end: Bound<Bytes>) -> u64 {
-    shards.iter().map(|s| crate::index::count_range(&s.shared.index, bound_ref(&start), bound_ref(&end)) as u64).sum()
+    shards
+        .iter()
+        .map(|s| crate::storage::index::count_range(&s.shared.index, bound_ref(&start), bound_ref(&end)) as u64)
+        .sum()
 }
 
 #[cfg(test)]

@@ -15,9 +15,9 @@ use bytes::Bytes;
 
 use crate::error::{Error, Result};
 use crate::format::page::{ChunkRef, decode_chunk};
-use crate::index::{Stored, Versioned};
 use crate::shard::{ReadReply, Request, ShardHandle};
 use crate::stats::ShardCounters;
+use crate::storage::index::{Stored, Versioned};
 
 /// Lookups of one key before giving up (each retry means a checkpoint moved the key
 /// while it was being read; more than a few in a row is a bug).
