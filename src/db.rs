@@ -309,7 +309,7 @@ impl Db {
         }
         // Refuse the whole batch before sending any part: an input error must write nothing.
         for (shard, (body, count, _)) in bodies.iter().enumerate() {
-            let max = self.inner.shards[shard].shared.body_bytes_max.load(Ordering::Relaxed);
+            let max = self.inner.shards[shard].body_bytes_max();
             if *count > 0 && body.len() > max {
                 return Ack::failed(Error::BatchTooLarge { bytes: body.len(), max });
             }
@@ -532,8 +532,8 @@ impl Db {
         };
         let mut writes = [new_histogram(), new_histogram(), new_histogram()];
         for shard in &self.inner.shards {
-            let s = &shard.shared;
-            let c = &s.counters;
+            let s = shard;
+            let c = s.counters();
             let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
             stats.puts += load(&c.puts);
             stats.deletes += load(&c.deletes);
@@ -548,13 +548,13 @@ impl Db {
             stats.wal_segments_created += load(&c.segments);
             stats.recovered_records += load(&c.recovered_records);
             stats.recovery_us = stats.recovery_us.max(load(&c.recovery_us));
-            stats.keys += s.index.len() as u64;
-            stats.index_bytes += s.index.memory_bytes();
-            stats.dirty_bytes += s.index.inline_bytes();
-            stats.cache_hits += load(&s.cache.hits);
-            stats.cache_misses += load(&s.cache.misses);
-            stats.cache_bytes += s.cache.bytes();
-            let p = *s.page_stats.lock().unwrap_or_else(|p| p.into_inner());
+            stats.keys += s.index().len() as u64;
+            stats.index_bytes += s.index().memory_bytes();
+            stats.dirty_bytes += s.index().inline_bytes();
+            stats.cache_hits += load(&s.cache().hits);
+            stats.cache_misses += load(&s.cache().misses);
+            stats.cache_bytes += s.cache().bytes();
+            let p = s.page_stats();
             stats.pages += p.pages;
             stats.pages_written += p.counters.pages_written;
             stats.pages_read += load(&c.pages_read);
@@ -571,11 +571,11 @@ impl Db {
             stats.live_bytes += p.live_bytes;
             stats.page_bytes += p.footprint_bytes;
             stats.wal_segments += load(&c.wal_segments);
-            stats.tx_commits += load(&s.tx_commits);
-            stats.tx_conflicts += load(&s.tx_conflicts);
-            stats.tx_in_doubt_committed += load(&s.tx_in_doubt[0]);
-            stats.tx_in_doubt_aborted += load(&s.tx_in_doubt[1]);
-            let latency = s.write_latency.lock().unwrap_or_else(|p| p.into_inner());
+            stats.tx_commits += s.tx_commits();
+            stats.tx_conflicts += s.tx_conflicts();
+            stats.tx_in_doubt_committed += s.tx_in_doubt().0;
+            stats.tx_in_doubt_aborted += s.tx_in_doubt().1;
+            let latency = s.write_latency();
             for (total, h) in writes.iter_mut().zip(latency.iter()) {
                 total.add(h).expect("same bounds");
             }

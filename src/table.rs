@@ -578,7 +578,7 @@ impl<T: Record> Table<T> {
         let mut fresh = std::collections::HashSet::new();
         for (index, record) in records {
             let key = self.record_key(*index);
-            if !self.shard(&key).shared.index.contains(&key) {
+            if !self.shard(&key).index().contains(&key) {
                 fresh.insert(*index);
             }
             batch.put_any(&key, bytemuck::bytes_of(record))?;

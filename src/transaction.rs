@@ -269,7 +269,7 @@ impl Transaction {
                 let mut start = range.start.clone();
                 loop {
                     let mut chunk = Vec::with_capacity(SCAN_CHUNK);
-                    range_chunk(&shard.shared.index, bound_ref(&start), bound_ref(&range.end), SCAN_CHUNK, &mut chunk);
+                    range_chunk(shard.index(), bound_ref(&start), bound_ref(&range.end), SCAN_CHUNK, &mut chunk);
                     let exhausted = chunk.len() < SCAN_CHUNK;
                     start = match chunk.last() {
                         Some((last, _)) => Bound::Excluded(last.clone()),
@@ -413,7 +413,7 @@ impl Drop for Transaction {
 /// The current version and value of `key` on `shard`.
 fn read_versioned(shard: &ShardHandle, key: &[u8]) -> Result<(Option<u64>, Option<Value>)> {
     for _ in 0..16 {
-        let Some(entry) = shard.shared.index.get(key) else { return Ok((None, None)) };
+        let Some(entry) = shard.index().get(key) else { return Ok((None, None)) };
         // `None`: a checkpoint moved the value while it was read; look again.
         if let Some(value) = crate::engine::read::resolve(shard, key, &entry)? {
             return Ok((Some(entry.version), Some(Value(value))));
@@ -469,7 +469,7 @@ impl Plan {
         // Refuse a part too large for one log record before anything is sent.
         let header = crate::format::record::TX_HEADER_BYTES + 2 * parts.len() + 8;
         for (s, p) in &parts {
-            let max = shards[*s].shared.body_bytes_max.load(std::sync::atomic::Ordering::Relaxed);
+            let max = shards[*s].body_bytes_max();
             if p.op_count > 0 && p.ops.len() + header > max {
                 let locked: Vec<usize> = parts.iter().filter(|(_, p)| p.locked).map(|(s, _)| *s).collect();
                 for s in locked {

@@ -65,8 +65,8 @@ fn log_block() -> Seeds {
 fn page() -> Seeds {
     let mut s = Seeds::new();
     let records = [
-        PageRecord { txid: 4, key: b"alpha", value: Stored::Inline(b"one") },
-        PageRecord { txid: 5, key: b"beta", value: Stored::Inline(&[3u8; 200]) },
+        PageRecord { version: 4, key: b"alpha", value: Stored::Inline(b"one") },
+        PageRecord { version: 5, key: b"beta", value: Stored::Inline(&[3u8; 200]) },
     ];
     let mut image = vec![0u8; 1024];
     let used = encode_page(17, &records, &mut image).expect("fits");

@@ -26,7 +26,7 @@ const ATTEMPTS_MAX: usize = 16;
 /// A key's value, read from wherever it is; `None` if the key is absent.
 pub(crate) fn get(shard: &ShardHandle, key: &[u8]) -> Result<Option<Bytes>> {
     for _ in 0..ATTEMPTS_MAX {
-        let Some(entry) = shard.shared.index.get(key) else { return Ok(None) };
+        let Some(entry) = shard.index().get(key) else { return Ok(None) };
         if let Some(value) = resolve(shard, key, &entry)? {
             return Ok(Some(value));
         }
@@ -46,13 +46,12 @@ pub(crate) enum Fast<R> {
 /// in the shard's cache), with no copy and no reference-count change, if it is there;
 /// `f` is not called when the answer is [`Fast::Slow`] or [`Fast::Absent`].
 pub(crate) fn with_fast<R>(shard: &ShardHandle, key: &[u8], f: &mut impl FnMut(&[u8]) -> R) -> Fast<R> {
-    let shared = &shard.shared;
-    shared.index.with(key, |entry| match entry {
+    shard.index().with(key, |entry| match entry {
         None => Fast::Absent,
         Some(Versioned { stored: Stored::Inline(value), .. }) => Fast::Done(f(value)),
         Some(Versioned { stored: Stored::Page { page_id, offset, len }, .. }) => {
             let range = *offset as usize..*offset as usize + *len as usize;
-            match shared.cache.with(*page_id, |image| f(&image[range])) {
+            match shard.cache().with(*page_id, |image| f(&image[range])) {
                 Some(r) => Fast::Done(r),
                 None => Fast::Slow,
             }
@@ -70,17 +69,17 @@ pub(crate) fn resolve(shard: &ShardHandle, key: &[u8], entry: &Versioned) -> Res
     match &entry.stored {
         Stored::Inline(value) => Ok(Some(value.clone())),
         Stored::Page { page_id, offset, len } => {
-            let image = match shard.shared.cache.get(*page_id) {
+            let image = match shard.cache().get(*page_id) {
                 Some(image) => image,
                 None => {
-                    let read = match shard.shared.disk.get() {
+                    let read = match shard.disk() {
                         Some(disk) => disk.read_page(*page_id)?,
                         None => read(shard, vec![*page_id], Vec::new())?.pages.pop().flatten(),
                     };
                     match read {
                         Some(image) => {
-                            ShardCounters::add(&shard.shared.counters.pages_read, 1);
-                            shard.shared.cache.insert(*page_id, image.clone());
+                            ShardCounters::add(&shard.counters().pages_read, 1);
+                            shard.cache().insert(*page_id, image.clone());
                             image
                         }
                         None => return Ok(None),
@@ -91,18 +90,18 @@ pub(crate) fn resolve(shard: &ShardHandle, key: &[u8], entry: &Versioned) -> Res
         }
         Stored::Chunk { offset, len, crc32 } => {
             let chunk = ChunkRef { offset: *offset, len: *len, crc32: *crc32 };
-            if let Some(value) = shard.shared.cache.chunk(&chunk) {
+            if let Some(value) = shard.cache().chunk(&chunk) {
                 return Ok(Some(value));
             }
-            let Some(disk) = shard.shared.disk.get() else {
+            let Some(disk) = shard.disk() else {
                 let raw = read(shard, Vec::new(), vec![(*offset, *len)])?.chunks.pop().unwrap_or_default();
                 return check_chunk(shard, key, entry, raw, chunk);
             };
             let raw = disk.read_chunk(*offset, *len)?;
-            ShardCounters::add(&shard.shared.counters.chunks_read, 1);
+            ShardCounters::add(&shard.counters().chunks_read, 1);
             let value = check_chunk(shard, key, entry, raw.clone(), chunk)?;
             if value.is_some() {
-                shard.shared.cache.insert_chunk(&chunk, raw);
+                shard.cache().insert_chunk(&chunk, raw);
             }
             Ok(value)
         }
@@ -126,13 +125,10 @@ fn check_chunk(
             Ok(Some(raw.slice(start..start + value.len())))
         }
         Err(what) => {
-            let still = shard
-                .shared
-                .index
-                .get(key)
-                .is_some_and(|now| now.version == entry.version && now.stored == entry.stored);
+            let still =
+                shard.index().get(key).is_some_and(|now| now.version == entry.version && now.stored == entry.stored);
             if still {
-                let file = shard.shared.data_path.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let file = shard.data_path();
                 Err(Error::Corruption { file, offset: chunk.offset, what })
             } else {
                 Ok(None)
@@ -155,15 +151,15 @@ pub(crate) fn get_many(shards: &[ShardHandle], keys: &[(usize, &[u8])]) -> Resul
     // (key index, entry) of the keys whose pages are not cached, per shard.
     let mut misses: Vec<Vec<(usize, Versioned)>> = vec![Vec::new(); shards.len()];
     for (i, &(s, key)) in keys.iter().enumerate() {
-        let Some(entry) = shards[s].shared.index.get(key) else { continue };
+        let Some(entry) = shards[s].index().get(key) else { continue };
         match &entry.stored {
             Stored::Inline(v) => out[i] = Some(v.clone()),
-            Stored::Page { page_id, offset, len } => match shards[s].shared.cache.get(*page_id) {
+            Stored::Page { page_id, offset, len } => match shards[s].cache().get(*page_id) {
                 Some(image) => out[i] = Some(slice(&image, *offset, *len)),
                 None => misses[s].push((i, entry)),
             },
             Stored::Chunk { offset, len, crc32 } => {
-                match shards[s].shared.cache.chunk(&ChunkRef { offset: *offset, len: *len, crc32: *crc32 }) {
+                match shards[s].cache().chunk(&ChunkRef { offset: *offset, len: *len, crc32: *crc32 }) {
                     Some(v) => out[i] = Some(v),
                     None => misses[s].push((i, entry)),
                 }
@@ -224,9 +220,9 @@ pub(crate) fn resolve_many(
     for (_, entry) in &entries {
         let mut at = None;
         match &entry.stored {
-            Stored::Page { page_id, .. } if shard.shared.cache.get(*page_id).is_none() => pages.push(*page_id),
+            Stored::Page { page_id, .. } if shard.cache().get(*page_id).is_none() => pages.push(*page_id),
             Stored::Chunk { offset, len, crc32 } => {
-                at = Some(match shard.shared.cache.chunk(&ChunkRef { offset: *offset, len: *len, crc32: *crc32 }) {
+                at = Some(match shard.cache().chunk(&ChunkRef { offset: *offset, len: *len, crc32: *crc32 }) {
                     Some(value) => Ok(value),
                     None => {
                         chunks.push((*offset, *len));
@@ -254,7 +250,7 @@ pub(crate) fn resolve_many(
             Stored::Page { page_id, offset, len } => {
                 let image = match read_pages.get(page_id) {
                     Some(read) => read.clone(),
-                    None => shard.shared.cache.get(*page_id),
+                    None => shard.cache().get(*page_id),
                 };
                 image.map(|image| slice(&image, *offset, *len))
             }

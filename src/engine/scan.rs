@@ -141,7 +141,7 @@ impl Scan {
         let cursor = &self.cursors[shard];
         let mut chunk = Vec::with_capacity(cursor.next_limit);
         range_chunk(
-            &self.shards[shard].shared.index,
+            self.shards[shard].index(),
             bound_ref(&cursor.next_start),
             bound_ref(&self.end),
             cursor.next_limit,
@@ -233,7 +233,7 @@ impl Iterator for Scan {
 pub(crate) fn count_keys(shards: &[ShardHandle], start: Bound<Bytes>, end: Bound<Bytes>) -> u64 {
     shards
         .iter()
-        .map(|s| crate::storage::index::count_range(&s.shared.index, bound_ref(&start), bound_ref(&end)) as u64)
+        .map(|s| crate::storage::index::count_range(s.index(), bound_ref(&start), bound_ref(&end)) as u64)
         .sum()
 }
 

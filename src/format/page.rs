@@ -21,7 +21,7 @@
 //! records from offset 32, each padded with zeros to a multiple of 8 bytes (flag bit 0;
 //! without it, as pages written before it, back to back):
 //!      0    4 body_len     bytes after this 20-byte header: key, then value or chunk reference
-//!      4    8 txid         version: LSN of the write that produced the record
+//!      4    8 version      LSN of the write that produced the record
 //!     12    4 crc32        of bytes 16..20 of this header, then the body
 //!     16    2 key_len
 //!     18    1 flags        bit 0: the value is in a chunk (body holds a chunk reference)
@@ -101,7 +101,7 @@ pub enum Stored<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PageRecord<'a> {
     /// Version (LSN of the write).
-    pub txid: u64,
+    pub version: u64,
     /// The key.
     pub key: &'a [u8],
     /// The value, or where it is.
@@ -131,7 +131,7 @@ pub fn encode_page(page_id: u64, records: &[PageRecord<'_>], out: &mut [u8]) -> 
         return Err(format!("{} records need {used} bytes, the page has {}", records.len(), out.len()));
     }
     let count = u16::try_from(records.len()).map_err(|_| "more than 65535 records in a page".to_string())?;
-    let lsn = records.iter().map(|r| r.txid).max().unwrap_or(0);
+    let lsn = records.iter().map(|r| r.version).max().unwrap_or(0);
     let mut at = PAGE_HEADER_BYTES;
     for r in records {
         let key_len = u16::try_from(r.key.len()).map_err(|_| "key longer than 65535 bytes".to_string())?;
@@ -151,7 +151,7 @@ pub fn encode_page(page_id: u64, records: &[PageRecord<'_>], out: &mut [u8]) -> 
         };
         let body_len = u32::try_from(end - body_start).map_err(|_| "record body over 4 GiB".to_string())?;
         put_u32(out, start, body_len);
-        put_u64(out, start + 4, r.txid);
+        put_u64(out, start + 4, r.version);
         put_u16(out, start + 16, key_len);
         out[start + 18] = flags;
         out[start + 19] = 0;
@@ -222,7 +222,7 @@ pub fn decode_page(bytes: &[u8]) -> Result<DecodedPage<'_>, String> {
             return Err(format!("record {i} header runs past the used bytes"));
         }
         let body_len = get_u32(bytes, at) as usize;
-        let txid = get_u64(bytes, at + 4);
+        let version = get_u64(bytes, at + 4);
         let stored_crc = get_u32(bytes, at + 12);
         let key_len = get_u16(bytes, at + 16) as usize;
         let flags = bytes[at + 18];
@@ -248,7 +248,7 @@ pub fn decode_page(bytes: &[u8]) -> Result<DecodedPage<'_>, String> {
         } else {
             Stored::Inline(rest)
         };
-        records.push(PageRecord { txid, key, value });
+        records.push(PageRecord { version, key, value });
         at = end.next_multiple_of(align).min(used);
     }
     if at != used {
@@ -292,7 +292,7 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, v)| PageRecord {
-                txid: 10 + i as u64,
+                version: 10 + i as u64,
                 key: &v[..1],
                 value: if i % 3 == 2 {
                     Stored::Chunk(ChunkRef { offset: 4096 * i as u64, len: 9000, crc32: 7 })
@@ -346,7 +346,7 @@ mod tests {
             let Stored::Inline(v) = r.value else { continue };
             let body = [r.key, v].concat();
             put_u32(&mut old, at, body.len() as u32);
-            put_u64(&mut old, at + 4, r.txid);
+            put_u64(&mut old, at + 4, r.version);
             put_u16(&mut old, at + 16, r.key.len() as u16);
             old[at + 20..at + 20 + body.len()].copy_from_slice(&body);
             let mut h = crc32fast::Hasher::new();

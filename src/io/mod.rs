@@ -16,9 +16,11 @@
 //! so a buffer is never freed or reused while the kernel may still read it.
 
 pub mod aligned;
+pub mod eventfd;
 pub mod fs;
 pub mod portable;
 pub mod sim;
+pub mod token;
 pub mod uring;
 
 use std::fs::{File, OpenOptions};

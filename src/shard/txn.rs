@@ -1,6 +1,7 @@
 //! The shard's side of transactions: validation, locks, the prepare, commit and
-//! abort records, plain writes held back by locks, and what a checkpoint and the
-//! log's truncation must keep for recovery to decide every transaction.
+//! abort records, and what a checkpoint and the log's truncation must keep for
+//! recovery to decide every transaction. Plain writes are in `writes`; they come
+//! here only to wait behind locks (`TxState::hold_back`).
 //!
 //! Everything here runs on the shard thread, so validation, locking and the
 //! append of a transaction's record happen at one point of the shard's history
@@ -14,14 +15,14 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::locks::{KeyRange, LockTable};
-use super::{Pending, Shard, WriteRequest, apply_ops, count_write};
+use super::writes::{apply_ops, count_write, keys_of};
+use super::{Shard, WriteRequest};
 use crate::engine::registry::TxRegistry;
 use crate::engine::scan::bound_ref;
 use crate::error::{Error, Result};
-use crate::format::record::{KIND_ABORT, KIND_COMMIT, KIND_OPS, KIND_PREPARE, decode_ops, encode_tx_header};
-use crate::options::Durability;
+use crate::format::record::{KIND_ABORT, KIND_COMMIT, KIND_PREPARE, decode_ops, encode_tx_header};
 use crate::stats::{OpKind, ShardCounters};
-use crate::storage::index::{IndexWriter, range_chunk};
+use crate::storage::index::range_chunk;
 
 /// A range a transaction scanned on this shard, with the `(key, version)` list it saw.
 pub(crate) struct ScanRead {
@@ -126,8 +127,36 @@ impl TxState {
     }
 
     /// Whether unapplied writes appended at `lsn` are tracked.
-    fn tracks(&self, lsn: u64) -> bool {
+    pub fn tracks(&self, lsn: u64) -> bool {
         self.tracking_from > 0 && lsn >= self.tracking_from
+    }
+
+    /// Whether a transaction was seen: plain writes then check the locks.
+    pub fn engaged(&self) -> bool {
+        self.engaged
+    }
+
+    /// Whether a plain write to `keys` must wait: a transaction locks one of them, or
+    /// an earlier held-back write has one.
+    pub fn must_hold_back(&self, keys: &[Bytes]) -> bool {
+        debug_assert!(self.engaged, "writes are held back only once transactions are in use");
+        keys.iter().any(|k| self.locks.must_defer(k))
+    }
+
+    /// Holds a plain write back until its keys are free; `Shard::tx_progress` lets it go
+    /// in arrival order.
+    pub fn hold_back(&mut self, w: WriteRequest, keys: Vec<Bytes>) {
+        for k in &keys {
+            self.locks.set_deferred(k, true);
+        }
+        self.deferred.push_back((w, keys));
+    }
+
+    /// Notes the keys of a write just appended (at a tracked LSN) unapplied until its
+    /// batch is durable.
+    pub fn note_unapplied(&mut self, keys: &[Bytes]) {
+        debug_assert!(self.tracking_from > 0, "unapplied writes are noted only while tracking");
+        keys.iter().for_each(|k| self.locks.add_unapplied(k));
     }
 
     /// An abort waits for its marker to be durable (flushes must go on meanwhile).
@@ -186,16 +215,7 @@ impl TxState {
     }
 }
 
-fn keys_of(body: &Bytes, op_count: u32) -> Result<Vec<Bytes>> {
-    let ops = decode_ops(body, op_count).map_err(|what| Error::InvalidArgument(format!("malformed ops: {what}")))?;
-    Ok(ops.iter().map(|op| body.slice(op.key_offset..op.key_offset + op.key.len())).collect())
-}
-
 impl Shard {
-    fn sync(&self) -> bool {
-        self.options.durability == Durability::Sync
-    }
-
     /// Notes that transactions are in use: from now on plain writes check locks and,
     /// under Sync, appended writes are tracked until applied.
     fn engage(&mut self) {
@@ -257,82 +277,6 @@ impl Shard {
     fn conflict(&mut self, what: &'static str) -> Error {
         ShardCounters::add(&self.shared.tx_conflicts, 1);
         Error::Conflict { shard: self.shared.id, what }
-    }
-
-    /// Appends a plain write (or a one-step transaction's ops) and, under Sync, notes its
-    /// keys unapplied until its batch is durable.
-    pub(super) fn append_write(&mut self, w: WriteRequest, keys: Option<&[Bytes]>) {
-        if self.sync() {
-            let lsn = self.wal.last_lsn() + 1;
-            let pending = Pending {
-                lsn,
-                body: w.body.clone(),
-                op_count: w.op_count,
-                kind: w.kind,
-                user_bytes: w.user_bytes,
-                started: w.started,
-                reply: w.reply,
-            };
-            match self.wal.append(KIND_OPS, &w.body, w.body_crc, w.op_count, Some(pending)) {
-                Ok(appended) => {
-                    debug_assert_eq!(appended, lsn);
-                    if self.tx.tracks(lsn) {
-                        match keys {
-                            Some(keys) => keys.iter().for_each(|k| self.tx.locks.add_unapplied(k)),
-                            None => {
-                                for k in keys_of(&w.body, w.op_count).expect("ops encoded by ringdb decode") {
-                                    self.tx.locks.add_unapplied(&k);
-                                }
-                            }
-                        }
-                    }
-                }
-                Err((e, pending)) => {
-                    let pending = pending.expect("append hands the item back on failure");
-                    let _ = pending.reply.send(Err(e));
-                }
-            }
-            return;
-        }
-        // Periodic and None: acknowledged and visible once in the log buffer.
-        match self.wal.append(KIND_OPS, &w.body, w.body_crc, w.op_count, None) {
-            Ok(lsn) => {
-                let ops = decode_ops(&w.body, w.op_count).expect("ops encoded by ringdb decode");
-                let mut writer = IndexWriter { index: &self.shared.index };
-                apply_ops(&mut writer, &mut self.pages, &w.body, &ops, lsn);
-                self.applied_lsn = self.applied_lsn.max(lsn);
-                let mut latency = self.shared.write_latency.lock().unwrap_or_else(|p| p.into_inner());
-                count_write(&self.shared.counters, &mut latency, w.kind, w.user_bytes, w.started);
-                let _ = w.reply.send(Ok(()));
-            }
-            Err((e, _)) => {
-                let _ = w.reply.send(Err(e));
-            }
-        }
-    }
-
-    /// A plain write: appended now, or held back while a transaction locks one of its
-    /// keys (or an earlier held-back write has one).
-    pub(super) fn handle_plain_write(&mut self, w: WriteRequest) {
-        if !self.tx.engaged {
-            self.append_write(w, None);
-            return;
-        }
-        let keys = match keys_of(&w.body, w.op_count) {
-            Ok(keys) => keys,
-            Err(e) => {
-                let _ = w.reply.send(Err(e));
-                return;
-            }
-        };
-        if keys.iter().any(|k| self.tx.locks.must_defer(k)) {
-            for k in &keys {
-                self.tx.locks.set_deferred(k, true);
-            }
-            self.tx.deferred.push_back((w, keys));
-            return;
-        }
-        self.append_write(w, Some(&keys));
     }
 
     /// Validates a transaction that lives on this shard alone and appends its writes as
@@ -431,7 +375,7 @@ impl Shard {
                 // commit record's part at once, which is right only if every other
                 // participant's prepare is durable too (a flush waiter forces the sync
                 // under Periodic and None).
-                self.flush_waiters.push((lsn, r.reply));
+                self.durable.waiters.push((lsn, r.reply));
             }
             Err((e, _)) => {
                 self.tx.release(txid);
@@ -471,10 +415,9 @@ impl Shard {
                 Err(_) => self.wal.last_lsn().max(self.applied_lsn) + 1,
             };
             let ops = decode_ops(&p.body, p.op_count).expect("ops checked at prepare");
-            let mut writer = IndexWriter { index: &self.shared.index };
-            apply_ops(&mut writer, &mut self.pages, &p.body, &ops, lsn);
+            apply_ops(&mut self.shared.index_writer(), &mut self.pages, &p.body, &ops, lsn);
             self.applied_lsn = self.applied_lsn.max(lsn);
-            let mut latency = self.shared.write_latency.lock().unwrap_or_else(|p| p.into_inner());
+            let mut latency = self.shared.write_latency();
             count_write(&self.shared.counters, &mut latency, OpKind::Batch, p.user_bytes, p.started);
             drop(latency);
             ShardCounters::add(&self.shared.tx_commits, 1);

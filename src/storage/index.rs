@@ -17,7 +17,9 @@
 //! Each entry carries the LSN of the write that produced it (its version),
 //! which transactions validate against. Values share the bytes of the log
 //! record they came from (`Bytes` slices), so applying a write copies
-//! nothing. Until the paged store lands every value lives here, in memory.
+//! nothing. A value written since the last checkpoint lives here, in memory
+//! (`Stored::Inline`); the checkpoint moves it to a page or a chunk of the
+//! paged store and leaves its location here (`Stored::Page`, `Stored::Chunk`).
 
 use std::collections::BTreeSet;
 use std::ops::Bound;
@@ -115,14 +117,26 @@ impl Index {
     }
 }
 
-/// The shard thread's writing handle (only the shard thread makes one).
+/// The shard thread's writing handle. The index has one writer, the shard thread,
+/// which alone makes one (through its shared state's `index_writer`).
 pub(crate) struct IndexWriter<'a> {
-    pub index: &'a Index,
+    index: &'a Index,
 }
 
-impl IndexWriter<'_> {
+impl<'a> IndexWriter<'a> {
+    /// The writing handle of `index`; only the shard thread that owns it calls this.
+    pub fn new(index: &'a Index) -> IndexWriter<'a> {
+        IndexWriter { index }
+    }
+
+    /// The index written, for reads by the writer.
+    pub fn index(&self) -> &'a Index {
+        self.index
+    }
+
     /// Sets `key`; returns where its previous value was.
     pub fn insert(&mut self, key: Bytes, stored: Stored, version: u64) -> Option<Stored> {
+        debug_assert!(version > 0, "a version is the LSN of a write, and LSNs start at 1");
         let guard = self.index.map.guard();
         let added_inline = stored.inline_bytes();
         let added = key.len() as u64 + added_inline;
@@ -145,6 +159,10 @@ impl IndexWriter<'_> {
     pub fn remove(&mut self, key: &[u8]) -> Option<Stored> {
         let guard = self.index.map.guard();
         let old = self.index.map.remove(key, &guard).map(|o| o.stored.clone())?;
+        debug_assert!(
+            self.index.data_bytes.load(Ordering::Relaxed) >= key.len() as u64 + old.inline_bytes(),
+            "the memory estimate counts every key it holds"
+        );
         self.index.data_bytes.fetch_sub(key.len() as u64 + old.inline_bytes(), Ordering::Relaxed);
         self.index.inline_bytes.fetch_sub(old.inline_bytes(), Ordering::Relaxed);
         self.index.order_mut().remove(key);
@@ -159,6 +177,7 @@ impl IndexWriter<'_> {
         if current.version != version {
             return false;
         }
+        debug_assert!(!matches!(stored, Stored::Inline(_)), "a relocation moves a value out of memory");
         let k = k.clone();
         let old_inline = current.stored.inline_bytes();
         let new_inline = stored.inline_bytes();

@@ -24,6 +24,7 @@
 //! free again, since the recovered table does not reference them.
 
 use std::collections::{HashMap, HashSet};
+use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -42,11 +43,9 @@ use crate::format::page::{
     encode_page, page_capacity, record_bytes,
 };
 use crate::io::fs::{FileRef, Fs, NodeKind, OpenFlags};
+use crate::io::token::{Token, TokenKind};
 use crate::io::{AlignedBuf, Completion, Io, SyncMode};
 use crate::storage::index::{IndexWriter, Stored};
-
-/// Tokens of checkpoint I/O carry this bit.
-pub(crate) const CHECKPOINT_TOKEN_BIT: u64 = 1 << 61;
 
 /// Settings of a page store.
 #[derive(Debug, Clone)]
@@ -71,7 +70,6 @@ pub(crate) struct PageMeta {
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct PageCounters {
     pub pages_written: u64,
-    pub pages_read: u64,
     pub chunks_written: u64,
     pub bytes_padded: u64,
     pub checkpoints: u64,
@@ -80,8 +78,6 @@ pub(crate) struct PageCounters {
     pub checkpoint_bytes_last: u64,
     /// Bytes written by every checkpoint since open.
     pub checkpoint_bytes_total: u64,
-    /// Pages loaded by checkpoints (from the cache or the disk).
-    pub checkpoint_pages_read: u64,
 }
 
 /// What `open` found.
@@ -396,100 +392,202 @@ impl PageStore {
         self.alloc.checkpoint_abandoned();
     }
 
-    /// Writes a checkpoint covering every log record up to `lsn` (all applied to the
-    /// index); see the module docs. Completions of other I/O that arrive meanwhile are
-    /// appended to `stash` for the shard's loop.
-    pub fn checkpoint(
+    /// Starts a checkpoint covering every log record up to `lsn` (all applied to the
+    /// index); see the module docs. Its first step, loading the pages it rewrites, is
+    /// queued on `io`; the caller waits, hands each completion of kind
+    /// [`TokenKind::Checkpoint`] to [`PageStore::checkpoint_completion`], and calls
+    /// [`PageStore::advance_checkpoint`] whenever nothing of the run is in flight.
+    pub fn start_checkpoint(
         &mut self,
+        io: &mut dyn Io,
+        index: &IndexWriter<'_>,
+        cache: &PageCache,
+        lsn: u64,
+    ) -> CheckpointRun {
+        assert!(lsn >= self.checkpoint_lsn, "a checkpoint never covers less of the log than the last one");
+        let mut run = CheckpointRun::new(lsn);
+        // 1. What to place.
+        for key in self.dirty.drain() {
+            if let Some(v) = index.index().get(&key) {
+                if let Stored::Inline(value) = v.stored {
+                    run.todo.push(Placing { key, version: v.version, value });
+                }
+            }
+        }
+        run.todo.sort_by(|a, b| a.key.cmp(&b.key));
+        run.rewrite = self.pages.iter().filter(|(_, m)| m.dead > 0).map(|(&id, _)| id).collect();
+        let hot = self.hot.filter(|h| !run.todo.is_empty() && self.pages.get(h).is_some_and(|m| m.dead == 0));
+        run.rewrite.extend(hot);
+        run.rewrite.sort_unstable();
+        // 2. Load them: from the cache, or read with many reads in flight.
+        let fd = self.data.fd();
+        for &id in &run.rewrite {
+            match cache.get(id) {
+                Some(image) => {
+                    run.images.insert(id, image);
+                }
+                None => {
+                    let extent = self.pages[&id].extent;
+                    let buf = aligned(extent.len as usize, self.mem_align);
+                    io.write_or_read_checkpoint(fd, extent, buf, run.missing.len(), None);
+                    run.missing.push(id);
+                }
+            }
+        }
+        run.in_flight = run.missing.len();
+        run
+    }
+
+    /// Takes the completion of one of the running checkpoint's operations.
+    pub fn checkpoint_completion(&mut self, run: &mut CheckpointRun, c: Completion) {
+        let token = Token::decode(c.token).expect("the shard routes only checkpoint tokens here");
+        debug_assert_eq!(token.kind, TokenKind::Checkpoint, "the shard routes only checkpoint tokens here");
+        assert!(run.in_flight > 0, "a checkpoint completion arrived with nothing in flight");
+        run.in_flight -= 1;
+        let i = usize::try_from(token.payload).expect("checkpoint operations are numbered from 0");
+        let result = match run.step {
+            Step::LoadPages => self.on_page_loaded(run, i, c),
+            Step::WritePages => on_pages_written(run, i, c, &self.data_path),
+            Step::WriteTable => {
+                c.result.map(|_| ()).map_err(|e| Error::io("write checkpoint table", self.data_path.clone(), e))
+            }
+            Step::Done => unreachable!("a finished checkpoint has nothing in flight"),
+        };
+        if let Err(e) = result {
+            // Every completion is still awaited (the kernel owns the buffers until then);
+            // the first failure ends the checkpoint.
+            run.error.get_or_insert(e);
+        }
+    }
+
+    /// Takes the running checkpoint's next step, once nothing of it is in flight.
+    /// Returns whether the checkpoint is durable (done); an error ends it.
+    pub fn advance_checkpoint(
+        &mut self,
+        run: &mut CheckpointRun,
         io: &mut dyn Io,
         index: &mut IndexWriter<'_>,
         cache: &PageCache,
-        lsn: u64,
-        stash: &mut Vec<Completion>,
-    ) -> Result<()> {
-        let started = Instant::now();
-        let unit = self.unit;
-        let records_max = self.config.records_max;
-        // 1. What to place.
-        let mut todo: Vec<Placing> = Vec::with_capacity(self.dirty.len());
-        for key in self.dirty.drain() {
-            if let Some(v) = index.index.get(&key) {
-                if let Stored::Inline(value) = v.stored {
-                    todo.push(Placing { key, version: v.version, value });
-                }
+    ) -> Result<bool> {
+        assert_eq!(run.in_flight, 0, "a checkpoint step starts only once the last one's I/O is in");
+        if let Some(e) = run.error.take() {
+            return Err(e);
+        }
+        match run.step {
+            Step::LoadPages => {
+                crate::failpoint::hit("checkpoint-pages-loaded");
+                let writes = self.assemble_pages(run, index)?;
+                self.queue_page_writes(run, io, writes);
+                run.step = Step::WritePages;
+                Ok(false)
             }
+            Step::WritePages => {
+                crate::failpoint::hit("checkpoint-pages-written");
+                crate::failpoint::error("checkpoint-error-pages-written")?;
+                self.data.sync_data().map_err(|e| Error::io("fdatasync", self.data_path.clone(), e))?;
+                crate::failpoint::hit("checkpoint-pages-synced");
+                self.publish_pages(run, index, cache);
+                self.queue_table_write(run, io, index)?;
+                run.step = Step::WriteTable;
+                Ok(false)
+            }
+            Step::WriteTable => {
+                self.data.sync_data().map_err(|e| Error::io("fdatasync", self.data_path.clone(), e))?;
+                crate::failpoint::hit("checkpoint-table-synced");
+                self.commit_checkpoint(run, cache)?;
+                run.step = Step::Done;
+                Ok(true)
+            }
+            Step::Done => unreachable!("a finished checkpoint takes no more steps"),
         }
-        todo.sort_by(|a, b| a.key.cmp(&b.key));
-        let mut rewrite: Vec<u64> = self.pages.iter().filter(|(_, m)| m.dead > 0).map(|(&id, _)| id).collect();
-        if let Some(hot) = self.hot.filter(|h| !todo.is_empty() && self.pages.get(h).is_some_and(|m| m.dead == 0)) {
-            rewrite.push(hot);
-        }
-        rewrite.sort_unstable();
-        // 2. Load them.
-        let images = self.load_pages(io, cache, &rewrite, stash)?;
-        self.counters.checkpoint_pages_read += images.len() as u64;
-        crate::failpoint::hit("checkpoint-pages-loaded");
-        let mut buildings: Vec<Building> = Vec::new();
+    }
+
+    /// A page the checkpoint read: checked, and kept for assembly.
+    fn on_page_loaded(&self, run: &mut CheckpointRun, i: usize, c: Completion) -> Result<()> {
+        let id = run.missing[i];
+        let meta = self.pages[&id];
+        c.result.map_err(|e| Error::io("read page", self.data_path.clone(), e))?;
+        let buf = c.buf.expect("a read returns its buffer");
+        let image = Bytes::from_owner(buf).slice(..meta.capacity as usize);
+        decode_page(&image).map_err(|what| corruption(&self.data_path, meta.extent.offset, what))?;
+        run.images.insert(id, image);
+        Ok(())
+    }
+
+    /// Steps 2 to 4 of the module docs: keeps the loaded pages' live records, places the
+    /// dirty ones, and encodes every changed page (and chunk) for writing.
+    fn assemble_pages(&mut self, run: &mut CheckpointRun, index: &IndexWriter<'_>) -> Result<Vec<PendingWrite>> {
+        debug_assert_eq!(run.images.len(), run.rewrite.len(), "every page to rewrite was loaded");
+        let mut buildings: Vec<Building> = Vec::with_capacity(run.rewrite.len());
         let mut by_old: HashMap<u64, usize> = HashMap::new();
-        for &page_id in &rewrite {
-            let meta = self.pages[&page_id];
-            let image = &images[&page_id];
-            let page = decode_page(image).map_err(|what| corruption(&self.data_path, meta.extent.offset, what))?;
-            let mut b = Building {
-                frozen: (meta.records as usize >= records_max).then_some(meta.capacity as usize),
-                records: Vec::with_capacity(page.records.len()),
-                used: PAGE_HEADER_BYTES,
-            };
-            for r in &page.records {
-                let len = r.bytes();
-                let live = matches!(index.index.get(r.key), Some(v) if v.version == r.txid
-                    && matches!(v.stored, Stored::Page { page_id: p, .. } if p == page_id));
-                if live {
-                    let PageStored::Inline(value) = r.value else {
-                        return Err(corruption(
-                            &self.data_path,
-                            meta.extent.offset,
-                            "a page record refers to a chunk, which this version never writes",
-                        ));
-                    };
-                    {
-                        // Where the value lies in the image (pages written before records
-                        // were aligned have no padding, so the offset is taken, not computed).
-                        let value_start = value.as_ptr() as usize - image.as_ptr() as usize;
-                        b.records.push(Placing {
-                            key: Bytes::copy_from_slice(r.key),
-                            version: r.txid,
-                            value: image.slice(value_start..value_start + value.len()),
-                        });
-                        b.used += len;
-                    }
-                }
-            }
-            // A page written before records were padded to 8 bytes may no longer hold its
-            // own live records once they are padded: give it the capacity they need (it
-            // goes to a new extent anyway).
-            if let Some(capacity) = b.frozen.filter(|&c| b.used > c) {
-                b.frozen = Some(page_capacity(b.used, unit, self.config.free_space_factor).max(capacity));
-            }
+        for &page_id in &run.rewrite {
             by_old.insert(page_id, buildings.len());
-            buildings.push(b);
+            buildings.push(self.live_records(page_id, &run.images[&page_id], index)?);
         }
-        // 3. Place the dirty records.
-        let mut placed: Vec<(Bytes, u64, Stored)> = Vec::new();
+        run.images.clear();
         let mut writes: Vec<PendingWrite> = Vec::new();
+        self.place_records(run, &mut buildings, &by_old, &mut writes);
+        self.encode_pages(run, buildings, &mut writes)?;
+        Ok(writes)
+    }
+
+    /// The live records of loaded page `page_id`, as a page being rebuilt.
+    fn live_records(&self, page_id: u64, image: &Bytes, index: &IndexWriter<'_>) -> Result<Building> {
+        let meta = self.pages[&page_id];
+        let records_max = self.config.records_max;
+        let page = decode_page(image).map_err(|what| corruption(&self.data_path, meta.extent.offset, what))?;
+        let mut b = Building {
+            frozen: (meta.records as usize >= records_max).then_some(meta.capacity as usize),
+            records: Vec::with_capacity(page.records.len()),
+            used: PAGE_HEADER_BYTES,
+        };
+        for r in &page.records {
+            let live = matches!(index.index().get(r.key), Some(v) if v.version == r.version
+                && matches!(v.stored, Stored::Page { page_id: p, .. } if p == page_id));
+            if !live {
+                continue;
+            }
+            let PageStored::Inline(value) = r.value else {
+                return Err(corruption(
+                    &self.data_path,
+                    meta.extent.offset,
+                    "a page record refers to a chunk, which this version never writes",
+                ));
+            };
+            // Where the value lies in the image (pages written before records were
+            // aligned have no padding, so the offset is taken, not computed).
+            let value_start = value.as_ptr() as usize - image.as_ptr() as usize;
+            b.records.push(Placing {
+                key: Bytes::copy_from_slice(r.key),
+                version: r.version,
+                value: image.slice(value_start..value_start + value.len()),
+            });
+            b.used += r.bytes();
+        }
+        // A page written before records were padded to 8 bytes may no longer hold its own
+        // live records once they are padded: give it the capacity they need (it goes to
+        // a new extent anyway).
+        if let Some(capacity) = b.frozen.filter(|&c| b.used > c) {
+            b.frozen = Some(page_capacity(b.used, self.unit, self.config.free_space_factor).max(capacity));
+        }
+        Ok(b)
+    }
+
+    /// Step 3: places each dirty record in the page it came from if it fits there, else
+    /// in the first loaded page with room, else in a new page; a large value gets a
+    /// chunk of its own (queued in `writes`).
+    fn place_records(
+        &mut self,
+        run: &mut CheckpointRun,
+        buildings: &mut Vec<Building>,
+        by_old: &HashMap<u64, usize>,
+        writes: &mut Vec<PendingWrite>,
+    ) {
+        let records_max = self.config.records_max;
         let mut fill_from = 0;
-        for p in todo {
+        for p in std::mem::take(&mut run.todo) {
             if p.value.len() > self.config.chunk_threshold {
-                let len = chunk_bytes(p.value.len(), unit);
-                let extent = self.alloc.allocate(len as u64);
-                let mut buf = aligned(len, self.mem_align);
-                let crc32 = encode_chunk(&p.value, &mut buf.as_mut_slice()[..len]);
-                let value_len = u32::try_from(p.value.len()).expect("values are at most 16 MiB");
-                self.chunk_bytes_live += u64::from(value_len);
-                self.live_chunks.insert(extent.offset, (value_len, crc32));
-                placed.push((p.key, p.version, Stored::Chunk { offset: extent.offset, len: value_len, crc32 }));
-                writes.push((extent, buf, None));
-                self.counters.chunks_written += 1;
+                self.place_chunk(run, p, writes);
                 continue;
             }
             let rec = record_bytes(p.key.len(), p.value.len());
@@ -511,19 +609,41 @@ impl PageStore {
             b.used += rec;
             b.records.push(p);
             if b.records.len() == records_max && b.frozen.is_none() {
-                b.frozen = Some(page_capacity(b.used, unit, self.config.free_space_factor));
+                b.frozen = Some(page_capacity(b.used, self.unit, self.config.free_space_factor));
             }
+            debug_assert!(b.records.len() <= records_max, "a page holds at most records_max records");
         }
         self.moved_from.clear();
-        // 4. Encode every changed page under a new id, to a new extent.
-        let mut new_hot = None;
-        let mut new_pages: Vec<(u64, PageMeta)> = Vec::new();
+    }
+
+    /// Gives a large value a chunk of its own.
+    fn place_chunk(&mut self, run: &mut CheckpointRun, p: Placing, writes: &mut Vec<PendingWrite>) {
+        let len = chunk_bytes(p.value.len(), self.unit);
+        let extent = self.alloc.allocate(len as u64);
+        debug_assert!(!self.live_chunks.contains_key(&extent.offset), "a fresh extent holds no live chunk");
+        let mut buf = aligned(len, self.mem_align);
+        let crc32 = encode_chunk(&p.value, &mut buf.as_mut_slice()[..len]);
+        let value_len = u32::try_from(p.value.len()).expect("values are at most 16 MiB");
+        self.chunk_bytes_live += u64::from(value_len);
+        self.live_chunks.insert(extent.offset, (value_len, crc32));
+        run.placed.push((p.key, p.version, Stored::Chunk { offset: extent.offset, len: value_len, crc32 }));
+        writes.push((extent, buf, None));
+        self.counters.chunks_written += 1;
+    }
+
+    /// Step 4: encodes every changed page under a new id, to a new extent.
+    fn encode_pages(
+        &mut self,
+        run: &mut CheckpointRun,
+        buildings: Vec<Building>,
+        writes: &mut Vec<PendingWrite>,
+    ) -> Result<()> {
         for b in buildings {
             if b.records.is_empty() {
                 continue;
             }
-            let capacity = b.frozen.unwrap_or_else(|| page_capacity(b.used, unit, self.config.free_space_factor));
-            debug_assert!(b.used <= capacity);
+            let capacity = b.frozen.unwrap_or_else(|| page_capacity(b.used, self.unit, self.config.free_space_factor));
+            debug_assert!(b.used <= capacity, "a page's records fit its capacity");
             let page_id = self.next_page_id;
             self.next_page_id += 1;
             let extent = self.alloc.allocate(capacity as u64);
@@ -531,7 +651,7 @@ impl PageStore {
             let records: Vec<PageRecord<'_>> = b
                 .records
                 .iter()
-                .map(|r| PageRecord { txid: r.version, key: &r.key, value: PageStored::Inline(&r.value) })
+                .map(|r| PageRecord { version: r.version, key: &r.key, value: PageStored::Inline(&r.value) })
                 .collect();
             let used = encode_page(page_id, &records, &mut buf.as_mut_slice()[..capacity])
                 .map_err(|what| Error::InvalidArgument(format!("page assembly failed: {what}")))?;
@@ -539,15 +659,12 @@ impl PageStore {
             let mut at = PAGE_HEADER_BYTES;
             for r in &b.records {
                 let value_start = at + RECORD_HEADER_BYTES + r.key.len();
-                placed.push((
-                    r.key.clone(),
-                    r.version,
-                    Stored::Page { page_id, offset: value_start as u32, len: r.value.len() as u32 },
-                ));
+                let stored = Stored::Page { page_id, offset: value_start as u32, len: r.value.len() as u32 };
+                run.placed.push((r.key.clone(), r.version, stored));
                 at += record_bytes(r.key.len(), r.value.len());
             }
             if b.frozen.is_none() {
-                new_hot = Some(page_id);
+                run.new_hot = Some(page_id);
             }
             let meta = PageMeta {
                 extent,
@@ -559,13 +676,16 @@ impl PageStore {
             self.counters.pages_written += 1;
             self.counters.bytes_padded += (capacity - used) as u64;
             writes.push((extent, buf, Some((page_id, meta))));
-            new_pages.push((page_id, meta));
+            run.new_pages.push((page_id, meta));
         }
-        // 5. Write them all, then sync the data file. Extents adjacent in the file (fresh
-        // allocations mostly are) go out as one write of up to WRITE_COALESCE_BYTES, and
-        // every write is in flight at once.
-        let mut bytes_written: u64 = writes.iter().map(|(e, _, _)| e.len).sum();
-        let capacities: HashMap<u64, usize> = new_pages.iter().map(|(id, m)| (*id, m.capacity as usize)).collect();
+        Ok(())
+    }
+
+    /// Step 5: queues every write. Extents adjacent in the file (fresh allocations mostly
+    /// are) go out as one write of up to `WRITE_COALESCE_BYTES`, all in flight at once.
+    fn queue_page_writes(&mut self, run: &mut CheckpointRun, io: &mut dyn Io, mut writes: Vec<PendingWrite>) {
+        run.bytes_written = writes.iter().map(|(e, _, _)| e.len).sum();
+        run.capacities = run.new_pages.iter().map(|(id, m)| (*id, m.capacity as usize)).collect();
         writes.sort_by_key(|(e, _, _)| e.offset);
         let mut groups: Vec<WriteGroup> = Vec::new();
         for (extent, buf, page) in writes {
@@ -580,11 +700,10 @@ impl PageStore {
                 }
             }
         }
-        let mut members: Vec<Vec<(Option<u64>, usize)>> = Vec::with_capacity(groups.len());
+        debug_assert!(groups.windows(2).all(|w| w[0].offset + w[0].len <= w[1].offset), "checkpoint writes overlap");
         let fd = self.data.fd();
-        let count = groups.len();
         for (i, g) in groups.into_iter().enumerate() {
-            members.push(g.parts.iter().map(|(e, _, page)| (*page, (e.offset - g.offset) as usize)).collect());
+            run.members.push(g.parts.iter().map(|(e, _, page)| (*page, (e.offset - g.offset) as usize)).collect());
             let buf = if g.parts.len() == 1 {
                 g.parts.into_iter().next().expect("one part").1
             } else {
@@ -595,45 +714,39 @@ impl PageStore {
                 }
                 big
             };
-            io.write(fd, g.offset, buf, g.len as usize, SyncMode::None, CHECKPOINT_TOKEN_BIT | i as u64);
+            let extent = Extent { offset: g.offset, len: g.len };
+            io.write_or_read_checkpoint(fd, extent, buf, i, Some(SyncMode::None));
+            run.in_flight += 1;
         }
-        let mut images_out: Vec<(u64, Bytes)> = Vec::new();
-        wait_all(io, count, stash, |c| {
-            let i = (c.token & !CHECKPOINT_TOKEN_BIT) as usize;
-            c.result.map_err(|e| Error::io("write page", self.data_path.clone(), e))?;
-            let written = Bytes::from_owner(c.buf.expect("a write returns its buffer"));
-            for &(page, at) in &members[i] {
-                if let Some(page_id) = page {
-                    images_out.push((page_id, written.slice(at..at + capacities[&page_id])));
-                }
-            }
-            Ok(())
-        })?;
-        crate::failpoint::hit("checkpoint-pages-written");
-        crate::failpoint::error("checkpoint-error-pages-written")?;
-        self.data.sync_data().map_err(|e| Error::io("fdatasync", self.data_path.clone(), e))?;
-        crate::failpoint::hit("checkpoint-pages-synced");
-        // 6. The new pages are durable: publish them (callers read pages by their
-        // published location), move the index entries to them, and only now let the old
-        // pages go (if anything before failed, the old pages still serve reads).
-        for (page_id, meta) in new_pages {
+    }
+
+    /// Step 6: the new pages are durable: publish them (callers read pages by their
+    /// published location), move the index entries to them, and only now let the old
+    /// pages go (if anything before failed, the old pages still serve reads).
+    fn publish_pages(&mut self, run: &mut CheckpointRun, index: &mut IndexWriter<'_>, cache: &PageCache) {
+        for (page_id, meta) in run.new_pages.drain(..) {
             self.locations.pin().insert(page_id, loc(meta.extent, meta.capacity));
-            self.pages.insert(page_id, meta);
+            let old = self.pages.insert(page_id, meta);
+            debug_assert!(old.is_none(), "a new page id is never reused");
         }
-        for (page_id, image) in images_out {
+        for (page_id, image) in run.images_out.drain(..) {
             cache.insert(page_id, image);
         }
-        for (key, version, stored) in placed {
+        for (key, version, stored) in run.placed.drain(..) {
             index.relocate(&key, version, stored);
         }
-        for &page_id in &rewrite {
+        for &page_id in &run.rewrite {
             let meta = self.pages.remove(&page_id).expect("a rewritten page is live");
             self.locations.pin().remove(&page_id);
             self.alloc.retire(meta.extent);
             cache.remove(page_id);
         }
-        self.hot = new_hot.or(self.hot.filter(|h| self.pages.contains_key(h)));
-        // 7. The table blob: every live page, and the key directory.
+        self.hot = run.new_hot.or(self.hot.filter(|h| self.pages.contains_key(h)));
+    }
+
+    /// Step 7: encodes the table blob (every live page, and the key directory) and
+    /// queues its write.
+    fn queue_table_write(&mut self, run: &mut CheckpointRun, io: &mut dyn Io, index: &IndexWriter<'_>) -> Result<()> {
         let mut page_entries: Vec<PageEntry> = self
             .pages
             .iter()
@@ -647,10 +760,10 @@ impl PageStore {
             })
             .collect();
         page_entries.sort_by_key(|p| p.page_id);
-        let order = index.index.order();
+        let order = index.index().order();
         let mut keys = Vec::with_capacity(order.len());
         for key in order.iter() {
-            let v = index.index.get(key).expect("every ordered key is in the map");
+            let v = index.index().get(key).expect("every ordered key is in the map");
             let location = match v.stored {
                 Stored::Page { page_id, offset, len } => {
                     KeyLocation::Page { page_id, value_offset: offset, value_len: len }
@@ -665,6 +778,7 @@ impl PageStore {
             };
             keys.push((key.clone(), v.version, location));
         }
+        drop(order);
         let mut blob = Vec::with_capacity(24 + page_entries.len() * 32 + keys.len() * 48);
         encode_table(
             &page_entries,
@@ -675,13 +789,17 @@ impl PageStore {
         let table_extent = self.alloc.allocate(blob.len() as u64);
         let mut buf = aligned(table_extent.len as usize, self.mem_align);
         buf.as_mut_slice()[..blob.len()].copy_from_slice(&blob);
-        bytes_written += table_extent.len;
-        io.write(fd, table_extent.offset, buf, table_extent.len as usize, SyncMode::None, CHECKPOINT_TOKEN_BIT);
-        wait_all(io, 1, stash, |c| {
-            c.result.map(|_| ()).map_err(|e| Error::io("write checkpoint table", self.data_path.clone(), e))
-        })?;
-        self.data.sync_data().map_err(|e| Error::io("fdatasync", self.data_path.clone(), e))?;
-        crate::failpoint::hit("checkpoint-table-synced");
+        run.bytes_written += table_extent.len;
+        run.table = Some((table_extent, blob.len() as u64, table_crc));
+        io.write_or_read_checkpoint(self.data.fd(), table_extent, buf, 0, Some(SyncMode::None));
+        run.in_flight += 1;
+        Ok(())
+    }
+
+    /// Steps 8 and 9: frees what the table no longer references once the slot is
+    /// durable, writes the slot, and counts the checkpoint.
+    fn commit_checkpoint(&mut self, run: &mut CheckpointRun, cache: &PageCache) -> Result<()> {
+        let (table_extent, table_len, table_crc) = run.table.expect("the table was written");
         if let Some(old) = self.table_extent.replace(table_extent) {
             self.alloc.retire(old);
         }
@@ -695,29 +813,30 @@ impl PageStore {
         let slot = Slot {
             shard: self.shard as u32,
             generation: self.generation,
-            checkpoint_lsn: lsn,
+            checkpoint_lsn: run.lsn,
             next_page_id: self.next_page_id,
             table_offset: table_extent.offset,
-            table_len: blob.len() as u64,
+            table_len,
             table_crc,
-            page_unit: unit as u32,
+            page_unit: self.unit as u32,
             file_end: self.alloc.file_end(),
         };
         self.write_slot(&slot)?;
         crate::failpoint::hit("checkpoint-slot-synced");
         // 9. The previous checkpoint is superseded: its extents are free.
         self.alloc.checkpoint_durable();
-        self.checkpoint_lsn = lsn;
-        let us = started.elapsed().as_micros() as u64;
+        self.checkpoint_lsn = run.lsn;
+        let us = run.started.elapsed().as_micros() as u64;
         self.counters.checkpoints += 1;
         self.counters.checkpoint_us_last = us;
         self.counters.checkpoint_us_max = self.counters.checkpoint_us_max.max(us);
-        self.counters.checkpoint_bytes_last = bytes_written;
-        self.counters.checkpoint_bytes_total += bytes_written;
+        self.counters.checkpoint_bytes_last = run.bytes_written;
+        self.counters.checkpoint_bytes_total += run.bytes_written;
         Ok(())
     }
 
     fn write_slot(&mut self, slot: &Slot) -> Result<()> {
+        debug_assert!(slot.generation > 0, "generation 0 is no checkpoint; the first written is 1");
         if self.slot_file.is_none() {
             let file = self
                 .fs
@@ -733,79 +852,132 @@ impl PageStore {
         file.write_all_at(&slot.encode(), offset).map_err(|e| Error::io("write", self.slot_path.clone(), e))?;
         file.sync_data().map_err(|e| Error::io("fdatasync", self.slot_path.clone(), e))
     }
+}
 
-    /// Images of `page_ids`, from the cache or read with many reads in flight.
-    fn load_pages(
-        &mut self,
-        io: &mut dyn Io,
-        cache: &PageCache,
-        page_ids: &[u64],
-        stash: &mut Vec<Completion>,
-    ) -> Result<HashMap<u64, Bytes>> {
-        let mut images = HashMap::with_capacity(page_ids.len());
-        let mut missing = Vec::new();
-        for &id in page_ids {
-            match cache.get(id) {
-                Some(image) => {
-                    images.insert(id, image);
-                }
-                None => missing.push(id),
-            }
+/// A written group of pages: checked, and its page images kept for the cache.
+fn on_pages_written(run: &mut CheckpointRun, i: usize, c: Completion, data_path: &Path) -> Result<()> {
+    c.result.map_err(|e| Error::io("write page", data_path.to_path_buf(), e))?;
+    let written = Bytes::from_owner(c.buf.expect("a write returns its buffer"));
+    for &(page, at) in &run.members[i] {
+        if let Some(page_id) = page {
+            run.images_out.push((page_id, written.slice(at..at + run.capacities[&page_id])));
         }
-        let fd = self.data.fd();
-        for (i, &id) in missing.iter().enumerate() {
-            let extent = self.pages[&id].extent;
-            io.read(
-                fd,
-                extent.offset,
-                aligned(extent.len as usize, self.mem_align),
-                extent.len as usize,
-                CHECKPOINT_TOKEN_BIT | i as u64,
-            );
+    }
+    Ok(())
+}
+
+/// Where a running checkpoint is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Reading the pages it rewrites.
+    LoadPages,
+    /// Writing the new pages and chunks.
+    WritePages,
+    /// Writing the table blob.
+    WriteTable,
+    /// The slot is durable.
+    Done,
+}
+
+/// A checkpoint in progress: its step, its I/O in flight, and what each step hands the
+/// next. Made by [`PageStore::start_checkpoint`].
+pub(crate) struct CheckpointRun {
+    lsn: u64,
+    started: Instant,
+    step: Step,
+    /// Operations of the current step not yet completed.
+    in_flight: usize,
+    /// First failure among the current step's completions.
+    error: Option<Error>,
+    /// Dirty records to place.
+    todo: Vec<Placing>,
+    /// Pages rewritten (holding dead records, or the hot page).
+    rewrite: Vec<u64>,
+    /// Pages read from the disk, by operation number.
+    missing: Vec<u64>,
+    /// Images of the pages rewritten.
+    images: HashMap<u64, Bytes>,
+    /// Where each placed record went: (key, version, location).
+    placed: Vec<(Bytes, u64, Stored)>,
+    new_pages: Vec<(u64, PageMeta)>,
+    new_hot: Option<u64>,
+    /// Per write group: each part's page (none for a chunk) and offset in the group.
+    members: Vec<Vec<(Option<u64>, usize)>>,
+    capacities: HashMap<u64, usize>,
+    /// Images of the pages written, for the cache.
+    images_out: Vec<(u64, Bytes)>,
+    bytes_written: u64,
+    /// The table written: extent, length, crc32.
+    table: Option<(Extent, u64, u32)>,
+}
+
+impl CheckpointRun {
+    fn new(lsn: u64) -> CheckpointRun {
+        CheckpointRun {
+            lsn,
+            started: Instant::now(),
+            step: Step::LoadPages,
+            in_flight: 0,
+            error: None,
+            todo: Vec::new(),
+            rewrite: Vec::new(),
+            missing: Vec::new(),
+            images: HashMap::new(),
+            placed: Vec::new(),
+            new_pages: Vec::new(),
+            new_hot: None,
+            members: Vec::new(),
+            capacities: HashMap::new(),
+            images_out: Vec::new(),
+            bytes_written: 0,
+            table: None,
         }
-        let path = self.data_path.clone();
-        let pages = &self.pages;
-        let mut read = 0;
-        wait_all(io, missing.len(), stash, |c| {
-            let id = missing[(c.token & !CHECKPOINT_TOKEN_BIT) as usize];
-            let meta = pages[&id];
-            c.result.map_err(|e| Error::io("read page", path.clone(), e))?;
-            let buf = c.buf.expect("a read returns its buffer");
-            let image = Bytes::from_owner(buf).slice(..meta.capacity as usize);
-            decode_page(&image).map_err(|what| corruption(&path, meta.extent.offset, what))?;
-            images.insert(id, image);
-            read += 1;
-            Ok(())
-        })?;
-        self.counters.pages_read += read;
-        Ok(images)
+    }
+
+    /// The LSN the checkpoint covers.
+    pub fn lsn(&self) -> u64 {
+        self.lsn
+    }
+
+    /// Operations of the current step not yet completed.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
     }
 }
 
-/// Waits for `count` checkpoint completions, handing each to `each`; completions of
-/// other I/O go to `stash`. Every completion is awaited even after a failure (the
-/// kernel owns the buffers until then); the first failure is returned.
-fn wait_all(
-    io: &mut dyn Io,
-    count: usize,
-    stash: &mut Vec<Completion>,
-    mut each: impl FnMut(Completion) -> Result<()>,
-) -> Result<()> {
-    let mut remaining = count;
-    let mut first_error = None;
-    let mut batch = Vec::new();
-    while remaining > 0 {
-        io.wait(true, None, &mut batch)?;
-        for c in batch.drain(..) {
-            if c.token & CHECKPOINT_TOKEN_BIT != 0 {
-                remaining -= 1;
-                if let Err(e) = each(c) {
-                    first_error.get_or_insert(e);
-                }
-            } else {
-                stash.push(c);
-            }
+/// Queuing checkpoint I/O with a checkpoint token.
+trait CheckpointIo {
+    /// Queues a write of `buf` to `extent` (with `sync`) or, with `sync` `None`, a read
+    /// of `extent` into `buf`; `op` numbers the operation within its step.
+    fn write_or_read_checkpoint(
+        &mut self,
+        fd: RawFd,
+        extent: Extent,
+        buf: AlignedBuf,
+        op: usize,
+        sync: Option<SyncMode>,
+    );
+}
+
+impl CheckpointIo for dyn Io + '_ {
+    fn write_or_read_checkpoint(
+        &mut self,
+        fd: RawFd,
+        extent: Extent,
+        buf: AlignedBuf,
+        op: usize,
+        sync: Option<SyncMode>,
+    ) {
+        debug_assert_eq!(
+            buf.as_slice().as_ptr() as usize % buf.align(),
+            0,
+            "checkpoint buffers are aligned for O_DIRECT"
+        );
+        let token = Token::new(TokenKind::Checkpoint, op as u64).encode();
+        let len = usize::try_from(extent.len).expect("an extent fits in memory");
+        match sync {
+            Some(sync) => self.write(fd, extent.offset, buf, len, sync, token),
+            None => self.read(fd, extent.offset, buf, len, token),
         }
     }
-    first_error.map_or(Ok(()), Err)
 }

@@ -24,11 +24,9 @@ use std::time::Instant;
 use crate::error::{Error, Result};
 use crate::format::record::{FLAG_UNSYNCED, HEADER_BYTES, encode_header, record_bytes, set_header_flags};
 use crate::io::fs::{FileRef, Fs};
+use crate::io::token::{Token, TokenKind};
 use crate::io::{AlignedBuf, Completion, Io, SyncMode};
 use crate::storage::wal::segment::{PreparedSegment, prepare_segment};
-
-/// Tokens of standalone fdatasync operations carry this bit.
-const SYNC_TOKEN_BIT: u64 = 1 << 63;
 
 /// Where the writer starts, as recovery left the log.
 pub struct WriterStart {
@@ -374,7 +372,8 @@ impl<T> WalWriter<T> {
         buf.as_mut_slice()[front.len..write_len].fill(0);
         front.in_flight = true;
         front.sync = sync;
-        io.write(front.file.fd(), front.offset, buf, write_len, sync, front.token);
+        let token = Token::new(TokenKind::LogWrite, front.token).encode();
+        io.write(front.file.fd(), front.offset, buf, write_len, sync, token);
         true
     }
 
@@ -385,7 +384,7 @@ impl<T> WalWriter<T> {
             return false;
         }
         self.sync_in_flight = true;
-        let token = SYNC_TOKEN_BIT | self.next_token;
+        let token = Token::new(TokenKind::LogSync, self.next_token).encode();
         self.next_token += 1;
         io.fdatasync(self.current_file.fd(), token);
         true
@@ -399,7 +398,9 @@ impl<T> WalWriter<T> {
             // with the error, and the kernel is done with its buffer.
             return Outcome::Discarded;
         }
-        if completion.token & SYNC_TOKEN_BIT != 0 {
+        let token = Token::decode(completion.token).expect("the shard routes only log tokens here");
+        if token.kind == TokenKind::LogSync {
+            assert!(self.sync_in_flight, "a log sync completed that was never submitted");
             self.sync_in_flight = false;
             return match completion.result {
                 Ok(_) => {
@@ -410,8 +411,9 @@ impl<T> WalWriter<T> {
                 Err(e) => self.fail(format!("fdatasync of the log failed: {e}")),
             };
         }
+        assert_eq!(token.kind, TokenKind::LogWrite, "the shard routes only log tokens here");
         let front = self.batches.front_mut().expect("a completion belongs to the front batch");
-        assert!(front.in_flight && front.token == completion.token, "log completion out of order");
+        assert!(front.in_flight && front.token == token.payload, "log completion out of order");
         if let Some(buf) = completion.buf {
             if buf.capacity() == (self.config.batch_bytes_max + self.config.block_bytes).next_multiple_of(buf.align())
                 && self.pool.len() < self.config.batches_max
