@@ -170,6 +170,22 @@ fn corruption(file: &Path, offset: u64, what: impl Into<String>) -> Error {
     Error::Corruption { file: file.to_path_buf(), offset, what: what.into() }
 }
 
+/// The newest valid slot of the `CHECKPOINT` file, if it exists and holds one. A file
+/// with bytes but no valid slot is corruption.
+fn read_newest_slot(fs: &dyn Fs, slot_path: &Path) -> Result<Option<Slot>> {
+    match fs.read_file(slot_path) {
+        Ok(bytes) => {
+            let (slot, why) = newest_slot(&bytes);
+            if slot.is_none() && bytes.iter().any(|&b| b != 0) {
+                return Err(corruption(slot_path, 0, format!("no valid checkpoint slot ({})", why.join("; "))));
+            }
+            Ok(slot)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("read", slot_path.to_path_buf(), e)),
+    }
+}
+
 /// A zeroed buffer of at least `len` bytes, aligned for O_DIRECT on the data file.
 fn aligned(len: usize, mem_align: usize) -> AlignedBuf {
     AlignedBuf::zeroed(len.next_multiple_of(mem_align).max(mem_align), mem_align)
@@ -188,18 +204,9 @@ impl PageStore {
             crate::io::fs::sync_dir(fs.as_ref(), shard_dir)?;
         }
         let (mem_align, align) = if config.direct { data.direct_io_aligns() } else { (512, 512) };
-        let mut unit = align.max(1024);
-        let slot = match fs.read_file(&slot_path) {
-            Ok(bytes) => {
-                let (slot, why) = newest_slot(&bytes);
-                if slot.is_none() && bytes.iter().any(|&b| b != 0) {
-                    return Err(corruption(&slot_path, 0, format!("no valid checkpoint slot ({})", why.join("; "))));
-                }
-                slot
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(Error::io("read", slot_path.clone(), e)),
-        };
+        assert!(align.is_power_of_two() && mem_align.is_power_of_two(), "O_DIRECT alignments are powers of two");
+        let unit = align.max(1024);
+        let slot = read_newest_slot(fs.as_ref(), &slot_path)?;
         let slot_file = if stat(&slot_path)? == Some(NodeKind::File) {
             Some(fs.open(&slot_path, OpenFlags::EXISTING).map_err(|e| Error::io("open", slot_path.clone(), e))?)
         } else {
@@ -208,8 +215,8 @@ impl PageStore {
         let mut store = PageStore {
             shard,
             shard_dir: shard_dir.to_path_buf(),
-            data_path: data_path.clone(),
-            slot_path: slot_path.clone(),
+            data_path,
+            slot_path,
             fs: Arc::clone(&fs),
             data,
             slot_file,
@@ -232,113 +239,137 @@ impl PageStore {
             chunk_bytes_live: 0,
         };
         let Some(slot) = slot else { return Ok(Opened { store, entries: Vec::new() }) };
-        if slot.shard as usize != shard {
+        let entries = store.load_checkpoint(&slot, align)?;
+        Ok(Opened { store, entries })
+    }
+
+    /// Loads the checkpoint `slot` describes: its page table and key directory, checked
+    /// against each other and the data file. Returns the key directory's entries.
+    fn load_checkpoint(&mut self, slot: &Slot, align: usize) -> Result<Vec<(Bytes, Stored, u64)>> {
+        if slot.shard as usize != self.shard {
             return Err(corruption(
-                &slot_path,
+                &self.slot_path,
                 12,
-                format!("checkpoint of shard {} in shard {shard}'s folder", slot.shard),
+                format!("checkpoint of shard {} in shard {}'s folder", slot.shard, self.shard),
             ));
         }
         let slot_unit = slot.page_unit as usize;
         if !slot_unit.is_power_of_two() || slot_unit < align {
             return Err(Error::Incompatible(format!(
                 "{} was written with a page unit of {slot_unit} bytes, this device needs a multiple of {align}",
-                slot_path.display()
+                self.slot_path.display()
             )));
         }
-        unit = slot_unit;
-        store.unit = unit;
-        // Read the table blob.
-        let table_len = usize::try_from(slot.table_len).map_err(|_| corruption(&slot_path, 48, "table too large"))?;
-        let read_len = table_len.next_multiple_of(unit);
-        if slot.table_offset % unit as u64 != 0 || slot.table_offset + read_len as u64 > slot.file_end {
-            return Err(corruption(&slot_path, 40, "table outside the data file"));
-        }
-        let mut buf = aligned(read_len, store.mem_align);
-        store
-            .data
-            .read_exact_at(&mut buf.as_mut_slice()[..read_len], slot.table_offset)
-            .map_err(|e| Error::io("read checkpoint table", data_path.clone(), e))?;
+        self.unit = slot_unit;
+        let (buf, table_len) = self.read_table(slot)?;
         let blob = &buf.as_slice()[..table_len];
-        if crc32fast::hash(blob) != slot.table_crc {
-            return Err(corruption(&data_path, slot.table_offset, "checkpoint table checksum mismatch"));
-        }
-        let table = decode_table(blob).map_err(|what| corruption(&data_path, slot.table_offset, what))?;
+        let table = decode_table(blob).map_err(|what| corruption(&self.data_path, slot.table_offset, what))?;
+        let table_extent = Extent { offset: slot.table_offset, len: table_len.next_multiple_of(self.unit) as u64 };
         let mut used = Vec::with_capacity(table.pages.len() + 1);
-        let table_extent = Extent { offset: slot.table_offset, len: read_len as u64 };
         used.push(table_extent);
-        for p in &table.pages {
+        self.load_page_table(slot, &table.pages, &mut used)?;
+        let entries = self.load_key_directory(slot, &table.keys, &mut used)?;
+        used.sort();
+        if used.windows(2).any(|w| w[0].end() > w[1].offset) {
+            return Err(corruption(&self.data_path, slot.table_offset, "checkpoint extents overlap"));
+        }
+        self.alloc = Allocator::new(self.unit as u64, slot.file_end, used);
+        self.next_page_id = slot.next_page_id;
+        self.generation = slot.generation;
+        self.checkpoint_lsn = slot.checkpoint_lsn;
+        self.table_extent = Some(table_extent);
+        self.hot =
+            self.pages.iter().filter(|(_, m)| (m.records as usize) < self.config.records_max).map(|(&id, _)| id).max();
+        Ok(entries)
+    }
+
+    /// Reads the checkpoint's table blob and checks its checksum; returns the buffer and
+    /// the blob's length in it.
+    fn read_table(&self, slot: &Slot) -> Result<(AlignedBuf, usize)> {
+        let table_len =
+            usize::try_from(slot.table_len).map_err(|_| corruption(&self.slot_path, 48, "table too large"))?;
+        let read_len = table_len.next_multiple_of(self.unit);
+        if slot.table_offset % self.unit as u64 != 0 || slot.table_offset + read_len as u64 > slot.file_end {
+            return Err(corruption(&self.slot_path, 40, "table outside the data file"));
+        }
+        let mut buf = aligned(read_len, self.mem_align);
+        self.data
+            .read_exact_at(&mut buf.as_mut_slice()[..read_len], slot.table_offset)
+            .map_err(|e| Error::io("read checkpoint table", self.data_path.clone(), e))?;
+        if crc32fast::hash(&buf.as_slice()[..table_len]) != slot.table_crc {
+            return Err(corruption(&self.data_path, slot.table_offset, "checkpoint table checksum mismatch"));
+        }
+        Ok((buf, table_len))
+    }
+
+    /// Takes the checkpoint's page table, checking every extent; adds them to `used`.
+    fn load_page_table(&mut self, slot: &Slot, pages: &[PageEntry], used: &mut Vec<Extent>) -> Result<()> {
+        let unit = self.unit as u64;
+        for p in pages {
             let extent = Extent { offset: p.offset, len: u64::from(p.extent_len) };
             let in_file = p.offset.checked_add(extent.len).is_some_and(|end| end <= slot.file_end);
             let sizes =
                 p.used <= p.capacity && u64::from(p.capacity) <= extent.len && p.used as usize >= PAGE_HEADER_BYTES;
-            if extent.len == 0
-                || extent.offset % unit as u64 != 0
-                || extent.len % unit as u64 != 0
-                || !in_file
-                || !sizes
-            {
+            if extent.len == 0 || extent.offset % unit != 0 || extent.len % unit != 0 || !in_file || !sizes {
                 return Err(corruption(
-                    &data_path,
+                    &self.data_path,
                     slot.table_offset,
                     format!("page {} has an impossible extent", p.page_id),
                 ));
             }
             used.push(extent);
-            if store.pages.contains_key(&p.page_id) {
-                return Err(corruption(&data_path, slot.table_offset, format!("page {} listed twice", p.page_id)));
+            if self.pages.contains_key(&p.page_id) {
+                return Err(corruption(&self.data_path, slot.table_offset, format!("page {} listed twice", p.page_id)));
             }
-            store.pages.insert(
+            self.pages.insert(
                 p.page_id,
                 PageMeta { extent, capacity: p.capacity, used: p.used, records: p.records, dead: 0 },
             );
-            store.locations.pin().insert(p.page_id, loc(extent, p.capacity));
+            self.locations.pin().insert(p.page_id, loc(extent, p.capacity));
         }
-        let mut entries = Vec::with_capacity(table.keys.len());
-        for k in &table.keys {
+        Ok(())
+    }
+
+    /// Takes the checkpoint's key directory, checking every location against the page
+    /// table and the file; adds the chunks' extents to `used`.
+    fn load_key_directory(
+        &mut self,
+        slot: &Slot,
+        keys: &[KeyEntry<'_>],
+        used: &mut Vec<Extent>,
+    ) -> Result<Vec<(Bytes, Stored, u64)>> {
+        let table_at = slot.table_offset;
+        let mut entries: Vec<(Bytes, Stored, u64)> = Vec::with_capacity(keys.len());
+        for k in keys {
             let stored = match k.location {
                 KeyLocation::Page { page_id, value_offset, value_len } => {
-                    let page = store.pages.get(&page_id).ok_or_else(|| {
-                        corruption(&data_path, slot.table_offset, format!("a key points at unknown page {page_id}"))
+                    let page = self.pages.get(&page_id).ok_or_else(|| {
+                        corruption(&self.data_path, table_at, format!("a key points at unknown page {page_id}"))
                     })?;
                     if u64::from(value_offset) + u64::from(value_len) > u64::from(page.used) {
-                        return Err(corruption(&data_path, slot.table_offset, "a key points past its page"));
+                        return Err(corruption(&self.data_path, table_at, "a key points past its page"));
                     }
                     Stored::Page { page_id, offset: value_offset, len: value_len }
                 }
                 KeyLocation::Chunk { offset, value_len, crc32 } => {
-                    let extent = Extent { offset, len: chunk_bytes(value_len as usize, unit) as u64 };
-                    if offset % unit as u64 != 0 || offset.checked_add(extent.len).is_none_or(|end| end > slot.file_end)
+                    let extent = Extent { offset, len: chunk_bytes(value_len as usize, self.unit) as u64 };
+                    if offset % self.unit as u64 != 0
+                        || offset.checked_add(extent.len).is_none_or(|end| end > slot.file_end)
                     {
-                        return Err(corruption(&data_path, slot.table_offset, "a key points at an impossible chunk"));
+                        return Err(corruption(&self.data_path, table_at, "a key points at an impossible chunk"));
                     }
                     used.push(extent);
-                    store.chunk_bytes_live += u64::from(value_len);
-                    store.live_chunks.insert(offset, (value_len, crc32));
+                    self.chunk_bytes_live += u64::from(value_len);
+                    self.live_chunks.insert(offset, (value_len, crc32));
                     Stored::Chunk { offset, len: value_len, crc32 }
                 }
             };
-            if entries.last().is_some_and(|(last, _, _): &(Bytes, Stored, u64)| &last[..] >= k.key) {
-                return Err(corruption(&data_path, slot.table_offset, "key directory out of order or repeated"));
+            if entries.last().is_some_and(|(last, _, _)| &last[..] >= k.key) {
+                return Err(corruption(&self.data_path, table_at, "key directory out of order or repeated"));
             }
             entries.push((Bytes::copy_from_slice(k.key), stored, k.version));
         }
-        used.sort();
-        if used.windows(2).any(|w| w[0].end() > w[1].offset) {
-            return Err(corruption(&data_path, slot.table_offset, "checkpoint extents overlap"));
-        }
-        store.alloc = Allocator::new(unit as u64, slot.file_end, used);
-        store.next_page_id = slot.next_page_id;
-        store.generation = slot.generation;
-        store.checkpoint_lsn = slot.checkpoint_lsn;
-        store.table_extent = Some(table_extent);
-        store.hot = store
-            .pages
-            .iter()
-            .filter(|(_, m)| (m.records as usize) < store.config.records_max)
-            .map(|(&id, _)| id)
-            .max();
-        Ok(Opened { store, entries })
+        Ok(entries)
     }
 
     /// Notes a write to `key` that replaced `old` (or a delete of it).

@@ -103,6 +103,47 @@ pub fn recover(
     mut apply: impl FnMut(Replayed<'_>) -> Result<()>,
 ) -> Result<Recovered> {
     let segments = list_segments(fs, wal_dir)?;
+    let (headers, keep) = read_headers(fs, &segments, shard)?;
+    // Segments after the tail segment hold nothing: spares that were prepared ahead.
+    // Keep the first one (it becomes the tail when the log is empty), remove the rest.
+    remove_spares(fs, wal_dir, segments.get(keep + 1..).unwrap_or(&[]))?;
+    let mut out = Recovered {
+        tail_segment: None,
+        end: 0,
+        tail: Vec::new(),
+        next_lsn: 1,
+        records: 0,
+        bytes: 0,
+        quarantined: None,
+        sealed: Vec::new(),
+    };
+    let mut expected_lsn: Option<u64> = None;
+    let mut data = Vec::new();
+    for (i, (seq, path)) in segments.iter().enumerate().take(keep + 1) {
+        let header = headers[i];
+        let block = header.block_bytes as usize;
+        read_segment(fs, path, &mut data)?;
+        let segment = Segment { seq: *seq, path, data: &data, block, is_tail: i == keep };
+        let at = replay_segment(fs, wal_dir, &segment, &mut expected_lsn, &mut out, &mut apply)?;
+        if !segment.is_tail {
+            out.sealed.push((*seq, path.clone(), expected_lsn.map_or(0, |e| e - 1)));
+        }
+        if segment.is_tail {
+            let end = at.min(data.len());
+            let tail_start = end - end % block;
+            out.tail = data[tail_start..end].to_vec();
+            assert!(out.tail.len() < block, "the tail is the partial block the writer rewrites whole");
+            out.end = end as u64;
+            out.tail_segment = Some((*seq, path.clone(), header.segment_bytes, block));
+        }
+    }
+    out.next_lsn = expected_lsn.unwrap_or(1);
+    Ok(out)
+}
+
+/// Reads and checks every segment's header; returns them and the index of the tail
+/// segment (the last one holding any record bytes; 0 if none does).
+fn read_headers(fs: &dyn Fs, segments: &[(u64, PathBuf)], shard: usize) -> Result<(Vec<SegmentHeader>, usize)> {
     let mut data = Vec::new();
     let mut headers = Vec::with_capacity(segments.len());
     let mut tail_index = None;
@@ -117,95 +158,102 @@ pub fn recover(
         }
         headers.push(header);
     }
-    // Segments after the tail segment hold nothing: spares that were prepared ahead.
-    // Keep the first one (it becomes the tail when the log is empty), remove the rest.
-    let keep = tail_index.unwrap_or(0);
-    let mut removed = false;
-    for (_, path) in segments.iter().skip(keep + 1) {
+    debug_assert!(headers.windows(2).all(|w| w[0].segment_seq < w[1].segment_seq), "segments are replayed in order");
+    Ok((headers, tail_index.unwrap_or(0)))
+}
+
+/// Removes the empty spare segments after the tail segment.
+fn remove_spares(fs: &dyn Fs, wal_dir: &Path, spares: &[(u64, PathBuf)]) -> Result<()> {
+    for (_, path) in spares {
         fs.remove_file(path).map_err(|e| Error::io("remove", path.clone(), e))?;
-        removed = true;
     }
-    if removed {
+    if !spares.is_empty() {
         sync_dir(fs, wal_dir)?;
     }
-    let mut out = Recovered {
-        tail_segment: None,
-        end: 0,
-        tail: Vec::new(),
-        next_lsn: 1,
-        records: 0,
-        bytes: 0,
-        quarantined: None,
-        sealed: Vec::new(),
-    };
-    let mut expected_lsn: Option<u64> = None;
-    for (i, (seq, path)) in segments.iter().enumerate().take(keep + 1) {
-        let header = headers[i];
-        let block = header.block_bytes as usize;
-        read_segment(fs, path, &mut data)?;
-        let is_tail = i == keep;
-        let body_max = data.len();
-        let mut at = block;
-        loop {
-            let bad = match decode_record(&data[at..], body_max) {
-                Decoded::Record(h) if expected_lsn.is_none_or(|e| e == h.lsn) => {
-                    let start = at + HEADER_BYTES;
-                    let body = &data[start..start + h.body_len as usize];
-                    let bad = |what: String| corruption(path, at as u64, format!("record {}: {what}", h.lsn));
-                    let (tx, body) = if h.kind == KIND_OPS {
-                        (None, body)
-                    } else {
-                        let tx = decode_tx_header(body).map_err(bad)?;
-                        if h.kind != KIND_PREPARE && (h.op_count != 0 || tx.len != body.len()) {
-                            return Err(bad("a commit or abort record carries ops".into()));
-                        }
-                        let ops_at = tx.len;
-                        (Some(tx), &body[ops_at..])
-                    };
-                    let ops = decode_ops(body, h.op_count).map_err(bad)?;
-                    apply(Replayed { lsn: h.lsn, kind: h.kind, tx, body, ops })?;
-                    expected_lsn = Some(h.lsn + 1);
-                    out.records += 1;
-                    let len = record_bytes(h.body_len as usize);
-                    out.bytes += len as u64;
-                    at += len;
-                    if at >= data.len() {
-                        break;
-                    }
-                    continue;
+    Ok(())
+}
+
+/// One segment being replayed.
+struct Segment<'a> {
+    seq: u64,
+    path: &'a Path,
+    data: &'a [u8],
+    block: usize,
+    /// The last segment holding records: damage in it may be a torn tail.
+    is_tail: bool,
+}
+
+/// Replays the records of one segment; returns the offset where its log ends.
+fn replay_segment(
+    fs: &dyn Fs,
+    wal_dir: &Path,
+    segment: &Segment<'_>,
+    expected_lsn: &mut Option<u64>,
+    out: &mut Recovered,
+    apply: &mut impl FnMut(Replayed<'_>) -> Result<()>,
+) -> Result<usize> {
+    let (data, path) = (segment.data, segment.path);
+    let body_max = data.len();
+    let mut at = segment.block;
+    let bad = loop {
+        let bad = match decode_record(&data[at..], body_max) {
+            Decoded::Record(h) if expected_lsn.is_none_or(|e| e == h.lsn) => {
+                replay_record(path, at, data, &h, apply)?;
+                *expected_lsn = Some(h.lsn + 1);
+                out.records += 1;
+                let len = record_bytes(h.body_len as usize);
+                out.bytes += len as u64;
+                at += len;
+                if at >= data.len() {
+                    return Ok(at);
                 }
-                Decoded::Record(h) => format!("record lsn {} where {} was expected", h.lsn, expected_lsn.unwrap_or(0)),
-                Decoded::End if data[at..].iter().all(|&b| b == 0) => break,
-                Decoded::End => "zeroed record header followed by data".to_string(),
-                Decoded::Invalid(why) => why,
-            };
-            if !is_tail {
-                return Err(corruption(path, at as u64, format!("{bad}, before the log's tail segment")));
+                continue;
             }
-            let lsn_here = expected_lsn.unwrap_or(1);
-            if let Some(later) = later_flush(&data, at, lsn_here, body_max) {
-                return Err(corruption(
-                    path,
-                    at as u64,
-                    format!("{bad}; a later flush follows at offset {later}, so this is not a torn tail"),
-                ));
-            }
-            out.quarantined = Some(cut_torn_tail(fs, wal_dir, path, *seq, &data, at, block)?);
-            break;
-        }
-        if !is_tail {
-            out.sealed.push((*seq, path.clone(), expected_lsn.map_or(0, |e| e - 1)));
-        }
-        if is_tail {
-            let end = at.min(data.len());
-            let tail_start = end - end % block;
-            out.tail = data[tail_start..end].to_vec();
-            out.end = end as u64;
-            out.tail_segment = Some((*seq, path.clone(), header.segment_bytes, block));
-        }
+            Decoded::Record(h) => format!("record lsn {} where {} was expected", h.lsn, expected_lsn.unwrap_or(0)),
+            Decoded::End if data[at..].iter().all(|&b| b == 0) => return Ok(at),
+            Decoded::End => "zeroed record header followed by data".to_string(),
+            Decoded::Invalid(why) => why,
+        };
+        break bad;
+    };
+    if !segment.is_tail {
+        return Err(corruption(path, at as u64, format!("{bad}, before the log's tail segment")));
     }
-    out.next_lsn = expected_lsn.unwrap_or(1);
-    Ok(out)
+    let lsn_here = expected_lsn.unwrap_or(1);
+    if let Some(later) = later_flush(data, at, lsn_here, body_max) {
+        return Err(corruption(
+            path,
+            at as u64,
+            format!("{bad}; a later flush follows at offset {later}, so this is not a torn tail"),
+        ));
+    }
+    out.quarantined = Some(cut_torn_tail(fs, wal_dir, path, segment.seq, data, at, segment.block)?);
+    Ok(at)
+}
+
+/// Decodes the record with header `h` at `at` and hands it to `apply`.
+fn replay_record(
+    path: &Path,
+    at: usize,
+    data: &[u8],
+    h: &crate::format::record::RecordHeader,
+    apply: &mut impl FnMut(Replayed<'_>) -> Result<()>,
+) -> Result<()> {
+    let start = at + HEADER_BYTES;
+    let body = &data[start..start + h.body_len as usize];
+    let bad = |what: String| corruption(path, at as u64, format!("record {}: {what}", h.lsn));
+    let (tx, body) = if h.kind == KIND_OPS {
+        (None, body)
+    } else {
+        let tx = decode_tx_header(body).map_err(bad)?;
+        if h.kind != KIND_PREPARE && (h.op_count != 0 || tx.len != body.len()) {
+            return Err(bad("a commit or abort record carries ops".into()));
+        }
+        let ops_at = tx.len;
+        (Some(tx), &body[ops_at..])
+    };
+    let ops = decode_ops(body, h.op_count).map_err(bad)?;
+    apply(Replayed { lsn: h.lsn, kind: h.kind, tx, body, ops })
 }
 
 /// Offset of a valid record after `at` written by a flush later than the one that
