@@ -142,6 +142,7 @@ impl Shard {
 
     /// Submits the log's next flush when the durability mode says it is due.
     fn submit(&mut self) {
+        debug_assert!(!self.checkpoints.running(), "the log is not flushed while a checkpoint runs");
         if self.wal.busy() || self.wal.poisoned().is_some() {
             return;
         }
@@ -194,6 +195,7 @@ impl Shard {
 
     /// Sleeps in the kernel until a completion, a client's wake-up or a timer.
     fn sleep(&mut self, completions: &mut Vec<Completion>) -> bool {
+        debug_assert!(!self.checkpoints.running(), "a running checkpoint is driven, not slept through");
         // With nothing in flight, a client that was just answered often sends its next
         // request within microseconds: spin briefly for it instead of paying a wake-up
         // through the eventfd.

@@ -54,6 +54,7 @@ impl Shard {
         chunks: Vec<(u64, u32)>,
         reply: oneshot::Sender<Result<ReadReply>>,
     ) {
+        debug_assert!(!self.checkpoints.running(), "reads are not queued while a checkpoint changes the page table");
         if pages.len() + chunks.len() > ReadSlot::ITEMS_MAX {
             let _ = reply.send(Err(Error::InvalidArgument(format!(
                 "a read of {} pages and chunks; at most {} at once",

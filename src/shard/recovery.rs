@@ -87,6 +87,7 @@ impl Shard {
             checkpoints: Checkpoints::new(),
             tx: txn::TxState::new(Arc::clone(&resolution.registry), replay.prepares),
         };
+        assert!(shard.applied_lsn <= shard.wal.last_lsn(), "the log continues after everything applied");
         shard.resolve_in_doubt(replay.undecided, &resolution)?;
         shard.publish_page_stats();
         Ok(shard)

@@ -68,6 +68,7 @@ impl Allocator {
 
     /// Rounds `bytes` up to whole units.
     pub fn round(&self, bytes: u64) -> u64 {
+        debug_assert!(self.unit.is_power_of_two(), "extents are whole units of a power of two");
         bytes.max(1).next_multiple_of(self.unit)
     }
 
@@ -79,6 +80,7 @@ impl Allocator {
             if free_len > len {
                 self.insert_free(Extent { offset: offset + len, len: free_len - len });
             }
+            debug_assert!(offset + len <= self.file_end, "a free extent lies inside the file");
             return Extent { offset, len };
         }
         // Nothing fits: grow the file, reusing a free run at its end.
@@ -89,6 +91,10 @@ impl Allocator {
                 offset = last_offset;
             }
         }
+        debug_assert!(
+            self.by_offset.range(offset..).next().is_none(),
+            "growth takes only the file's free tail, never an extent in use"
+        );
         self.file_end = offset + len;
         Extent { offset, len }
     }
@@ -96,6 +102,8 @@ impl Allocator {
     /// Marks an extent referenced by the last durable checkpoint as no longer needed by
     /// the next one; it is freed by [`Allocator::checkpoint_durable`].
     pub fn retire(&mut self, extent: Extent) {
+        debug_assert!(extent.end() <= self.file_end, "a retired extent lies inside the file");
+        debug_assert!(!self.retired.contains(&extent), "an extent is retired once per checkpoint");
         self.retired.push(extent);
     }
 
@@ -108,6 +116,10 @@ impl Allocator {
 
     /// The checkpoint that retired extents is durable: they are free now.
     pub fn checkpoint_durable(&mut self) {
+        debug_assert!(
+            self.retired.iter().all(|e| !self.by_offset.contains_key(&e.offset)),
+            "a retired extent is still in use until now, never free already"
+        );
         for e in std::mem::take(&mut self.retired) {
             self.insert_free(e);
         }
@@ -131,8 +143,10 @@ impl Allocator {
     }
 
     fn remove_free(&mut self, offset: u64, len: u64) {
-        self.by_offset.remove(&offset);
-        self.by_len.remove(&(len, offset));
+        let removed = self.by_offset.remove(&offset);
+        debug_assert_eq!(removed, Some(len), "the two free lists agree");
+        let removed = self.by_len.remove(&(len, offset));
+        debug_assert!(removed, "the two free lists agree");
     }
 
     fn insert_free(&mut self, extent: Extent) {

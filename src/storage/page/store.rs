@@ -293,6 +293,7 @@ impl PageStore {
             return Err(corruption(&self.slot_path, 40, "table outside the data file"));
         }
         let mut buf = aligned(read_len, self.mem_align);
+        debug_assert_eq!(buf.as_slice().as_ptr() as usize % self.mem_align, 0, "O_DIRECT reads need aligned memory");
         self.data
             .read_exact_at(&mut buf.as_mut_slice()[..read_len], slot.table_offset)
             .map_err(|e| Error::io("read checkpoint table", self.data_path.clone(), e))?;
@@ -382,6 +383,7 @@ impl PageStore {
                 self.moved_from.entry(key.clone()).or_insert(*page_id);
             }
             Some(Stored::Chunk { offset, len, .. }) => {
+                debug_assert!(self.live_chunks.contains_key(offset), "a key's chunk is live until the key leaves it");
                 self.dead_chunks.push(Extent { offset: *offset, len: chunk_bytes(*len as usize, self.unit) as u64 });
                 self.live_chunks.remove(offset);
                 self.chunk_bytes_live = self.chunk_bytes_live.saturating_sub(u64::from(*len));
@@ -541,7 +543,8 @@ impl PageStore {
         let buf = c.buf.expect("a read returns its buffer");
         let image = Bytes::from_owner(buf).slice(..meta.capacity as usize);
         decode_page(&image).map_err(|what| corruption(&self.data_path, meta.extent.offset, what))?;
-        run.images.insert(id, image);
+        let first = run.images.insert(id, image).is_none();
+        debug_assert!(first, "each page a checkpoint rewrites is loaded once");
         Ok(())
     }
 
@@ -565,6 +568,10 @@ impl PageStore {
     /// The live records of loaded page `page_id`, as a page being rebuilt.
     fn live_records(&self, page_id: u64, image: &Bytes, index: &IndexWriter<'_>) -> Result<Building> {
         let meta = self.pages[&page_id];
+        debug_assert!(
+            meta.dead > 0 || self.hot == Some(page_id),
+            "a checkpoint rewrites only pages with dead records and the hot page"
+        );
         let records_max = self.config.records_max;
         let page = decode_page(image).map_err(|what| corruption(&self.data_path, meta.extent.offset, what))?;
         let mut b = Building {
@@ -778,6 +785,10 @@ impl PageStore {
     /// Step 7: encodes the table blob (every live page, and the key directory) and
     /// queues its write.
     fn queue_table_write(&mut self, run: &mut CheckpointRun, io: &mut dyn Io, index: &IndexWriter<'_>) -> Result<()> {
+        debug_assert!(
+            self.pages.values().all(|m| m.extent.end() <= self.alloc.file_end()),
+            "the table lists only pages inside the file"
+        );
         let mut page_entries: Vec<PageEntry> = self
             .pages
             .iter()
@@ -831,6 +842,7 @@ impl PageStore {
     /// durable, writes the slot, and counts the checkpoint.
     fn commit_checkpoint(&mut self, run: &mut CheckpointRun, cache: &PageCache) -> Result<()> {
         let (table_extent, table_len, table_crc) = run.table.expect("the table was written");
+        assert!(run.lsn >= self.checkpoint_lsn, "checkpoints cover ever more of the log");
         if let Some(old) = self.table_extent.replace(table_extent) {
             self.alloc.retire(old);
         }
@@ -890,6 +902,7 @@ fn on_pages_written(run: &mut CheckpointRun, i: usize, c: Completion, data_path:
     c.result.map_err(|e| Error::io("write page", data_path.to_path_buf(), e))?;
     let written = Bytes::from_owner(c.buf.expect("a write returns its buffer"));
     for &(page, at) in &run.members[i] {
+        debug_assert!(at < written.len(), "a part lies inside its write group");
         if let Some(page_id) = page {
             run.images_out.push((page_id, written.slice(at..at + run.capacities[&page_id])));
         }

@@ -161,6 +161,13 @@ pub struct WalWriter<T> {
 impl<T> WalWriter<T> {
     /// A writer continuing the log where recovery left it.
     pub fn new(config: WriterConfig, start: WriterStart) -> WalWriter<T> {
+        assert!(start.next_lsn >= 1, "LSNs start at 1");
+        assert!(config.block_bytes.is_power_of_two(), "the O_DIRECT block size is a power of two");
+        assert_eq!(
+            start.end % config.block_bytes as u64,
+            start.tail.len() as u64 % config.block_bytes as u64,
+            "the tail holds the bytes from the block holding the log's end"
+        );
         let last_lsn = start.next_lsn - 1;
         let current_file = Arc::clone(&start.segment.file);
         let mut writer = WalWriter {
@@ -225,6 +232,7 @@ impl<T> WalWriter<T> {
 
     /// Records appended but not yet submitted, and their bytes, and the age of the oldest.
     pub fn pending(&self) -> (u64, usize, Option<Instant>) {
+        debug_assert!(self.batches.iter().skip(1).all(|b| !b.in_flight), "only the front batch may be in flight");
         let mut records = 0;
         let mut bytes = 0;
         let mut oldest = None;
@@ -340,6 +348,7 @@ impl<T> WalWriter<T> {
         let block = self.config.block_bytes;
         if let Some(b) = self.batches.back_mut() {
             if !b.sealed {
+                debug_assert!(!b.in_flight, "a batch is sealed before it is submitted");
                 b.sealed = true;
                 if b.segment_seq == self.current.seq {
                     let end = b.offset + b.len as u64;
@@ -367,8 +376,11 @@ impl<T> WalWriter<T> {
         }
         let block = self.config.block_bytes;
         let front = self.batches.front_mut().expect("checked above");
+        assert!(front.sealed, "a batch stops taking records before it is written");
         let mut buf = front.buf.take().expect("a waiting batch owns its buffer");
         let write_len = front.len.next_multiple_of(block);
+        debug_assert_eq!(front.offset % block as u64, 0, "a flush starts on a block boundary (O_DIRECT)");
+        debug_assert!(write_len <= buf.capacity(), "a flush writes whole blocks of its own buffer");
         buf.as_mut_slice()[front.len..write_len].fill(0);
         front.in_flight = true;
         front.sync = sync;
@@ -383,6 +395,7 @@ impl<T> WalWriter<T> {
         if self.busy() || self.poisoned.is_some() || self.durable_lsn >= self.written_lsn {
             return false;
         }
+        debug_assert!(self.written_lsn < self.next_lsn, "only appended records are written");
         self.sync_in_flight = true;
         let token = Token::new(TokenKind::LogSync, self.next_token).encode();
         self.next_token += 1;
@@ -456,6 +469,7 @@ impl<T> WalWriter<T> {
         if !std::mem::take(&mut self.failure_pending) {
             return None;
         }
+        debug_assert!(self.poisoned.is_some(), "a pending failure poisoned the log");
         let cause = self.poisoned.clone().expect("a pending failure poisoned the log");
         Some(self.fail(cause))
     }
@@ -466,6 +480,7 @@ impl<T> WalWriter<T> {
     }
 
     fn fail(&mut self, cause: String) -> Outcome<T> {
+        debug_assert!(self.durable_lsn <= self.written_lsn, "nothing is durable that was not written");
         self.poisoned = Some(cause.clone());
         let mut items = Vec::new();
         for b in self.batches.drain(..) {
@@ -479,6 +494,7 @@ impl<T> WalWriter<T> {
         if !matches!(self.spare, Spare::None) {
             return;
         }
+        debug_assert!(self.current.seq >= 1, "segments are numbered from 1");
         if self.config.prepare_inline {
             self.spare = Spare::Ready(self.prepare_now());
             return;
@@ -533,6 +549,7 @@ impl<T> WalWriter<T> {
             self.current_unsynced = false;
         }
         let next = self.take_spare()?;
+        assert_eq!(next.seq, self.current.seq + 1, "segments follow each other without a gap");
         self.seal_back();
         self.sealed.push_back((self.current.seq, self.current.path.clone(), self.next_lsn - 1));
         self.current_file = Arc::clone(&next.file);
@@ -547,6 +564,7 @@ impl<T> WalWriter<T> {
     /// Deletes the older segments whose records all have LSNs up to `lsn` (a checkpoint
     /// holds them). The current segment is never deleted. Returns how many were.
     pub fn drop_segments_through(&mut self, lsn: u64) -> Result<usize> {
+        debug_assert!(lsn <= self.durable_lsn, "segments go only once a checkpoint holds their records");
         let mut dropped = 0;
         while let Some((_, path, last)) = self.sealed.front() {
             if *last > lsn {
