@@ -203,6 +203,10 @@ impl TxState {
     /// are concerned: below the oldest prepare record of a transaction that is undecided
     /// here or registered (committed, some participant's commit marker not durable).
     pub fn retained_limit(&mut self) -> u64 {
+        debug_assert!(
+            self.retained.iter().zip(self.retained.iter().skip(1)).all(|(a, b)| a.0 < b.0),
+            "prepares are retained in log order, so the oldest bounds what may go"
+        );
         while let Some(&(lsn, txid)) = self.retained.front() {
             let undecided = self.txs.get(&txid).is_some_and(|t| t.prepared.is_some())
                 || self.aborting.iter().any(|&(_, t, _)| t == txid);
@@ -350,6 +354,10 @@ impl Shard {
 
     fn prepare_validated(&mut self, r: TxRequest, ops_body: Bytes, keys: Vec<Bytes>) {
         let txid = r.txid;
+        debug_assert!(
+            self.tx.txs.get(&txid).is_none_or(|t| t.prepared.is_none()),
+            "a transaction prepares at most once on a shard"
+        );
         let read_keys: Vec<Bytes> = r.reads.iter().map(|(k, _)| k.clone()).collect();
         let ranges: Vec<KeyRange> = r.scans.into_iter().map(|s| s.range).collect();
         self.tx.locks.lock(txid, &read_keys, &keys, &ranges);
@@ -414,6 +422,7 @@ impl Shard {
                 // prepare is durable), so the index shows it; recovery will decide it so.
                 Err(_) => self.wal.last_lsn().max(self.applied_lsn) + 1,
             };
+            debug_assert!(lsn > p.lsn, "a commit follows its prepare in the log");
             let ops = decode_ops(&p.body, p.op_count).expect("ops checked at prepare");
             apply_ops(&mut self.shared.index_writer(), &mut self.pages, &p.body, &ops, lsn);
             self.applied_lsn = self.applied_lsn.max(lsn);
@@ -498,7 +507,22 @@ impl Shard {
             self.tx.fail_waiting(&err);
             return;
         }
+        self.end_durable_decisions();
+        self.grant_shared_locks();
+        if !std::mem::take(&mut self.tx.changed) {
+            return;
+        }
+        self.retry_waiting_prepares();
+        self.release_held_back_writes();
+    }
+
+    /// Reports commit markers that became durable, and ends aborts whose marker did.
+    fn end_durable_decisions(&mut self) {
         let durable = self.wal.durable_lsn();
+        debug_assert!(
+            self.tx.commit_markers.iter().zip(self.tx.commit_markers.iter().skip(1)).all(|(a, b)| a.0 < b.0),
+            "commit markers are reported durable in log order"
+        );
         while let Some(&(lsn, txid)) = self.tx.commit_markers.front() {
             if lsn > durable {
                 break;
@@ -506,67 +530,74 @@ impl Shard {
             self.tx.registry.commit_durable(txid);
             self.tx.commit_markers.pop_front();
         }
-        if !self.tx.aborting.is_empty() {
-            let mut i = 0;
-            while i < self.tx.aborting.len() {
-                if self.tx.aborting[i].0 <= durable {
-                    let (_, txid, reply) = self.tx.aborting.swap_remove(i);
-                    self.tx.release(txid);
-                    let _ = reply.send(Ok(()));
-                } else {
-                    i += 1;
-                }
+        let mut i = 0;
+        while i < self.tx.aborting.len() {
+            if self.tx.aborting[i].0 <= durable {
+                let (_, txid, reply) = self.tx.aborting.swap_remove(i);
+                self.tx.release(txid);
+                let _ = reply.send(Ok(()));
+            } else {
+                i += 1;
             }
         }
-        if !self.tx.lock_waiters.is_empty() && self.tracking_warm() {
-            let mut i = 0;
-            while i < self.tx.lock_waiters.len() {
-                let w = &self.tx.lock_waiters[i];
-                if self.tx.locks.shared_ready(w.txid, &w.keys, &w.ranges) {
-                    let w = self.tx.lock_waiters.swap_remove(i);
-                    let _ = w.reply.send(Ok(()));
-                } else {
-                    i += 1;
-                }
-            }
-        }
-        if !std::mem::take(&mut self.tx.changed) {
+    }
+
+    /// Answers the requests for shared locks that are now granted.
+    fn grant_shared_locks(&mut self) {
+        if self.tx.lock_waiters.is_empty() || !self.tracking_warm() {
             return;
         }
-        if !self.tx.waiting_prepares.is_empty() {
-            for (r, keys) in std::mem::take(&mut self.tx.waiting_prepares) {
-                let free = keys.iter().all(|k| self.tx.locks.write_conflict(r.txid, k).is_none());
-                if free && self.wal.can_accept() {
-                    for k in &keys {
-                        self.tx.locks.set_deferred(k, false);
-                    }
-                    let ops_body = r.body.slice(r.ops_at..);
-                    self.prepare_validated(r, ops_body, keys);
-                } else {
-                    self.tx.waiting_prepares.push_back((r, keys));
-                }
+        let mut i = 0;
+        while i < self.tx.lock_waiters.len() {
+            let w = &self.tx.lock_waiters[i];
+            if self.tx.locks.shared_ready(w.txid, &w.keys, &w.ranges) {
+                let w = self.tx.lock_waiters.swap_remove(i);
+                let _ = w.reply.send(Ok(()));
+            } else {
+                i += 1;
             }
         }
-        if !self.tx.deferred.is_empty() {
-            // Keys of batches still waiting hold later plain writes back (order per key).
-            let mut held: HashSet<Bytes> =
-                self.tx.waiting_prepares.iter().flat_map(|(_, keys)| keys.iter().cloned()).collect();
-            for (w, keys) in std::mem::take(&mut self.tx.deferred) {
-                let blocked = keys.iter().any(|k| self.tx.locks.locked(k) || held.contains(k));
-                if blocked || !self.wal.can_accept() {
-                    held.extend(keys.iter().cloned());
-                    self.tx.deferred.push_back((w, keys));
-                    continue;
-                }
+    }
+
+    /// Prepares the batches waiting for locks whose keys are now free.
+    fn retry_waiting_prepares(&mut self) {
+        for (r, keys) in std::mem::take(&mut self.tx.waiting_prepares) {
+            let free = keys.iter().all(|k| self.tx.locks.write_conflict(r.txid, k).is_none());
+            if free && self.wal.can_accept() {
                 for k in &keys {
                     self.tx.locks.set_deferred(k, false);
                 }
-                self.append_write(w, Some(&keys));
+                let ops_body = r.body.slice(r.ops_at..);
+                self.prepare_validated(r, ops_body, keys);
+            } else {
+                self.tx.waiting_prepares.push_back((r, keys));
             }
-            if !self.wal.can_accept() && !self.tx.deferred.is_empty() {
-                // Try again once the log takes records.
-                self.tx.changed = true;
+        }
+    }
+
+    /// Appends the held-back plain writes whose keys are free, in arrival order per key.
+    fn release_held_back_writes(&mut self) {
+        if self.tx.deferred.is_empty() {
+            return;
+        }
+        // Keys of batches still waiting hold later plain writes back (order per key).
+        let mut held: HashSet<Bytes> =
+            self.tx.waiting_prepares.iter().flat_map(|(_, keys)| keys.iter().cloned()).collect();
+        for (w, keys) in std::mem::take(&mut self.tx.deferred) {
+            let blocked = keys.iter().any(|k| self.tx.locks.locked(k) || held.contains(k));
+            if blocked || !self.wal.can_accept() {
+                held.extend(keys.iter().cloned());
+                self.tx.deferred.push_back((w, keys));
+                continue;
             }
+            for k in &keys {
+                self.tx.locks.set_deferred(k, false);
+            }
+            self.append_write(w, Some(&keys));
+        }
+        if !self.wal.can_accept() && !self.tx.deferred.is_empty() {
+            // Try again once the log takes records.
+            self.tx.changed = true;
         }
     }
 }

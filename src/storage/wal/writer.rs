@@ -469,7 +469,6 @@ impl<T> WalWriter<T> {
         if !std::mem::take(&mut self.failure_pending) {
             return None;
         }
-        debug_assert!(self.poisoned.is_some(), "a pending failure poisoned the log");
         let cause = self.poisoned.clone().expect("a pending failure poisoned the log");
         Some(self.fail(cause))
     }
