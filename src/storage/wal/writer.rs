@@ -280,34 +280,7 @@ impl<T> WalWriter<T> {
             Some(b) => b.sealed || b.in_flight || b.segment_seq != self.current.seq || b.len + rec > cap.max(block),
         };
         if need_new {
-            self.seal_back();
-            let offset = self.end - self.end % block as u64;
-            let prefix = self.tail.len();
-            debug_assert_eq!(offset + prefix as u64, self.end);
-            let capacity = (prefix + rec).max(cap + block).next_multiple_of(block);
-            let mut buf = match self.pool.iter().position(|b| b.capacity() >= capacity) {
-                Some(i) => self.pool.swap_remove(i),
-                None => AlignedBuf::zeroed(capacity, block),
-            };
-            buf.as_mut_slice()[..prefix].copy_from_slice(&self.tail);
-            let token = self.next_token;
-            self.next_token += 1;
-            self.batches.push_back(Batch {
-                file: Arc::clone(&self.current_file),
-                segment_seq: self.current.seq,
-                offset,
-                buf: Some(buf),
-                len: prefix,
-                first_lsn: 0,
-                last_lsn: 0,
-                records: 0,
-                items: Vec::new(),
-                token,
-                in_flight: false,
-                sealed: false,
-                sync: SyncMode::None,
-                opened_at: Instant::now(),
-            });
+            self.open_batch(rec);
         }
         let lsn = self.next_lsn;
         let batch = self.batches.back_mut().expect("an open batch exists");
@@ -341,6 +314,40 @@ impl<T> WalWriter<T> {
         self.end += rec as u64;
         self.appended_bytes += rec as u64;
         Ok(lsn)
+    }
+
+    /// Opens a new batch for a record of `rec` bytes: it starts at the block holding the
+    /// log's end, with that block's bytes already written (`tail`) as its prefix.
+    fn open_batch(&mut self, rec: usize) {
+        let (block, cap) = (self.config.block_bytes, self.config.batch_bytes_max);
+        self.seal_back();
+        let offset = self.end - self.end % block as u64;
+        let prefix = self.tail.len();
+        assert_eq!(offset + prefix as u64, self.end, "the tail holds the log's end block up to its end");
+        let capacity = (prefix + rec).max(cap + block).next_multiple_of(block);
+        let mut buf = match self.pool.iter().position(|b| b.capacity() >= capacity) {
+            Some(i) => self.pool.swap_remove(i),
+            None => AlignedBuf::zeroed(capacity, block),
+        };
+        buf.as_mut_slice()[..prefix].copy_from_slice(&self.tail);
+        let token = self.next_token;
+        self.next_token += 1;
+        self.batches.push_back(Batch {
+            file: Arc::clone(&self.current_file),
+            segment_seq: self.current.seq,
+            offset,
+            buf: Some(buf),
+            len: prefix,
+            first_lsn: 0,
+            last_lsn: 0,
+            records: 0,
+            items: Vec::new(),
+            token,
+            in_flight: false,
+            sealed: false,
+            sync: SyncMode::None,
+            opened_at: Instant::now(),
+        });
     }
 
     /// Captures the open batch's partial last block into `tail` and closes it to records.
