@@ -116,96 +116,127 @@ fn thread_slot() -> usize {
     SLOT.with(|s| *s)
 }
 
-/// A snapshot of a database's counters and latencies, from [`crate::Db::stats`].
-#[derive(Debug, Clone)]
-pub struct Stats {
-    /// Shards.
-    pub shards: usize,
+/// Declares [`Stats`]: each figure once, with its docs and how the shards' figures
+/// combine (`sum`, or `max` for the slowest shard's), so a new figure is one entry here
+/// and one line where a shard's figures are read (`engine/stats.rs`).
+macro_rules! stats {
+    ($($(#[doc = $doc:expr])* $name:ident: $merge:ident,)*) => {
+        /// A snapshot of a database's counters and latencies, from [`crate::Db::stats`].
+        #[derive(Debug, Clone)]
+        pub struct Stats {
+            /// Shards.
+            pub shards: usize,
+            $($(#[doc = $doc])* pub $name: u64,)*
+            /// Latency histograms in nanoseconds, per operation kind.
+            pub latency_ns: Vec<(OpKind, Histogram<u64>)>,
+        }
+
+        impl Stats {
+            /// Figures of `shards` shards, all zero, with no latencies.
+            pub(crate) fn empty(shards: usize) -> Stats {
+                Stats { shards, $($name: 0,)* latency_ns: Vec::new() }
+            }
+
+            /// Folds one shard's figures into these.
+            pub(crate) fn merge(&mut self, shard: &Stats) {
+                $(self.$name = $merge(self.$name, shard.$name);)*
+            }
+        }
+    };
+}
+
+fn sum(total: u64, shard: u64) -> u64 {
+    total + shard
+}
+
+fn max(largest: u64, shard: u64) -> u64 {
+    largest.max(shard)
+}
+
+stats! {
     /// `put` calls acknowledged.
-    pub puts: u64,
+    puts: sum,
     /// `get` lookups (each key of a `multi_get` counts).
-    pub gets: u64,
+    gets: sum,
     /// `delete` calls acknowledged.
-    pub deletes: u64,
+    deletes: sum,
     /// Write-batch parts acknowledged (one per shard a batch touches).
-    pub batches: u64,
+    batches: sum,
     /// Key and value bytes written by callers.
-    pub write_bytes: u64,
+    write_bytes: sum,
     /// Log flushes (batches written to the log).
-    pub wal_batches: u64,
+    wal_batches: sum,
     /// Log records written.
-    pub wal_records: u64,
+    wal_records: sum,
     /// Bytes written to the log, block padding and rewritten tail blocks included.
-    pub wal_bytes: u64,
+    wal_bytes: sum,
     /// Flushes that made data durable (a write with RWF_DSYNC, or a write + fdatasync, or
     /// a standalone fdatasync).
-    pub fsyncs: u64,
+    fsyncs: sum,
     /// Times a shard thread was woken by a client.
-    pub wakeups: u64,
+    wakeups: sum,
     /// Requests shard threads took off their queues.
-    pub requests: u64,
+    requests: sum,
     /// Log segments created since open.
-    pub wal_segments_created: u64,
+    wal_segments_created: sum,
     /// Records replayed at open.
-    pub recovered_records: u64,
+    recovered_records: sum,
     /// Time the slowest shard took to replay its log at open, in microseconds.
-    pub recovery_us: u64,
+    recovery_us: max,
     /// Keys in the index.
-    pub keys: u64,
+    keys: sum,
     /// Estimated memory held by the index, keys and in-memory values included, in bytes.
-    pub index_bytes: u64,
+    index_bytes: sum,
     /// Bytes of values written since the last checkpoint, held in memory until it.
-    pub dirty_bytes: u64,
+    dirty_bytes: sum,
     /// Page reads served from the page cache.
-    pub cache_hits: u64,
+    cache_hits: sum,
     /// Page reads that missed the page cache.
-    pub cache_misses: u64,
+    cache_misses: sum,
     /// Bytes in the page caches.
-    pub cache_bytes: u64,
+    cache_bytes: sum,
     /// Live pages.
-    pub pages: u64,
+    pages: sum,
     /// Pages written by checkpoints.
-    pub pages_written: u64,
+    pages_written: sum,
     /// Pages read from disk for callers (cache misses).
-    pub pages_read: u64,
+    pages_read: sum,
     /// Chunks read from disk for callers.
-    pub chunks_read: u64,
+    chunks_read: sum,
     /// Chunks (values of their own) written by checkpoints.
-    pub chunks_written: u64,
+    chunks_written: sum,
     /// Free space written into pages for later updates (the padding to the page unit).
-    pub bytes_padded: u64,
+    bytes_padded: sum,
     /// Pages with room for more records (the free-space heap).
-    pub heap_pages: u64,
+    heap_pages: sum,
     /// Checkpoints completed since open.
-    pub checkpoints: u64,
+    checkpoints: sum,
     /// Duration of the latest checkpoint (the slowest shard's), in microseconds.
-    pub checkpoint_us_last: u64,
+    checkpoint_us_last: max,
     /// Longest checkpoint since open, in microseconds.
-    pub checkpoint_us_max: u64,
+    checkpoint_us_max: max,
     /// Bytes the latest checkpoint of each shard wrote to its data file, summed.
-    pub checkpoint_bytes_last: u64,
+    checkpoint_bytes_last: sum,
     /// Bytes all checkpoints wrote to the data files since open (pages, chunks, tables).
-    pub checkpoint_bytes_total: u64,
+    checkpoint_bytes_total: sum,
     /// Bytes of the data files in use.
-    pub data_file_bytes: u64,
+    data_file_bytes: sum,
     /// Bytes of live data in pages and chunks (records' bytes, not the pages' free space).
-    pub live_bytes: u64,
+    live_bytes: sum,
     /// Bytes of live pages (their capacity, designed free space included) and chunks.
-    pub page_bytes: u64,
+    page_bytes: sum,
     /// Log segment files on disk.
-    pub wal_segments: u64,
+    wal_segments: sum,
     /// Transaction parts committed, summed over shards (a transaction across three
     /// shards counts three; a cross-shard write batch counts too).
-    pub tx_commits: u64,
+    tx_commits: sum,
     /// Transaction parts a shard refused with a conflict.
-    pub tx_conflicts: u64,
+    tx_conflicts: sum,
     /// Prepared transaction parts found undecided at open and decided committed (every
     /// participant had prepared), summed over shards.
-    pub tx_in_doubt_committed: u64,
+    tx_in_doubt_committed: sum,
     /// Prepared transaction parts found undecided at open and decided aborted.
-    pub tx_in_doubt_aborted: u64,
-    /// Latency histograms in nanoseconds, per operation kind.
-    pub latency_ns: Vec<(OpKind, Histogram<u64>)>,
+    tx_in_doubt_aborted: sum,
 }
 
 impl Stats {
