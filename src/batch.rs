@@ -2,7 +2,7 @@
 
 use crate::VALUE_BYTES_MAX;
 use crate::error::{Error, Result};
-use crate::format::record::{OP_DELETE, OP_PUT, encode_op};
+use crate::format::record::{OP_DELETE, OP_HEADER_BYTES, OP_PUT, encode_op};
 use crate::key::Key;
 
 /// Puts and deletes applied in order, all or nothing, also across shards and crashes.
@@ -22,10 +22,9 @@ use crate::key::Key;
 #[derive(Debug, Clone, Default)]
 pub struct WriteBatch {
     /// Encoded ops (see `format::record`), back to back.
-    pub(crate) data: Vec<u8>,
-    /// (start, key start, key len, end) of each op in `data`.
-    pub(crate) ops: Vec<(usize, usize, usize, usize)>,
-    pub(crate) user_bytes: u64,
+    data: Vec<u8>,
+    /// (start, key length) of each op in `data`; an op ends where the next starts.
+    ops: Vec<(usize, usize)>,
 }
 
 /// Refuses a value longer than [`VALUE_BYTES_MAX`].
@@ -45,9 +44,16 @@ impl WriteBatch {
     fn push(&mut self, kind: u8, key: &[u8], value: &[u8]) {
         let start = self.data.len();
         encode_op(&mut self.data, kind, key, value);
-        let key_start = start + crate::format::record::OP_HEADER_BYTES;
-        self.ops.push((start, key_start, key.len(), self.data.len()));
-        self.user_bytes += (key.len() + value.len()) as u64;
+        self.ops.push((start, key.len()));
+    }
+
+    /// Each op, encoded, with its key, in order.
+    pub(crate) fn ops(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.ops.iter().enumerate().map(|(i, &(start, key_len))| {
+            let end = self.ops.get(i + 1).map_or(self.data.len(), |&(next, _)| next);
+            let key_start = start + OP_HEADER_BYTES;
+            (&self.data[start..end], &self.data[key_start..key_start + key_len])
+        })
     }
 
     /// Adds a put. Fails (adding nothing) on a key or value over the limits, or a key
@@ -85,6 +91,5 @@ impl WriteBatch {
     pub fn clear(&mut self) {
         self.data.clear();
         self.ops.clear();
-        self.user_bytes = 0;
     }
 }

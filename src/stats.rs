@@ -53,26 +53,6 @@ impl OpKind {
     }
 }
 
-#[derive(Default)]
-pub(crate) struct ShardCounters {
-    pub puts: AtomicU64,
-    pub deletes: AtomicU64,
-    pub batches: AtomicU64,
-    pub write_bytes: AtomicU64,
-    pub wal_flushes: AtomicU64,
-    pub wal_records: AtomicU64,
-    pub wal_bytes: AtomicU64,
-    pub fsyncs: AtomicU64,
-    pub wakeups: AtomicU64,
-    pub requests: AtomicU64,
-    pub segments: AtomicU64,
-    pub wal_segments: AtomicU64,
-    pub pages_read: AtomicU64,
-    pub chunks_read: AtomicU64,
-    pub recovered_records: AtomicU64,
-    pub recovery_us: AtomicU64,
-}
-
 impl ShardCounters {
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
@@ -116,11 +96,26 @@ fn thread_slot() -> usize {
     SLOT.with(|s| *s)
 }
 
-/// Declares [`Stats`]: each figure once, with its docs and how the shards' figures
-/// combine (`sum`, or `max` for the slowest shard's), so a new figure is one entry here
-/// and one line where a shard's figures are read (`engine/stats.rs`).
+/// Declares [`Stats`]: each figure once, with its docs, how the shards' figures combine
+/// (`sum`, or `max` for the slowest shard's), and, for a figure a shard counts as it
+/// goes, its counter in [`ShardCounters`] (`= counters.field`). So a new counter is one
+/// entry here; a figure read from elsewhere (the index, the cache, the page store) is
+/// one entry here and one line in `engine/stats.rs`.
 macro_rules! stats {
-    ($($(#[doc = $doc:expr])* $name:ident: $merge:ident,)*) => {
+    ($($(#[doc = $doc:expr])* $name:ident: $merge:ident $(= counters.$counter:ident)?,)*) => {
+        /// A shard's counters, updated by its thread (and by readers on client threads).
+        #[derive(Default)]
+        pub(crate) struct ShardCounters {
+            $($(pub $counter: AtomicU64,)?)*
+        }
+
+        impl ShardCounters {
+            /// Copies every counter into the figure it counts.
+            pub(crate) fn read_into(&self, stats: &mut Stats) {
+                $($(stats.$name = self.$counter.load(Ordering::Relaxed);)?)*
+            }
+        }
+
         /// A snapshot of a database's counters and latencies, from [`crate::Db::stats`].
         #[derive(Debug, Clone)]
         pub struct Stats {
@@ -155,34 +150,34 @@ fn max(largest: u64, shard: u64) -> u64 {
 
 stats! {
     /// `put` calls acknowledged.
-    puts: sum,
+    puts: sum = counters.puts,
     /// `get` lookups (each key of a `multi_get` counts).
     gets: sum,
     /// `delete` calls acknowledged.
-    deletes: sum,
+    deletes: sum = counters.deletes,
     /// Write-batch parts acknowledged (one per shard a batch touches).
-    batches: sum,
+    batches: sum = counters.batches,
     /// Key and value bytes written by callers.
-    write_bytes: sum,
+    write_bytes: sum = counters.write_bytes,
     /// Log flushes (batches written to the log).
-    wal_batches: sum,
+    wal_batches: sum = counters.wal_flushes,
     /// Log records written.
-    wal_records: sum,
+    wal_records: sum = counters.wal_records,
     /// Bytes written to the log, block padding and rewritten tail blocks included.
-    wal_bytes: sum,
+    wal_bytes: sum = counters.wal_bytes,
     /// Flushes that made data durable (a write with RWF_DSYNC, or a write + fdatasync, or
     /// a standalone fdatasync).
-    fsyncs: sum,
+    fsyncs: sum = counters.fsyncs,
     /// Times a shard thread was woken by a client.
-    wakeups: sum,
+    wakeups: sum = counters.wakeups,
     /// Requests shard threads took off their queues.
-    requests: sum,
+    requests: sum = counters.requests,
     /// Log segments created since open.
-    wal_segments_created: sum,
+    wal_segments_created: sum = counters.segments,
     /// Records replayed at open.
-    recovered_records: sum,
+    recovered_records: sum = counters.recovered_records,
     /// Time the slowest shard took to replay its log at open, in microseconds.
-    recovery_us: max,
+    recovery_us: max = counters.recovery_us,
     /// Keys in the index.
     keys: sum,
     /// Estimated memory held by the index, keys and in-memory values included, in bytes.
@@ -200,9 +195,9 @@ stats! {
     /// Pages written by checkpoints.
     pages_written: sum,
     /// Pages read from disk for callers (cache misses).
-    pages_read: sum,
+    pages_read: sum = counters.pages_read,
     /// Chunks read from disk for callers.
-    chunks_read: sum,
+    chunks_read: sum = counters.chunks_read,
     /// Chunks (values of their own) written by checkpoints.
     chunks_written: sum,
     /// Free space written into pages for later updates (the padding to the page unit).
@@ -226,7 +221,7 @@ stats! {
     /// Bytes of live pages (their capacity, designed free space included) and chunks.
     page_bytes: sum,
     /// Log segment files on disk.
-    wal_segments: sum,
+    wal_segments: sum = counters.wal_segments,
     /// Transaction parts committed, summed over shards (a transaction across three
     /// shards counts three; a cross-shard write batch counts too).
     tx_commits: sum,

@@ -17,23 +17,9 @@ fn load(counter: &AtomicU64) -> u64 {
 /// One shard's figures (its latencies aside).
 fn shard_stats(shard: &ShardHandle) -> Stats {
     let s = &shard.shared;
-    let c = &s.counters;
     let p = *s.page_stats.lock().unwrap_or_else(|p| p.into_inner());
     let pc = &p.counters;
-    Stats {
-        puts: load(&c.puts),
-        deletes: load(&c.deletes),
-        batches: load(&c.batches),
-        write_bytes: load(&c.write_bytes),
-        wal_batches: load(&c.wal_flushes),
-        wal_records: load(&c.wal_records),
-        wal_bytes: load(&c.wal_bytes),
-        fsyncs: load(&c.fsyncs),
-        wakeups: load(&c.wakeups),
-        requests: load(&c.requests),
-        wal_segments_created: load(&c.segments),
-        recovered_records: load(&c.recovered_records),
-        recovery_us: load(&c.recovery_us),
+    let mut stats = Stats {
         keys: s.index.len() as u64,
         index_bytes: s.index.memory_bytes(),
         dirty_bytes: s.index.inline_bytes(),
@@ -42,8 +28,6 @@ fn shard_stats(shard: &ShardHandle) -> Stats {
         cache_bytes: s.cache.bytes(),
         pages: p.pages,
         pages_written: pc.pages_written,
-        pages_read: load(&c.pages_read),
-        chunks_read: load(&c.chunks_read),
         chunks_written: pc.chunks_written,
         bytes_padded: pc.bytes_padded,
         heap_pages: p.heap_pages,
@@ -55,13 +39,14 @@ fn shard_stats(shard: &ShardHandle) -> Stats {
         data_file_bytes: p.file_bytes,
         live_bytes: p.live_bytes,
         page_bytes: p.footprint_bytes,
-        wal_segments: load(&c.wal_segments),
         tx_commits: load(&s.tx_commits),
         tx_conflicts: load(&s.tx_conflicts),
         tx_in_doubt_committed: load(&s.tx_in_doubt[0]),
         tx_in_doubt_aborted: load(&s.tx_in_doubt[1]),
         ..Stats::empty(1)
-    }
+    };
+    s.counters.read_into(&mut stats);
+    stats
 }
 
 impl Engine {

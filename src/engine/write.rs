@@ -74,9 +74,8 @@ impl ShardOps {
 /// `batch`'s ops split by the shard that owns each key (of `shard_count`), in order.
 pub(crate) fn split_batch(batch: &WriteBatch, shard_count: usize) -> Vec<ShardOps> {
     let mut parts = vec![ShardOps::default(); shard_count];
-    for &(start, key_start, key_len, end) in &batch.ops {
-        let shard = super::router::shard_of(&batch.data[key_start..key_start + key_len], shard_count);
-        parts[shard].push_encoded(&batch.data[start..end], key_len);
+    for (op, key) in batch.ops() {
+        parts[super::router::shard_of(key, shard_count)].push_encoded(op, key.len());
     }
     debug_assert_eq!(parts.iter().map(|p| p.op_count as usize).sum::<usize>(), batch.len(), "every op goes once");
     parts
