@@ -146,7 +146,7 @@ macro_rules! record {
 }
 
 /// A typed table: records of `T` addressed by a `u64` index, stored in the database's
-/// shards (see the module docs). Get one with [`Db::table`]; cheap to clone, usable from
+/// shards (see the module docs). Get one with [`Db::table`](crate::Db::table); cheap to clone, usable from
 /// any thread.
 ///
 /// ```
@@ -556,7 +556,7 @@ impl<T: Record> Table<T> {
     }
 
     /// The records with indices in `range`, in index order, as `(index, record)`. Like
-    /// [`Db::scan`]: memory stays bounded, and a record's page is read once per chunk of
+    /// [`Db::scan`](crate::Db::scan): memory stays bounded, and a record's page is read once per chunk of
     /// consecutive records.
     pub fn scan(&self, range: impl RangeBounds<u64>) -> TableScan<T> {
         let range = index_range(self.shared.table_id, range.start_bound(), range.end_bound());

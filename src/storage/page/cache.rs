@@ -107,6 +107,7 @@ impl PageCache {
     /// The value of the chunk `chunk`, if cached (an image of another chunk that was at
     /// the same offset earlier counts as a miss).
     pub fn chunk(&self, chunk: &ChunkRef) -> Option<Bytes> {
+        debug_assert!(chunk.offset & CHUNK_KEY_BIT == 0, "chunk offsets stay below the chunk key bit");
         self.find(CHUNK_KEY_BIT | chunk.offset, true, |c| c.chunk(chunk))
     }
 
