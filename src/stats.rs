@@ -272,3 +272,31 @@ impl Stats {
         self.latency_ns.iter().find(|(k, _)| *k == kind).map(|(_, h)| h)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_sum_their_counts_and_the_slowest_sets_a_duration() {
+        let mut total = Stats::empty(2);
+        let mut one = Stats::empty(1);
+        (one.puts, one.recovery_us, one.checkpoint_us_max) = (3, 70, 5);
+        let mut two = Stats::empty(1);
+        (two.puts, two.recovery_us, two.checkpoint_us_max) = (4, 20, 9);
+        total.merge(&one);
+        total.merge(&two);
+        assert_eq!((total.shards, total.puts), (2, 7));
+        assert_eq!((total.recovery_us, total.checkpoint_us_max), (70, 9));
+    }
+
+    #[test]
+    fn a_shards_counters_land_in_their_figures() {
+        let counters = ShardCounters::default();
+        ShardCounters::add(&counters.wal_flushes, 2);
+        ShardCounters::add(&counters.segments, 1);
+        let mut stats = Stats::empty(1);
+        counters.read_into(&mut stats);
+        assert_eq!((stats.wal_batches, stats.wal_segments_created), (2, 1));
+    }
+}
