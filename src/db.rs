@@ -106,7 +106,7 @@ impl Db {
         self.engine.check_open()?;
         let started = Instant::now();
         let value = crate::engine::read::get(self.engine.shard_for(&key), &key)?;
-        self.engine.get_latency.record(started.elapsed());
+        self.engine.record_get(started.elapsed());
         Ok(value.map(Value))
     }
 
@@ -170,7 +170,7 @@ impl Db {
         if !keys.is_empty() {
             let each = started.elapsed() / keys.len() as u32;
             for _ in 0..keys.len() {
-                self.engine.get_latency.record(each);
+                self.engine.record_get(each);
             }
         }
         Ok(values.into_iter().map(|v| v.map(Value)).collect())

@@ -121,7 +121,7 @@ impl Transaction {
 
     fn check_keys(&self, more: usize) -> Result<()> {
         let keys = self.reads.len() + self.writes.len() + self.scanned_keys + more;
-        let max = self.engine.limits.tx_keys_max;
+        let max = self.engine.limits().tx_keys_max;
         if keys > max {
             return Err(Error::TransactionTooLarge { what: "keys", len: keys, max });
         }
@@ -196,7 +196,7 @@ impl Transaction {
             self.check_keys(1)?;
         }
         let bytes = self.write_bytes - old.unwrap_or(0) + size;
-        let max = self.engine.limits.tx_bytes_max;
+        let max = self.engine.limits().tx_bytes_max;
         if bytes > max {
             return Err(Error::TransactionTooLarge { what: "bytes", len: bytes, max });
         }

@@ -59,8 +59,8 @@ pub(crate) struct Engine {
     threads: Mutex<Vec<JoinHandle<()>>>,
     closed: AtomicBool,
     /// Latencies of reads, which run on client threads.
-    pub get_latency: Striped,
-    pub limits: Limits,
+    get_latency: Striped,
+    limits: Limits,
     /// The directory's lock, released by `shutdown` (not by the last handle's drop), so a
     /// closed database can be reopened at once even while clones of its handle live.
     lock: Mutex<Option<LockGuard>>,
@@ -68,7 +68,7 @@ pub(crate) struct Engine {
     registry: Arc<TxRegistry>,
     /// Typed tables opened in this database, by name: every `Table` handle of one table
     /// shares its lock stripes and record count.
-    pub tables: Mutex<HashMap<String, Arc<table::TableShared>>>,
+    tables: Mutex<HashMap<String, Arc<table::TableShared>>>,
 }
 
 impl Engine {
@@ -148,6 +148,15 @@ impl Engine {
 
     pub fn registry(&self) -> &TxRegistry {
         &self.registry
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Records the latency of one read of a caller's.
+    pub fn record_get(&self, elapsed: Duration) {
+        self.get_latency.record(elapsed);
     }
 
     /// `Err(Closed)` once the database is closed.
