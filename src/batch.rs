@@ -1,8 +1,9 @@
 //! [`WriteBatch`]: several puts and deletes applied together.
 
+use crate::VALUE_BYTES_MAX;
 use crate::error::{Error, Result};
-use crate::format::record::{OP_DELETE, OP_PUT, encode_op};
-use crate::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
+use crate::format::record::{OP_DELETE, OP_HEADER_BYTES, OP_PUT, encode_op};
+use crate::key::Key;
 
 /// Puts and deletes applied in order, all or nothing, also across shards and crashes.
 ///
@@ -21,31 +22,12 @@ use crate::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
 #[derive(Debug, Clone, Default)]
 pub struct WriteBatch {
     /// Encoded ops (see `format::record`), back to back.
-    pub(crate) data: Vec<u8>,
-    /// (start, key start, key len, end) of each op in `data`.
-    pub(crate) ops: Vec<(usize, usize, usize, usize)>,
-    pub(crate) user_bytes: u64,
+    data: Vec<u8>,
+    /// (start, key length) of each op in `data`; an op ends where the next starts.
+    ops: Vec<(usize, usize)>,
 }
 
-pub(crate) fn check_key(key: &[u8]) -> Result<()> {
-    if key.len() > KEY_BYTES_MAX {
-        return Err(Error::KeyTooLarge { len: key.len(), max: KEY_BYTES_MAX });
-    }
-    Ok(())
-}
-
-/// [`check_key`], and refuses the keys reserved for typed tables.
-pub(crate) fn check_user_key(key: &[u8]) -> Result<()> {
-    check_key(key)?;
-    if crate::format::table::is_reserved(key) {
-        return Err(Error::InvalidArgument(format!(
-            "keys starting with {:?} are reserved for typed tables (ringdb::Table); use another prefix",
-            bytes::Bytes::from_static(crate::format::table::RESERVED_PREFIX)
-        )));
-    }
-    Ok(())
-}
-
+/// Refuses a value longer than [`VALUE_BYTES_MAX`].
 pub(crate) fn check_value(value: &[u8]) -> Result<()> {
     if value.len() > VALUE_BYTES_MAX {
         return Err(Error::ValueTooLarge { len: value.len(), max: VALUE_BYTES_MAX });
@@ -62,33 +44,36 @@ impl WriteBatch {
     fn push(&mut self, kind: u8, key: &[u8], value: &[u8]) {
         let start = self.data.len();
         encode_op(&mut self.data, kind, key, value);
-        let key_start = start + crate::format::record::OP_HEADER_BYTES;
-        self.ops.push((start, key_start, key.len(), self.data.len()));
-        self.user_bytes += (key.len() + value.len()) as u64;
+        self.ops.push((start, key.len()));
+    }
+
+    /// Each op, encoded, with its key, in order.
+    pub(crate) fn ops(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.ops.iter().enumerate().map(|(i, &(start, key_len))| {
+            let end = self.ops.get(i + 1).map_or(self.data.len(), |&(next, _)| next);
+            let key_start = start + OP_HEADER_BYTES;
+            (&self.data[start..end], &self.data[key_start..key_start + key_len])
+        })
     }
 
     /// Adds a put. Fails (adding nothing) on a key or value over the limits, or a key
     /// reserved for typed tables.
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<&mut WriteBatch> {
-        check_user_key(key)?;
-        check_value(value)?;
-        self.push(OP_PUT, key, value);
-        Ok(self)
+        self.put_key(Key::user(key)?, value)
     }
 
     /// Adds a delete. Fails (adding nothing) on a key over the limit, or a key reserved
     /// for typed tables.
     pub fn delete(&mut self, key: &[u8]) -> Result<&mut WriteBatch> {
-        check_user_key(key)?;
-        self.push(OP_DELETE, key, &[]);
+        let key = Key::user(key)?;
+        self.push(OP_DELETE, &key, &[]);
         Ok(self)
     }
 
-    /// A put of any key, the typed tables' reserved ones included (for `Table`).
-    pub(crate) fn put_any(&mut self, key: &[u8], value: &[u8]) -> Result<&mut WriteBatch> {
-        check_key(key)?;
+    /// Adds a put of a validated key (a caller's, or a typed table's own).
+    pub(crate) fn put_key(&mut self, key: Key<'_>, value: &[u8]) -> Result<&mut WriteBatch> {
         check_value(value)?;
-        self.push(OP_PUT, key, value);
+        self.push(OP_PUT, &key, value);
         Ok(self)
     }
 
@@ -106,6 +91,5 @@ impl WriteBatch {
     pub fn clear(&mut self) {
         self.data.clear();
         self.ops.clear();
-        self.user_bytes = 0;
     }
 }

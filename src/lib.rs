@@ -25,9 +25,12 @@
 //! declared with [`record!`](crate::record!)) addressed by a `u64` index, read in place with no
 //! deserialization, in the same shards.
 //!
-//! Layers, top to bottom: `db` (API) → `router` (key to shard) → `shard`
-//! (thread, queue, index) → `wal` (log writer and recovery) → `io` (io_uring
-//! or portable backend) → `format` (pure encoders and decoders).
+//! Layers, top to bottom, each using only those below it: the API (`db`,
+//! `transaction`, `table`, `batch`, `value`, `options`, `error`, `stats`; keys
+//! validated once, into `key`'s types) → `engine` (what the API types share:
+//! shards, registry, limits; writes, commits, reads, scans, typed tables) →
+//! `shard` (thread, queue, locks) → `storage` (index, pages, log) → `io`
+//! (io_uring or portable backend) and `format` (pure encoders and decoders).
 
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -41,6 +44,7 @@ mod error;
 mod failpoint;
 pub mod format;
 mod io;
+mod key;
 mod options;
 mod shard;
 mod stats;
@@ -58,6 +62,7 @@ pub use db::Db;
 pub use engine::scan::{SCAN_CHUNK, Scan};
 pub use error::{Error, Result};
 pub use io::sim::{CrashMode, SECTOR_BYTES, SimDisk, SimFaults, SimStats};
+pub use key::KEY_BYTES_MAX;
 pub use options::{
     Durability, IoBackend, Options, PersistCallback, PersistEvent, WAL_SEGMENT_BYTES_MAX, WAL_SEGMENT_BYTES_MIN,
     WalSync,
@@ -72,7 +77,5 @@ pub use transaction::{
 };
 pub use value::{Ack, Value};
 
-/// Longest key accepted, in bytes.
-pub const KEY_BYTES_MAX: usize = 16 * 1024;
 /// Longest value accepted, in bytes.
 pub const VALUE_BYTES_MAX: usize = 16 * 1024 * 1024;

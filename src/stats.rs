@@ -53,26 +53,6 @@ impl OpKind {
     }
 }
 
-#[derive(Default)]
-pub(crate) struct ShardCounters {
-    pub puts: AtomicU64,
-    pub deletes: AtomicU64,
-    pub batches: AtomicU64,
-    pub write_bytes: AtomicU64,
-    pub wal_flushes: AtomicU64,
-    pub wal_records: AtomicU64,
-    pub wal_bytes: AtomicU64,
-    pub fsyncs: AtomicU64,
-    pub wakeups: AtomicU64,
-    pub requests: AtomicU64,
-    pub segments: AtomicU64,
-    pub wal_segments: AtomicU64,
-    pub pages_read: AtomicU64,
-    pub chunks_read: AtomicU64,
-    pub recovered_records: AtomicU64,
-    pub recovery_us: AtomicU64,
-}
-
 impl ShardCounters {
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
@@ -116,96 +96,142 @@ fn thread_slot() -> usize {
     SLOT.with(|s| *s)
 }
 
-/// A snapshot of a database's counters and latencies, from [`crate::Db::stats`].
-#[derive(Debug, Clone)]
-pub struct Stats {
-    /// Shards.
-    pub shards: usize,
+/// Declares [`Stats`]: each figure once, with its docs, how the shards' figures combine
+/// (`sum`, or `max` for the slowest shard's), and, for a figure a shard counts as it
+/// goes, its counter in [`ShardCounters`] (`= counters.field`). So a new counter is one
+/// entry here; a figure read from elsewhere (the index, the cache, the page store) is
+/// one entry here and one line in `engine/stats.rs`.
+macro_rules! stats {
+    ($($(#[doc = $doc:expr])* $name:ident: $merge:ident $(= counters.$counter:ident)?,)*) => {
+        /// A shard's counters, updated by its thread (and by readers on client threads).
+        #[derive(Default)]
+        pub(crate) struct ShardCounters {
+            $($(pub $counter: AtomicU64,)?)*
+        }
+
+        impl ShardCounters {
+            /// Copies every counter into the figure it counts.
+            pub(crate) fn read_into(&self, stats: &mut Stats) {
+                $($(stats.$name = self.$counter.load(Ordering::Relaxed);)?)*
+            }
+        }
+
+        /// A snapshot of a database's counters and latencies, from [`crate::Db::stats`].
+        #[derive(Debug, Clone)]
+        pub struct Stats {
+            /// Shards.
+            pub shards: usize,
+            $($(#[doc = $doc])* pub $name: u64,)*
+            /// Latency histograms in nanoseconds, per operation kind.
+            pub latency_ns: Vec<(OpKind, Histogram<u64>)>,
+        }
+
+        impl Stats {
+            /// Figures of `shards` shards, all zero, with no latencies.
+            pub(crate) fn empty(shards: usize) -> Stats {
+                Stats { shards, $($name: 0,)* latency_ns: Vec::new() }
+            }
+
+            /// Folds one shard's figures into these.
+            pub(crate) fn merge(&mut self, shard: &Stats) {
+                $(self.$name = $merge(self.$name, shard.$name);)*
+            }
+        }
+    };
+}
+
+fn sum(total: u64, shard: u64) -> u64 {
+    total + shard
+}
+
+fn max(largest: u64, shard: u64) -> u64 {
+    largest.max(shard)
+}
+
+stats! {
     /// `put` calls acknowledged.
-    pub puts: u64,
+    puts: sum = counters.puts,
     /// `get` lookups (each key of a `multi_get` counts).
-    pub gets: u64,
+    gets: sum,
     /// `delete` calls acknowledged.
-    pub deletes: u64,
+    deletes: sum = counters.deletes,
     /// Write-batch parts acknowledged (one per shard a batch touches).
-    pub batches: u64,
+    batches: sum = counters.batches,
     /// Key and value bytes written by callers.
-    pub write_bytes: u64,
+    write_bytes: sum = counters.write_bytes,
     /// Log flushes (batches written to the log).
-    pub wal_batches: u64,
+    wal_batches: sum = counters.wal_flushes,
     /// Log records written.
-    pub wal_records: u64,
+    wal_records: sum = counters.wal_records,
     /// Bytes written to the log, block padding and rewritten tail blocks included.
-    pub wal_bytes: u64,
+    wal_bytes: sum = counters.wal_bytes,
     /// Flushes that made data durable (a write with RWF_DSYNC, or a write + fdatasync, or
     /// a standalone fdatasync).
-    pub fsyncs: u64,
+    fsyncs: sum = counters.fsyncs,
     /// Times a shard thread was woken by a client.
-    pub wakeups: u64,
+    wakeups: sum = counters.wakeups,
     /// Requests shard threads took off their queues.
-    pub requests: u64,
+    requests: sum = counters.requests,
     /// Log segments created since open.
-    pub wal_segments_created: u64,
+    wal_segments_created: sum = counters.segments,
     /// Records replayed at open.
-    pub recovered_records: u64,
+    recovered_records: sum = counters.recovered_records,
     /// Time the slowest shard took to replay its log at open, in microseconds.
-    pub recovery_us: u64,
+    recovery_us: max = counters.recovery_us,
     /// Keys in the index.
-    pub keys: u64,
+    keys: sum,
     /// Estimated memory held by the index, keys and in-memory values included, in bytes.
-    pub index_bytes: u64,
+    index_bytes: sum,
     /// Bytes of values written since the last checkpoint, held in memory until it.
-    pub dirty_bytes: u64,
+    dirty_bytes: sum,
     /// Page reads served from the page cache.
-    pub cache_hits: u64,
+    cache_hits: sum,
     /// Page reads that missed the page cache.
-    pub cache_misses: u64,
+    cache_misses: sum,
     /// Bytes in the page caches.
-    pub cache_bytes: u64,
+    cache_bytes: sum,
     /// Live pages.
-    pub pages: u64,
+    pages: sum,
     /// Pages written by checkpoints.
-    pub pages_written: u64,
+    pages_written: sum,
     /// Pages read from disk for callers (cache misses).
-    pub pages_read: u64,
+    pages_read: sum = counters.pages_read,
     /// Chunks read from disk for callers.
-    pub chunks_read: u64,
+    chunks_read: sum = counters.chunks_read,
     /// Chunks (values of their own) written by checkpoints.
-    pub chunks_written: u64,
+    chunks_written: sum,
     /// Free space written into pages for later updates (the padding to the page unit).
-    pub bytes_padded: u64,
+    bytes_padded: sum,
     /// Pages with room for more records (the free-space heap).
-    pub heap_pages: u64,
+    heap_pages: sum,
     /// Checkpoints completed since open.
-    pub checkpoints: u64,
+    checkpoints: sum,
     /// Duration of the latest checkpoint (the slowest shard's), in microseconds.
-    pub checkpoint_us_last: u64,
+    checkpoint_us_last: max,
     /// Longest checkpoint since open, in microseconds.
-    pub checkpoint_us_max: u64,
+    checkpoint_us_max: max,
     /// Bytes the latest checkpoint of each shard wrote to its data file, summed.
-    pub checkpoint_bytes_last: u64,
+    checkpoint_bytes_last: sum,
     /// Bytes all checkpoints wrote to the data files since open (pages, chunks, tables).
-    pub checkpoint_bytes_total: u64,
+    checkpoint_bytes_total: sum,
     /// Bytes of the data files in use.
-    pub data_file_bytes: u64,
+    data_file_bytes: sum,
     /// Bytes of live data in pages and chunks (records' bytes, not the pages' free space).
-    pub live_bytes: u64,
+    live_bytes: sum,
     /// Bytes of live pages (their capacity, designed free space included) and chunks.
-    pub page_bytes: u64,
+    page_bytes: sum,
     /// Log segment files on disk.
-    pub wal_segments: u64,
+    wal_segments: sum = counters.wal_segments,
     /// Transaction parts committed, summed over shards (a transaction across three
     /// shards counts three; a cross-shard write batch counts too).
-    pub tx_commits: u64,
+    tx_commits: sum,
     /// Transaction parts a shard refused with a conflict.
-    pub tx_conflicts: u64,
+    tx_conflicts: sum,
     /// Prepared transaction parts found undecided at open and decided committed (every
     /// participant had prepared), summed over shards.
-    pub tx_in_doubt_committed: u64,
+    tx_in_doubt_committed: sum,
     /// Prepared transaction parts found undecided at open and decided aborted.
-    pub tx_in_doubt_aborted: u64,
-    /// Latency histograms in nanoseconds, per operation kind.
-    pub latency_ns: Vec<(OpKind, Histogram<u64>)>,
+    tx_in_doubt_aborted: sum,
 }
 
 impl Stats {
@@ -244,5 +270,33 @@ impl Stats {
     /// The latency histogram of one kind of operation.
     pub fn latency(&self, kind: OpKind) -> Option<&Histogram<u64>> {
         self.latency_ns.iter().find(|(k, _)| *k == kind).map(|(_, h)| h)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_sum_their_counts_and_the_slowest_sets_a_duration() {
+        let mut total = Stats::empty(2);
+        let mut one = Stats::empty(1);
+        (one.puts, one.recovery_us, one.checkpoint_us_max) = (3, 70, 5);
+        let mut two = Stats::empty(1);
+        (two.puts, two.recovery_us, two.checkpoint_us_max) = (4, 20, 9);
+        total.merge(&one);
+        total.merge(&two);
+        assert_eq!((total.shards, total.puts), (2, 7));
+        assert_eq!((total.recovery_us, total.checkpoint_us_max), (70, 9));
+    }
+
+    #[test]
+    fn a_shards_counters_land_in_their_figures() {
+        let counters = ShardCounters::default();
+        ShardCounters::add(&counters.wal_flushes, 2);
+        ShardCounters::add(&counters.segments, 1);
+        let mut stats = Stats::empty(1);
+        counters.read_into(&mut stats);
+        assert_eq!((stats.wal_batches, stats.wal_segments_created), (2, 1));
     }
 }

@@ -31,27 +31,18 @@
 //! only keep writers of one index in this process from racing into retries.
 
 use std::marker::PhantomData;
-use std::ops::{Bound, RangeBounds};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::ops::RangeBounds;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, MutexGuard};
 
-use bytes::Bytes;
-
-use crate::db::Db;
+use crate::engine::Engine;
 use crate::engine::read::Fast;
 use crate::engine::scan::Scan;
+use crate::engine::table::{TableShared, index_range};
 use crate::error::{Error, Result};
-use crate::format::record::OP_PUT;
-use crate::format::table::{
-    self as fmt, ENDIAN_LITTLE, FIELDS_MAX, FieldMeta, KIND_META, KIND_RECORD, NAME_BYTES_MAX, RESERVED_PREFIX,
-    TableMeta,
-};
-use crate::stats::OpKind;
+use crate::format::table::{self as fmt, ENDIAN_LITTLE, FIELDS_MAX, FieldMeta, NAME_BYTES_MAX, TableMeta};
+use crate::key::Key;
 use crate::transaction::Transaction;
-
-/// Lock stripes per table: writes of indices in different stripes never wait for each
-/// other (a write holds its stripe across one durable log write).
-const STRIPES: usize = 1024;
 
 /// Most records a table scan asks of a shard per request: records are small, so larger
 /// chunks than a key-value scan's cut the hops per byte (memory stays bounded by shards
@@ -154,48 +145,8 @@ macro_rules! record {
     };
 }
 
-/// What every handle of one table in a `Db` shares.
-pub(crate) struct TableShared {
-    name: String,
-    /// The database's directory, named by corruption errors.
-    dir: std::path::PathBuf,
-    meta: Mutex<TableMeta>,
-    table_id: u32,
-    capacity: AtomicU64,
-    /// Records present, counted on first open and kept up to date by every write.
-    len: AtomicU64,
-    /// Reads that found the record's bytes unaligned for the type and copied them.
-    copies: AtomicU64,
-    stripes: Box<[Mutex<()>]>,
-}
-
-impl TableShared {
-    fn stripe_of(&self, index: u64) -> usize {
-        // Fibonacci hashing: neighbouring indices land in different stripes.
-        (index.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 54) as usize % STRIPES
-    }
-
-    fn stripe(&self, index: u64) -> MutexGuard<'_, ()> {
-        self.stripes[self.stripe_of(index)].lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Adjusts the record count after a write that found the record `existed` and left
-    /// it `present`.
-    pub(crate) fn note_written(&self, existed: bool, present: bool) {
-        match (existed, present) {
-            (false, true) => {
-                self.len.fetch_add(1, Ordering::Relaxed);
-            }
-            (true, false) => {
-                self.len.fetch_sub(1, Ordering::Relaxed);
-            }
-            _ => {}
-        }
-    }
-}
-
 /// A typed table: records of `T` addressed by a `u64` index, stored in the database's
-/// shards (see the module docs). Get one with [`Db::table`]; cheap to clone, usable from
+/// shards (see the module docs). Get one with [`Db::table`](crate::Db::table); cheap to clone, usable from
 /// any thread.
 ///
 /// ```
@@ -219,14 +170,14 @@ impl TableShared {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Table<T: Record> {
-    db: Db,
+    engine: Arc<Engine>,
     shared: Arc<TableShared>,
     _records: PhantomData<fn() -> T>,
 }
 
 impl<T: Record> Clone for Table<T> {
     fn clone(&self) -> Self {
-        Table { db: self.db.clone(), shared: Arc::clone(&self.shared), _records: PhantomData }
+        Table { engine: Arc::clone(&self.engine), shared: Arc::clone(&self.shared), _records: PhantomData }
     }
 }
 
@@ -297,66 +248,13 @@ fn requested_meta<T: Record>() -> Result<TableMeta> {
     })
 }
 
-fn meta_corruption(db: &Db, name: &str, what: String) -> Error {
-    Error::Corruption {
-        file: db.path().to_path_buf(),
-        offset: 0,
-        what: format!("typed table `{name}`'s metadata: {what}"),
-    }
-}
-
-/// The key range of one table's records.
-fn record_bounds(table_id: u32) -> (Bound<Bytes>, Bound<Bytes>) {
-    let start = Bytes::copy_from_slice(&fmt::record_key(table_id, 0));
-    let end = crate::engine::scan::prefix_end(&fmt::record_key(table_id, 0)[..12]);
-    (Bound::Included(start), end)
-}
-
 /// Opens or creates table `name` (`Db::table`).
-pub(crate) fn open<T: Record>(db: &Db, name: &str) -> Result<Table<T>> {
-    if name.is_empty() || name.len() > NAME_BYTES_MAX {
-        return Err(Error::InvalidArgument(format!(
-            "a table name is 1..={NAME_BYTES_MAX} bytes; {name:?} has {}",
-            name.len()
-        )));
-    }
-    let mut requested = requested_meta::<T>()?;
-    // Held while a table is looked up or created, so that two threads opening the same
-    // new table agree on one id and one record count.
-    let mut tables = db.tables().lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(shared) = tables.get(name) {
-        let stored = shared.meta.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        check_layout(name, &stored, &requested)?;
-        return Ok(Table { db: db.clone(), shared: Arc::clone(shared), _records: PhantomData });
-    }
-    let meta_key = fmt::meta_key(name);
-    let meta = match crate::engine::read::get(&db.shard_handles()[db.shard_of(&meta_key)], &meta_key)? {
-        Some(bytes) => {
-            let stored = fmt::decode_meta(&bytes).map_err(|what| meta_corruption(db, name, what))?;
-            check_layout(name, &stored, &requested)?;
-            stored
-        }
-        None => {
-            requested.table_id = next_table_id(db)?;
-            requested.capacity = u64::MAX;
-            db.single_any(OP_PUT, &meta_key, &fmt::encode_meta(&requested), OpKind::Put).wait()?;
-            requested
-        }
-    };
-    let (start, end) = record_bounds(meta.table_id);
-    let len = crate::engine::scan::count_keys(db.shard_handles(), start, end);
-    let shared = Arc::new(TableShared {
-        name: name.to_string(),
-        dir: db.path().to_path_buf(),
-        table_id: meta.table_id,
-        capacity: AtomicU64::new(meta.capacity),
-        len: AtomicU64::new(len),
-        copies: AtomicU64::new(0),
-        meta: Mutex::new(meta),
-        stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
-    });
-    tables.insert(name.to_string(), Arc::clone(&shared));
-    Ok(Table { db: db.clone(), shared, _records: PhantomData })
+pub(crate) fn open<T: Record>(engine: &Arc<Engine>, name: &str) -> Result<Table<T>> {
+    crate::engine::table::check_name(name)?;
+    let requested = requested_meta::<T>()?;
+    let shared =
+        crate::engine::table::open(engine, name, requested, |stored, requested| check_layout(name, stored, requested))?;
+    Ok(Table { engine: Arc::clone(engine), shared, _records: PhantomData })
 }
 
 fn check_layout(name: &str, stored: &TableMeta, requested: &TableMeta) -> Result<()> {
@@ -369,26 +267,6 @@ fn check_layout(name: &str, stored: &TableMeta, requested: &TableMeta) -> Result
             requested: requested.describe(),
         })
     }
-}
-
-/// One more than the largest table id in use (ids start at 1).
-fn next_table_id(db: &Db) -> Result<u32> {
-    let mut prefix = RESERVED_PREFIX.to_vec();
-    prefix.push(KIND_META);
-    let mut end = RESERVED_PREFIX.to_vec();
-    end.push(KIND_RECORD);
-    let scan =
-        Scan::new(db.shard_handles().to_vec(), Bound::Included(Bytes::from(prefix)), Bound::Excluded(Bytes::from(end)));
-    let mut largest = 0u32;
-    for entry in scan {
-        let (key, value) = entry?;
-        let name = String::from_utf8_lossy(&key[RESERVED_PREFIX.len() + 1..]).into_owned();
-        let meta = fmt::decode_meta(&value).map_err(|what| meta_corruption(db, &name, what))?;
-        largest = largest.max(meta.table_id);
-    }
-    largest
-        .checked_add(1)
-        .ok_or_else(|| Error::InvalidArgument("every typed table id is in use (4 billion tables)".into()))
 }
 
 /// Checks a record's bytes and runs `f` on them as a `T`: in place if they are aligned
@@ -473,7 +351,7 @@ impl<T: Record> Table<T> {
     /// Sets the table's capacity to `capacity` (durably, recorded in its metadata) and
     /// returns the handle. Lowering it below a record that is present is refused.
     pub fn with_capacity(self, capacity: u64) -> Result<Table<T>> {
-        self.db.check_open()?;
+        self.engine.check_open()?;
         // Every stripe, in order: no write runs while the bound moves.
         let all: Vec<MutexGuard<'_, ()>> =
             self.shared.stripes.iter().map(|s| s.lock().unwrap_or_else(|p| p.into_inner())).collect();
@@ -488,8 +366,7 @@ impl<T: Record> Table<T> {
         }
         let mut meta = self.shared.meta.lock().unwrap_or_else(|p| p.into_inner()).clone();
         meta.capacity = capacity;
-        let meta_key = fmt::meta_key(&self.shared.name);
-        self.db.single_any(OP_PUT, &meta_key, &fmt::encode_meta(&meta), OpKind::Put).wait()?;
+        crate::engine::table::write_meta(&self.engine, &self.shared.name, &meta)?;
         self.shared.capacity.store(capacity, Ordering::Relaxed);
         *self.shared.meta.lock().unwrap_or_else(|p| p.into_inner()) = meta;
         drop(all);
@@ -497,8 +374,8 @@ impl<T: Record> Table<T> {
     }
 
     /// The store key of record `index` (what a transaction writes to set it).
-    pub(crate) fn record_key(&self, index: u64) -> [u8; fmt::RECORD_KEY_BYTES] {
-        fmt::record_key(self.shared.table_id, index)
+    fn record_key(&self, index: u64) -> [u8; fmt::RECORD_KEY_BYTES] {
+        self.shared.record_key(index)
     }
 
     fn check_index(&self, index: u64) -> Result<()> {
@@ -513,7 +390,7 @@ impl<T: Record> Table<T> {
     }
 
     fn shard(&self, key: &[u8]) -> &crate::shard::ShardHandle {
-        &self.db.shard_handles()[self.db.shard_of(key)]
+        self.engine.shard_for(key)
     }
 
     /// Sets record `index` to `record`. Returns once acknowledged under the database's
@@ -522,14 +399,14 @@ impl<T: Record> Table<T> {
     pub fn set(&self, index: u64, record: &T) -> Result<()> {
         self.check_index(index)?;
         let _stripe = self.shared.stripe(index);
-        self.db.transact(|tx| self.set_in(tx, index, record))
+        crate::transaction::transact(&self.engine, |tx| self.set_in(tx, index, record))
     }
 
     /// Record `index` as transaction `tx` sees it (its own write if it made one); the
     /// read is validated when `tx` commits, like [`Transaction::get`].
     pub fn get_in(&self, tx: &mut Transaction, index: u64) -> Result<Option<T>> {
         let key = self.record_key(index);
-        match tx.get_any(&key)? {
+        match tx.get_key(Key::reserved(&key))? {
             Some(bytes) => view(&self.shared, index, &bytes, |r| *r).map(Some),
             None => Ok(None),
         }
@@ -551,9 +428,9 @@ impl<T: Record> Table<T> {
         self.check_index(index)?;
         let key = self.record_key(index);
         // Read first (the read is validated at commit), so the record count can follow.
-        let existed = tx.get_any(&key)?.is_some();
+        let existed = tx.get_key(Key::reserved(&key))?.is_some();
         let before = if tx.wrote_table_record(&key) { false } else { existed };
-        tx.write_any(&key, record.map(bytemuck::bytes_of))?;
+        tx.write_key(Key::reserved(&key), record.map(bytemuck::bytes_of))?;
         tx.note_table_write(&key, &self.shared, before, record.is_some());
         Ok(existed)
     }
@@ -563,7 +440,7 @@ impl<T: Record> Table<T> {
     /// [`WriteBatch`](crate::WriteBatch)), and a bulk load costs one log append per shard
     /// per call instead of one per record. A later entry for the same index wins.
     pub fn set_many(&self, records: &[(u64, T)]) -> Result<()> {
-        self.db.check_open()?;
+        self.engine.check_open()?;
         for (index, _) in records {
             self.check_index(*index)?;
         }
@@ -581,9 +458,9 @@ impl<T: Record> Table<T> {
             if !self.shard(&key).index().contains(&key) {
                 fresh.insert(*index);
             }
-            batch.put_any(&key, bytemuck::bytes_of(record))?;
+            batch.put_key(Key::reserved(&key), bytemuck::bytes_of(record))?;
         }
-        self.db.write_batch_any(batch).wait()?;
+        self.engine.write_batch(&batch).wait()?;
         self.shared.len.fetch_add(fresh.len() as u64, Ordering::Relaxed);
         Ok(())
     }
@@ -600,7 +477,7 @@ impl<T: Record> Table<T> {
     /// `f` runs while the record's page is pinned (reclamation of an evicted page waits
     /// for it): keep it short, and do not block in it.
     pub fn with<R>(&self, index: u64, f: impl FnOnce(&T) -> R) -> Result<Option<R>> {
-        self.db.check_open()?;
+        self.engine.check_open()?;
         let key = self.record_key(index);
         let shared = &self.shared;
         let mut once = Some(f);
@@ -621,15 +498,15 @@ impl<T: Record> Table<T> {
     /// cache are seen where they lie, first; the rest are read in one request per shard,
     /// all shards at once, then seen in turn.
     pub fn with_many<R>(&self, indices: &[u64], mut f: impl FnMut(u64, Option<&T>) -> R) -> Result<Vec<R>> {
-        self.db.check_open()?;
+        self.engine.check_open()?;
         let shared = &self.shared;
         let mut out: Vec<Option<R>> = Vec::with_capacity(indices.len());
         let mut misses: Vec<(usize, usize, [u8; fmt::RECORD_KEY_BYTES])> = Vec::new();
         for (at, &index) in indices.iter().enumerate() {
             let key = self.record_key(index);
-            let s = self.db.shard_of(&key);
+            let s = self.engine.shard_of(&key);
             let mut call = |bytes: &[u8]| view(shared, index, bytes, |r: &T| f(index, Some(r)));
-            match crate::engine::read::with_fast(&self.db.shard_handles()[s], &key, &mut call) {
+            match crate::engine::read::with_fast(&self.engine.shards()[s], &key, &mut call) {
                 Fast::Absent => out.push(Some(f(index, None))),
                 Fast::Done(r) => out.push(Some(r?)),
                 Fast::Slow => {
@@ -640,7 +517,7 @@ impl<T: Record> Table<T> {
         }
         if !misses.is_empty() {
             let routed: Vec<(usize, &[u8])> = misses.iter().map(|(_, s, key)| (*s, &key[..])).collect();
-            let values = crate::engine::read::get_many(self.db.shard_handles(), &routed)?;
+            let values = crate::engine::read::get_many(self.engine.shards(), &routed)?;
             for ((at, _, _), value) in misses.iter().zip(values) {
                 let index = indices[*at];
                 out[*at] = Some(match value {
@@ -663,7 +540,7 @@ impl<T: Record> Table<T> {
     pub fn update(&self, index: u64, mut f: impl FnMut(&mut T)) -> Result<Option<T>> {
         self.check_index(index)?;
         let _stripe = self.shared.stripe(index);
-        self.db.transact(|tx| {
+        crate::transaction::transact(&self.engine, |tx| {
             let Some(mut record) = self.get_in(tx, index)? else { return Ok(None) };
             f(&mut record);
             self.set_in(tx, index, &record)?;
@@ -673,30 +550,18 @@ impl<T: Record> Table<T> {
 
     /// Removes record `index`; returns whether it was set.
     pub fn delete(&self, index: u64) -> Result<bool> {
-        self.db.check_open()?;
+        self.engine.check_open()?;
         let _stripe = self.shared.stripe(index);
-        self.db.transact(|tx| self.delete_in(tx, index))
+        crate::transaction::transact(&self.engine, |tx| self.delete_in(tx, index))
     }
 
     /// The records with indices in `range`, in index order, as `(index, record)`. Like
-    /// [`Db::scan`]: memory stays bounded, and a record's page is read once per chunk of
+    /// [`Db::scan`](crate::Db::scan): memory stays bounded, and a record's page is read once per chunk of
     /// consecutive records.
     pub fn scan(&self, range: impl RangeBounds<u64>) -> TableScan<T> {
-        let id = self.shared.table_id;
-        let key = |i: u64| Bytes::copy_from_slice(&fmt::record_key(id, i));
-        let (table_start, table_end) = record_bounds(id);
-        let start = match range.start_bound() {
-            Bound::Included(&i) => Bound::Included(key(i)),
-            Bound::Excluded(&i) => Bound::Excluded(key(i)),
-            Bound::Unbounded => table_start,
-        };
-        let end = match range.end_bound() {
-            Bound::Included(&i) => Bound::Included(key(i)),
-            Bound::Excluded(&i) => Bound::Excluded(key(i)),
-            Bound::Unbounded => table_end,
-        };
+        let range = index_range(self.shared.table_id, range.start_bound(), range.end_bound());
         TableScan {
-            inner: Scan::new(self.db.shard_handles().to_vec(), start, end).chunk_max(TABLE_SCAN_CHUNK),
+            inner: Scan::new(self.engine.shards().to_vec(), range).chunk_max(TABLE_SCAN_CHUNK),
             shared: Arc::clone(&self.shared),
             failed: false,
             _records: PhantomData,

@@ -14,13 +14,14 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
-use std::ops::{Bound, RangeBounds};
+use std::ops::Bound;
 
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
+use crate::key::{KeyRange, is_reserved};
 use crate::shard::ShardHandle;
-use crate::storage::index::range_chunk;
+use crate::storage::index::{Versioned, range_chunk};
 use crate::value::Value;
 
 /// The smallest key after every reserved one (the reserved prefix with its last byte
@@ -36,8 +37,8 @@ const SCAN_CHUNK_FIRST: usize = 16;
 
 struct Cursor {
     buf: VecDeque<(Bytes, Bytes)>,
-    /// Where the next chunk starts (just after the last key fetched).
-    next_start: Bound<Bytes>,
+    /// The part of the range not fetched yet (it starts just after the last key fetched).
+    rest: KeyRange,
     /// Entries the next request asks for.
     next_limit: usize,
     exhausted: bool,
@@ -48,7 +49,6 @@ pub struct Scan {
     shards: Vec<ShardHandle>,
     cursors: Vec<Cursor>,
     heap: BinaryHeap<Reverse<(Bytes, usize)>>,
-    end: Bound<Bytes>,
     error: Option<Error>,
     /// An error to yield first (the scan of a closed database).
     pending: Option<Error>,
@@ -59,40 +59,12 @@ pub struct Scan {
     chunk_max: usize,
 }
 
-pub(crate) fn bound_ref(bound: &Bound<Bytes>) -> Bound<&[u8]> {
-    match bound {
-        Bound::Included(k) => Bound::Included(&k[..]),
-        Bound::Excluded(k) => Bound::Excluded(&k[..]),
-        Bound::Unbounded => Bound::Unbounded,
-    }
-}
-
-fn owned(bound: Bound<&&[u8]>) -> Bound<Bytes> {
-    match bound {
-        Bound::Included(k) => Bound::Included(Bytes::copy_from_slice(k)),
-        Bound::Excluded(k) => Bound::Excluded(Bytes::copy_from_slice(k)),
-        Bound::Unbounded => Bound::Unbounded,
-    }
-}
-
-/// The smallest key greater than every key that starts with `prefix`, if any.
-pub(crate) fn prefix_end(prefix: &[u8]) -> Bound<Bytes> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < u8::MAX {
-            end.push(last + 1);
-            return Bound::Excluded(Bytes::from(end));
-        }
-    }
-    Bound::Unbounded
-}
-
 impl Scan {
-    pub(crate) fn new(shards: Vec<ShardHandle>, start: Bound<Bytes>, end: Bound<Bytes>) -> Scan {
+    pub(crate) fn new(shards: Vec<ShardHandle>, range: KeyRange) -> Scan {
         let cursors = (0..shards.len())
             .map(|_| Cursor {
                 buf: VecDeque::new(),
-                next_start: start.clone(),
+                rest: range.clone(),
                 next_limit: SCAN_CHUNK_FIRST,
                 exhausted: false,
             })
@@ -101,7 +73,6 @@ impl Scan {
             shards,
             cursors,
             heap: BinaryHeap::new(),
-            end,
             error: None,
             pending: None,
             started: false,
@@ -126,13 +97,9 @@ impl Scan {
 
     /// A scan that yields `error` and then ends.
     pub(crate) fn failed(error: Error) -> Scan {
-        let mut scan = Scan::new(Vec::new(), Bound::Unbounded, Bound::Unbounded);
+        let mut scan = Scan::new(Vec::new(), KeyRange::all());
         scan.pending = Some(error);
         scan
-    }
-
-    pub(crate) fn range<'a>(shards: Vec<ShardHandle>, range: impl RangeBounds<&'a [u8]>) -> Scan {
-        Scan::new(shards, owned(range.start_bound()), owned(range.end_bound()))
     }
 
     /// Reads the shard's next chunk of keys from its index (on this thread) and their
@@ -140,18 +107,13 @@ impl Scan {
     fn fetch(&mut self, shard: usize) -> Result<()> {
         let cursor = &self.cursors[shard];
         let mut chunk = Vec::with_capacity(cursor.next_limit);
-        range_chunk(
-            self.shards[shard].index(),
-            bound_ref(&cursor.next_start),
-            bound_ref(&self.end),
-            cursor.next_limit,
-            &mut chunk,
-        );
+        let (start, end) = cursor.rest.bounds();
+        range_chunk(self.shards[shard].index(), start, end, cursor.next_limit, &mut chunk);
         let cursor = &mut self.cursors[shard];
         cursor.exhausted = chunk.len() < cursor.next_limit;
         cursor.next_limit = (cursor.next_limit * 2).min(self.chunk_max);
         if let Some((last, _)) = chunk.last() {
-            cursor.next_start = if self.hide_reserved && crate::format::table::is_reserved(last) {
+            cursor.rest.start = if self.hide_reserved && is_reserved(last) {
                 // The reserved keys are contiguous in key order: jump past all of them
                 // rather than walk a table's records to drop them.
                 Bound::Included(Bytes::from_static(RESERVED_END))
@@ -161,7 +123,7 @@ impl Scan {
         }
         if self.hide_reserved {
             // Dropped before their values are read: a user's scan never pays for them.
-            chunk.retain(|(key, _)| !crate::format::table::is_reserved(key));
+            chunk.retain(|(key, _)| !is_reserved(key));
         }
         let resolved = crate::engine::read::resolve_many(&self.shards[shard], chunk)?;
         let cursor = &mut self.cursors[shard];
@@ -228,13 +190,35 @@ impl Iterator for Scan {
     }
 }
 
-/// Number of keys in `(start, end)` on every shard, counted from the indexes alone (no
-/// value is read).
-pub(crate) fn count_keys(shards: &[ShardHandle], start: Bound<Bytes>, end: Bound<Bytes>) -> u64 {
-    shards
-        .iter()
-        .map(|s| crate::storage::index::count_range(s.index(), bound_ref(&start), bound_ref(&end)) as u64)
-        .sum()
+/// Number of keys in `range` on every shard, counted from the indexes alone (no value
+/// is read).
+pub(crate) fn count_keys(shards: &[ShardHandle], range: &KeyRange) -> u64 {
+    let (start, end) = range.bounds();
+    shards.iter().map(|s| crate::storage::index::count_range(s.index(), start, end) as u64).sum()
+}
+
+/// Hands `f` every entry of `shard` in `range`, in key order, a chunk of at most
+/// [`SCAN_CHUNK`] entries at a time (each chunk read from the index at its own moment).
+pub(crate) fn for_each_chunk(
+    shard: &ShardHandle,
+    range: &KeyRange,
+    mut f: impl FnMut(Vec<(Bytes, Versioned)>) -> Result<()>,
+) -> Result<()> {
+    let mut rest = range.clone();
+    loop {
+        let mut chunk = Vec::with_capacity(SCAN_CHUNK);
+        let (start, end) = rest.bounds();
+        range_chunk(shard.index(), start, end, SCAN_CHUNK, &mut chunk);
+        let exhausted = chunk.len() < SCAN_CHUNK;
+        if let Some((last, _)) = chunk.last() {
+            debug_assert!(range.contains(last), "a chunk holds keys of its range only");
+            rest.start = Bound::Excluded(last.clone());
+        }
+        f(chunk)?;
+        if exhausted {
+            return Ok(());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -244,16 +228,8 @@ mod tests {
     #[test]
     fn reserved_end_follows_every_reserved_key() {
         assert_eq!(
-            prefix_end(crate::format::table::RESERVED_PREFIX),
+            crate::key::prefix_end(crate::format::table::RESERVED_PREFIX),
             Bound::Excluded(Bytes::from_static(RESERVED_END))
         );
-    }
-
-    #[test]
-    fn prefix_ends() {
-        assert_eq!(prefix_end(b"ab"), Bound::Excluded(Bytes::from_static(b"ac")));
-        assert_eq!(prefix_end(b"a\xff"), Bound::Excluded(Bytes::from_static(b"b")));
-        assert_eq!(prefix_end(b"\xff\xff"), Bound::Unbounded);
-        assert_eq!(prefix_end(b""), Bound::Unbounded);
     }
 }

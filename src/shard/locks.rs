@@ -15,10 +15,8 @@
 //! Range locks (shared) cover the ranges scanned by prepared transactions and by
 //! transactions in locking mode: a write into one would be a phantom.
 
-use std::collections::BTreeMap;
-use std::ops::Bound;
-
 use bytes::Bytes;
+use std::collections::BTreeMap;
 
 #[derive(Debug, Default)]
 struct KeyLock {
@@ -35,50 +33,7 @@ impl KeyLock {
 }
 
 /// A shared lock on a key range.
-#[derive(Debug, Clone)]
-pub(crate) struct KeyRange {
-    pub start: Bound<Bytes>,
-    pub end: Bound<Bytes>,
-}
-
-impl KeyRange {
-    pub fn contains(&self, key: &[u8]) -> bool {
-        let after_start = match &self.start {
-            Bound::Included(s) => key >= &s[..],
-            Bound::Excluded(s) => key > &s[..],
-            Bound::Unbounded => true,
-        };
-        let before_end = match &self.end {
-            Bound::Included(e) => key <= &e[..],
-            Bound::Excluded(e) => key < &e[..],
-            Bound::Unbounded => true,
-        };
-        after_start && before_end
-    }
-
-    /// Whether the range holds no key at all (inverted, or empty with excluded ends);
-    /// `BTreeMap::range` panics on those.
-    pub fn is_void(&self) -> bool {
-        match (&self.start, &self.end) {
-            (Bound::Included(s) | Bound::Excluded(s), Bound::Included(e) | Bound::Excluded(e)) => {
-                s > e || (s == e && !matches!((&self.start, &self.end), (Bound::Included(_), Bound::Included(_))))
-            }
-            _ => false,
-        }
-    }
-
-    fn bounds(&self) -> (Bound<&[u8]>, Bound<&[u8]>) {
-        (as_ref(&self.start), as_ref(&self.end))
-    }
-}
-
-fn as_ref(b: &Bound<Bytes>) -> Bound<&[u8]> {
-    match b {
-        Bound::Included(k) => Bound::Included(&k[..]),
-        Bound::Excluded(k) => Bound::Excluded(&k[..]),
-        Bound::Unbounded => Bound::Unbounded,
-    }
-}
+pub(crate) use crate::key::KeyRange;
 
 /// The lock table; see the module docs.
 #[derive(Debug, Default)]
@@ -141,7 +96,7 @@ impl LockTable {
 
     /// Why `txid`'s scan of `range` may not be taken as current now, if it may not.
     pub fn range_conflict(&self, txid: u64, range: &KeyRange) -> Option<&'static str> {
-        if range.is_void() {
+        if range.is_empty() {
             return None;
         }
         for (_, l) in self.keys.range::<[u8], _>(range.bounds()) {
@@ -231,6 +186,7 @@ impl LockTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ops::Bound;
 
     fn b(s: &str) -> Bytes {
         Bytes::copy_from_slice(s.as_bytes())
@@ -275,11 +231,11 @@ mod tests {
     #[test]
     fn void_ranges() {
         let r = KeyRange { start: Bound::Included(b("b")), end: Bound::Excluded(b("a")) };
-        assert!(r.is_void());
+        assert!(r.is_empty());
         let r = KeyRange { start: Bound::Excluded(b("a")), end: Bound::Excluded(b("a")) };
-        assert!(r.is_void());
+        assert!(r.is_empty());
         let r = KeyRange { start: Bound::Included(b("a")), end: Bound::Included(b("a")) };
-        assert!(!r.is_void() && r.contains(b"a"));
+        assert!(!r.is_empty() && r.contains(b"a"));
         let t = LockTable::default();
         assert!(
             t.range_conflict(1, &KeyRange { start: Bound::Included(b("b")), end: Bound::Excluded(b("a")) }).is_none()

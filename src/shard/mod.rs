@@ -50,7 +50,7 @@ use crate::storage::page::store::PageStore;
 use crate::storage::wal::writer::WalWriter;
 
 use handle::ShardShared;
-pub(crate) use handle::{Resolution, ShardHandle, allowed_cpus, spawn};
+pub(crate) use handle::{Resolution, ShardHandle, Starting, allowed_cpus, spawn};
 pub(crate) use locks::KeyRange;
 pub(crate) use reads::ReadReply;
 pub(crate) use txn::{ScanRead, TxRequest};

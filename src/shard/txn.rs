@@ -18,7 +18,6 @@ use super::locks::{KeyRange, LockTable};
 use super::writes::{apply_ops, count_write, keys_of};
 use super::{Shard, WriteRequest};
 use crate::engine::registry::TxRegistry;
-use crate::engine::scan::bound_ref;
 use crate::error::{Error, Result};
 use crate::format::record::{KIND_ABORT, KIND_COMMIT, KIND_PREPARE, decode_ops, encode_tx_header};
 use crate::stats::{OpKind, ShardCounters};
@@ -262,7 +261,7 @@ impl Shard {
                 return Err(why);
             }
             now.clear();
-            let (start, end) = (bound_ref(&scan.range.start), bound_ref(&scan.range.end));
+            let (start, end) = scan.range.bounds();
             range_chunk(&self.shared.index, start, end, scan.seen.len() + 1, &mut now);
             let same = now.len() == scan.seen.len()
                 && now.iter().zip(&scan.seen).all(|((k, v), (sk, sv))| k == sk && v.version == *sv);

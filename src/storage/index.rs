@@ -192,20 +192,12 @@ impl<'a> IndexWriter<'a> {
 
 /// Number of the shard's keys in `(start, end)`.
 pub(crate) fn count_range(index: &Index, start: Bound<&[u8]>, end: Bound<&[u8]>) -> usize {
-    if range_is_void(start, end) {
+    // `BTreeSet::range` panics on some empty ranges (inverted, or one key excluded at
+    // both ends); an empty range holds nothing anyway.
+    if crate::key::bounds_are_empty(start, end) {
         return 0;
     }
     index.order().range::<[u8], _>((start, end)).count()
-}
-
-/// Whether `(start, end)` holds nothing for sure: inverted, or empty and excluded at both
-/// ends (on which `BTreeSet::range` would panic).
-fn range_is_void(start: Bound<&[u8]>, end: Bound<&[u8]>) -> bool {
-    if let (Bound::Included(s) | Bound::Excluded(s), Bound::Included(e) | Bound::Excluded(e)) = (start, end) {
-        let both_excluded = matches!((start, end), (Bound::Excluded(_), Bound::Excluded(_)));
-        return s > e || (s == e && both_excluded);
-    }
-    false
 }
 
 /// Appends to `out` up to `limit` entries of the shard with keys in `(start, end)`, in
@@ -217,7 +209,9 @@ pub(crate) fn range_chunk(
     limit: usize,
     out: &mut Vec<(Bytes, Versioned)>,
 ) {
-    if range_is_void(start, end) {
+    // `BTreeSet::range` panics on some empty ranges (inverted, or one key excluded at
+    // both ends); an empty range holds nothing anyway.
+    if crate::key::bounds_are_empty(start, end) {
         return;
     }
     let order = index.order();

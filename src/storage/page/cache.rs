@@ -35,6 +35,14 @@ struct Cached {
     referenced: AtomicBool,
 }
 
+impl Cached {
+    /// The value of `chunk` if this image is that chunk's (same crc32, long enough).
+    fn chunk(&self, chunk: &ChunkRef) -> Option<Bytes> {
+        let len = chunk.len as usize;
+        (self.crc32 == chunk.crc32 && self.image.len() >= len).then(|| self.image.slice(..len))
+    }
+}
+
 /// See the module docs.
 pub(crate) struct PageCache {
     map: papaya::HashMap<u64, Arc<Cached>, foldhash::fast::RandomState>,
@@ -58,79 +66,60 @@ impl PageCache {
         }
     }
 
-    /// The image of `page_id`, if cached.
-    pub fn get(&self, page_id: u64) -> Option<Bytes> {
+    /// Looks `key` up and hands what is cached there to `accept`, which answers `None`
+    /// for an image that is not the one wanted. With `count`, a found image is marked
+    /// referenced (for the CLOCK hand) and the look-up counts as a hit or a miss; without
+    /// it, the look-up leaves no trace (the shard's second look after a caller's miss).
+    fn find<R>(&self, key: u64, count: bool, accept: impl FnOnce(&Cached) -> Option<R>) -> Option<R> {
         let guard = self.map.guard();
-        match self.map.get(&page_id, &guard) {
-            Some(c) => {
+        let found = self.map.get(&key, &guard).and_then(|c| accept(c).map(|r| (c, r)));
+        if !count {
+            return found.map(|(_, r)| r);
+        }
+        match found {
+            Some((c, r)) => {
                 if !c.referenced.load(Ordering::Relaxed) {
                     c.referenced.store(true, Ordering::Relaxed);
                 }
                 self.hits.fetch_add(1, Ordering::Relaxed);
-                Some(c.image.clone())
+                Some(r)
             }
             None => {
                 self.misses.fetch_add(1, Ordering::Relaxed);
                 None
             }
         }
+    }
+
+    /// The image of `page_id`, if cached.
+    pub fn get(&self, page_id: u64) -> Option<Bytes> {
+        debug_assert!(page_id & CHUNK_KEY_BIT == 0, "page ids stay below the chunk key bit");
+        self.find(page_id, true, |c| Some(c.image.clone()))
     }
 
     /// Runs `f` on the image of `page_id` where it lies in the cache (no reference-count
     /// change: the guard keeps the image alive while `f` runs), if cached. Counts a hit or
     /// a miss like [`PageCache::get`].
     pub fn with<R>(&self, page_id: u64, f: impl FnOnce(&Bytes) -> R) -> Option<R> {
-        let guard = self.map.guard();
-        match self.map.get(&page_id, &guard) {
-            Some(c) => {
-                if !c.referenced.load(Ordering::Relaxed) {
-                    c.referenced.store(true, Ordering::Relaxed);
-                }
-                self.hits.fetch_add(1, Ordering::Relaxed);
-                Some(f(&c.image))
-            }
-            None => {
-                self.misses.fetch_add(1, Ordering::Relaxed);
-                None
-            }
-        }
+        self.find(page_id, true, |c| Some(f(&c.image)))
     }
 
     /// The value of the chunk `chunk`, if cached (an image of another chunk that was at
     /// the same offset earlier counts as a miss).
     pub fn chunk(&self, chunk: &ChunkRef) -> Option<Bytes> {
-        let guard = self.map.guard();
-        let found = self
-            .map
-            .get(&(CHUNK_KEY_BIT | chunk.offset), &guard)
-            .filter(|c| c.crc32 == chunk.crc32 && c.image.len() >= chunk.len as usize);
-        match found {
-            Some(c) => {
-                if !c.referenced.load(Ordering::Relaxed) {
-                    c.referenced.store(true, Ordering::Relaxed);
-                }
-                self.hits.fetch_add(1, Ordering::Relaxed);
-                Some(c.image.slice(..chunk.len as usize))
-            }
-            None => {
-                self.misses.fetch_add(1, Ordering::Relaxed);
-                None
-            }
-        }
+        debug_assert!(chunk.offset & CHUNK_KEY_BIT == 0, "chunk offsets stay below the chunk key bit");
+        self.find(CHUNK_KEY_BIT | chunk.offset, true, |c| c.chunk(chunk))
     }
 
     /// The value of the chunk `chunk`, if cached, without counting a hit or a miss.
     pub fn peek_chunk(&self, chunk: &ChunkRef) -> Option<Bytes> {
-        let guard = self.map.guard();
-        let c = self.map.get(&(CHUNK_KEY_BIT | chunk.offset), &guard)?;
-        (c.crc32 == chunk.crc32 && c.image.len() >= chunk.len as usize).then(|| c.image.slice(..chunk.len as usize))
+        self.find(CHUNK_KEY_BIT | chunk.offset, false, |c| c.chunk(chunk))
     }
 
     /// The image of `page_id`, if cached, without counting a hit or a miss (for the
     /// shard's own second look after a caller's miss).
     pub fn peek(&self, page_id: u64) -> Option<Bytes> {
-        let guard = self.map.guard();
-        self.map.get(&page_id, &guard).map(|c| c.image.clone())
+        self.find(page_id, false, |c| Some(c.image.clone()))
     }
 
     /// Bytes cached.
