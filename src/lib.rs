@@ -57,6 +57,7 @@ pub use blob::{
 pub use db::Db;
 pub use engine::scan::{SCAN_CHUNK, Scan};
 pub use error::{Error, Result};
+#[cfg(feature = "sim")]
 pub use io::sim::{CrashMode, SECTOR_BYTES, SimDisk, SimFaults, SimStats};
 pub use options::{
     Durability, IoBackend, Options, PersistCallback, PersistEvent, WAL_SEGMENT_BYTES_MAX, WAL_SEGMENT_BYTES_MIN,

@@ -42,7 +42,7 @@ pub use location::Location;
 
 use crate::error::{Error, Result};
 use crate::format::blob::{FRAME_SHIFT_MAX, FRAME_SHIFT_MIN};
-use crate::io::{Io, direct_io_block_bytes};
+use crate::io::direct_io_block_bytes;
 use crate::options::{Durability, IoBackend};
 use crate::value::Value;
 use reader::{Reader, SegmentFile};
@@ -268,11 +268,6 @@ impl BlobOptions {
     }
 
     fn validate(&self) -> Result<()> {
-        if matches!(self.io_backend, IoBackend::Sim(_)) {
-            return Err(Error::InvalidArgument(
-                "the blob log does not run on IoBackend::Sim (it writes real files); use Uring or Portable".into(),
-            ));
-        }
         let bad = |what: String| Err(Error::InvalidArgument(what));
         if !(BLOB_SEGMENT_BYTES_MIN..=BLOB_SEGMENT_BYTES_MAX).contains(&self.max_segment_bytes) {
             return bad(format!(
@@ -471,14 +466,7 @@ impl BlobLog {
             .name(format!("ringdb-blob-{n}"))
             .spawn(move || {
                 // The ring is made on the thread that submits to it (SINGLE_ISSUER).
-                let io: Result<Box<dyn Io>> = match backend {
-                    IoBackend::Uring => {
-                        crate::io::uring::UringIo::new(64, efd_raw).map(|io| Box::new(io) as Box<dyn Io>)
-                    }
-                    IoBackend::Portable => Ok(Box::new(crate::io::portable::PortableIo::new(efd_raw))),
-                    IoBackend::Sim(_) => unreachable!("refused by BlobOptions::validate"),
-                };
-                match io {
+                match backend.make_io(64, efd_raw) {
                     Ok(io) => {
                         let _ = started_tx.send(Ok(()));
                         Writer::new(w_config, io, rx, w_reader, start, w_current).run();

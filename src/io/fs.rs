@@ -101,6 +101,13 @@ pub trait Fs: Send + Sync {
     /// [`Error::Locked`] when another holder has it.
     fn lock(&self, path: &Path) -> Result<LockGuard>;
 
+    /// Whether work started ahead of need (the next log segment's preparation) may run
+    /// on a helper thread. The simulated disk answers no, so that every I/O of a shard
+    /// reaches it in one order and a seed replays to the same bytes.
+    fn helper_threads(&self) -> bool {
+        true
+    }
+
     /// The whole contents of the file `path`.
     fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
         let file = self.open(path, OpenFlags::EXISTING)?;
@@ -109,6 +116,38 @@ pub trait Fs: Send + Sync {
         file.read_exact_at(&mut bytes, 0)?;
         Ok(bytes)
     }
+}
+
+/// Work started ahead of need: running on a helper thread, or already done.
+pub enum Ahead<T> {
+    /// On the helper thread of this handle.
+    Running(std::thread::JoinHandle<T>),
+    /// Done on the caller's thread (see [`Fs::helper_threads`]).
+    Done(T),
+}
+
+impl<T> Ahead<T> {
+    /// The work's result once it is done; `None` if its thread panicked.
+    pub fn join(self) -> Option<T> {
+        match self {
+            Ahead::Running(handle) => handle.join().ok(),
+            Ahead::Done(result) => Some(result),
+        }
+    }
+}
+
+/// Starts `job` ahead of need: on a helper thread named `name` where `fs` allows it,
+/// else at once on this thread. `None` when no thread could be started: the caller then
+/// does the work when it needs it.
+pub fn run_ahead<T: Send + 'static>(
+    fs: &dyn Fs,
+    name: String,
+    job: impl FnOnce() -> T + Send + 'static,
+) -> Option<Ahead<T>> {
+    if !fs.helper_threads() {
+        return Some(Ahead::Done(job()));
+    }
+    std::thread::Builder::new().name(name).spawn(job).ok().map(Ahead::Running)
 }
 
 /// Makes a new or renamed entry of `dir` durable, as an [`Error`].

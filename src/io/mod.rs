@@ -18,6 +18,7 @@
 pub mod aligned;
 pub mod fs;
 pub mod portable;
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod uring;
 

@@ -31,7 +31,7 @@ use crate::engine::registry::{ScanReport, TxRegistry};
 use crate::error::{Error, Result};
 use crate::format::record::{KIND_ABORT, KIND_COMMIT, KIND_OPS, KIND_PREPARE, OP_DELETE, OP_PUT, Op, decode_ops};
 use crate::io::{self, AlignedBuf, Io, SyncMode};
-use crate::options::{Durability, IoBackend, Options, PersistEvent, WalSync};
+use crate::options::{Durability, Options, PersistEvent, WalSync};
 use crate::stats::{OpKind, ShardCounters, new_histogram, record};
 use crate::storage::wal::recovery::{Replayed, open_tail, recover};
 use crate::storage::wal::segment::{PreparedSegment, prepare_segment};
@@ -505,11 +505,7 @@ impl Shard {
                 "log of shard {id} was written with a block size that does not divide this device's ({block})"
             )));
         }
-        let io: Box<dyn Io> = match &options.io_backend {
-            IoBackend::Uring => Box::new(io::uring::UringIo::new(options.ring_entries, shared.eventfd.as_raw_fd())?),
-            IoBackend::Portable => Box::new(io::portable::PortableIo::new(shared.eventfd.as_raw_fd())),
-            IoBackend::Sim(disk) => Box::new(io::sim::SimIo::new(disk.clone(), shared.eventfd.as_raw_fd())),
-        };
+        let io = options.io_backend.make_io(options.ring_entries, shared.eventfd.as_raw_fd())?;
         let durable_sync = match options.wal_sync {
             WalSync::Dsync => SyncMode::Dsync,
             WalSync::Fdatasync => SyncMode::Fdatasync,
@@ -522,7 +518,6 @@ impl Shard {
             segment_bytes: options.wal_segment_bytes.next_multiple_of(block as u64),
             batch_bytes_max: options.group_commit_bytes_max,
             batches_max: options.group_commit_batches_max,
-            prepare_inline: matches!(options.io_backend, IoBackend::Sim(_)),
             records_unsynced: options.durability == Durability::None,
             fs,
         };
