@@ -18,7 +18,6 @@
 
 #![forbid(unsafe_code)]
 
-pub(crate) mod compression;
 mod location;
 mod reader;
 mod recovery;
@@ -42,6 +41,7 @@ pub use location::Location;
 
 use crate::error::{Error, Result};
 use crate::format::blob::{FRAME_SHIFT_MAX, FRAME_SHIFT_MIN};
+use crate::format::compression::encode_blob;
 use crate::io::direct_io_block_bytes;
 use crate::options::{Durability, IoBackend};
 use crate::value::Value;
@@ -542,7 +542,7 @@ impl BlobLog {
     /// Appends one blob; returns where it is. Durable on return with
     /// [`Durability::Sync`]; readable on return with every durability.
     pub fn append(&self, blob: &[u8]) -> Result<Location> {
-        let record = compression::encode_blob(blob, self.shared.frame_shift, self.shared.compression_level)?;
+        let record = encode_blob(blob, self.shared.frame_shift, self.shared.compression_level)?;
         let records = vec![(record, blob.len() as u64)];
         let locs = self.shared.call(|reply| Request::Append { records, reply })?;
         Ok(locs[0])
@@ -652,7 +652,7 @@ impl BlobTransaction {
     /// Adds a blob (encoded, and compressed if configured, on this thread).
     pub fn append(&mut self, blob: &[u8]) -> Result<&mut BlobTransaction> {
         let shared = &self.log.shared;
-        let record = compression::encode_blob(blob, shared.frame_shift, shared.compression_level)?;
+        let record = encode_blob(blob, shared.frame_shift, shared.compression_level)?;
         self.records.push((record, blob.len() as u64));
         Ok(self)
     }

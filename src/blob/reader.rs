@@ -26,7 +26,6 @@ use std::sync::{Arc, RwLock};
 use bytes::Bytes;
 
 use super::BLOB_SEGMENT_BYTES_MAX;
-use super::compression::decompress_frame;
 use super::location::Location;
 use super::segment::{open_segment, read_full, segment_path};
 use crate::error::{Error, Result};
@@ -34,6 +33,7 @@ use crate::format::blob::{
     Decoded, FRAME_ENTRY_BYTES, FRAME_SHIFT_MIN, KIND_PLAIN, RECORD_HEADER_BYTES, check_meta, decode_header,
     frame_entry,
 };
+use crate::format::compression::decompress_frame;
 use crate::io::{AlignedBuf, direct_io_block_bytes};
 use crate::value::Value;
 
