@@ -181,6 +181,21 @@ impl State {
         node.unsynced.push(p);
         Ok(())
     }
+
+    /// A hole punched in `[offset, offset + len)`: zeros written over the part of the range
+    /// inside the file (a write like any other for syncs and crashes), the length kept.
+    pub(super) fn punch_hole(&mut self, fd: RawFd, offset: u64, len: u64) -> io::Result<()> {
+        let inode = self.handle(fd)?;
+        let file_bytes = self.inodes[&inode].data.len() as u64;
+        let end = offset.saturating_add(len).min(file_bytes);
+        if offset >= end {
+            return Ok(());
+        }
+        let zeros = vec![0u8; usize::try_from(end - offset).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?];
+        self.write(fd, &zeros, offset, SyncMode::None, false)?;
+        debug_assert_eq!(self.inodes[&inode].data.len() as u64, file_bytes, "a punched hole keeps the length");
+        Ok(())
+    }
 }
 
 /// An open file of a [`SimDisk`].
@@ -209,6 +224,10 @@ impl FsFile for SimFile {
         Ok(())
     }
 
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.disk.lock().read(self.fd, buf, offset, false)
+    }
+
     fn write_all_at(&self, bytes: &[u8], offset: u64) -> io::Result<()> {
         self.disk.lock().write(self.fd, bytes, offset, SyncMode::None, false).map(|_| ())
     }
@@ -223,6 +242,14 @@ impl FsFile for SimFile {
 
     fn allocate(&self, len: u64) -> io::Result<()> {
         self.disk.lock().set_len(self.fd, len, true)
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.disk.lock().set_len(self.fd, len, false)
+    }
+
+    fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.disk.lock().punch_hole(self.fd, offset, len)
     }
 
     fn len(&self) -> io::Result<u64> {
