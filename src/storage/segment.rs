@@ -132,6 +132,8 @@ pub fn list_segments<N: Ord>(
         }
     }
     segments.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    // A segment's number has one spelling, so no two files may claim it.
+    debug_assert!(segments.windows(2).all(|w| w[0].0 < w[1].0), "one file per segment number");
     Ok(segments)
 }
 

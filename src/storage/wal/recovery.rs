@@ -217,6 +217,7 @@ fn later_flush(data: &[u8], at: usize, lsn_here: u64, body_max: usize) -> Option
 
 /// Moves the torn bytes from `at` on into a quarantine file, then zeroes them in the segment.
 fn cut_torn_tail(fs: &dyn Fs, wal_dir: &Path, path: &Path, seq: u64, data: &[u8], at: usize) -> Result<PathBuf> {
+    debug_assert!(at <= data.len(), "a torn tail starts inside its segment");
     let last_nonzero = data.iter().rposition(|&b| b != 0).map_or(at, |p| p + 1).max(at);
     let tail = TornTail {
         path,
