@@ -37,6 +37,7 @@ pub struct SimStats {
     pub dropped_writes: u64,
 }
 
+/// A write (or a length change) not yet durable, kept in the order it was made.
 #[derive(Debug, Clone)]
 pub(super) struct Pending {
     pub(super) offset: u64,
@@ -47,6 +48,8 @@ pub(super) struct Pending {
     pub(super) forced: bool,
 }
 
+/// A file: the bytes a read sees (`data`), the bytes a power cut keeps (`durable`),
+/// and the writes between them.
 #[derive(Debug, Clone)]
 pub(super) struct Inode {
     /// Last name given, for targeted faults and reports.
@@ -58,12 +61,14 @@ pub(super) struct Inode {
     pub(super) ops: u64,
 }
 
+/// What a name points at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) enum Node {
     File(u64),
     Dir,
 }
 
+/// Everything on the disk, behind the handle's mutex.
 pub(super) struct State {
     pub(super) seed: u64,
     pub(super) epoch: u64,
@@ -84,7 +89,7 @@ pub(super) struct State {
     pub(super) stats: SimStats,
 }
 
-/// A deterministic simulated disk; see the module docs. Clones are handles on the same
+/// A deterministic simulated disk; see `io::sim`. Clones are handles on the same
 /// disk.
 #[derive(Clone)]
 pub struct SimDisk {

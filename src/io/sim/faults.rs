@@ -26,6 +26,7 @@ pub struct SimFaults {
     pub latency_ppm: u32,
 }
 
+// Kinds of fault decision, mixed into the draw so each kind is decided apart.
 pub(super) const FAULT_READ_EIO: u64 = 1;
 pub(super) const FAULT_WRITE_EIO: u64 = 2;
 pub(super) const FAULT_SYNC_EIO: u64 = 3;

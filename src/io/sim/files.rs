@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::io::SyncMode;
 use crate::io::fs::{FileRef, Fs, FsFile, LockGuard, NodeKind, OpenFlags};
 
+/// A directory change not yet durable (waiting for an fsync of its directory).
 #[derive(Debug, Clone)]
 pub(super) enum DirOp {
     Link(PathBuf, Node),
@@ -49,6 +50,7 @@ impl DirOp {
     }
 }
 
+/// Writes `bytes` at `offset` of `data`, growing it with zeros as needed.
 pub(super) fn apply_write(data: &mut Vec<u8>, offset: u64, bytes: &[u8]) {
     let offset = offset as usize;
     if data.len() < offset + bytes.len() {
@@ -57,6 +59,7 @@ pub(super) fn apply_write(data: &mut Vec<u8>, offset: u64, bytes: &[u8]) {
     data[offset..offset + bytes.len()].copy_from_slice(bytes);
 }
 
+/// Applies one pending write or length change to `data`.
 pub(super) fn apply_pending(data: &mut Vec<u8>, p: &Pending) {
     match p.set_len {
         Some(len) => data.resize(len as usize, 0),
