@@ -226,3 +226,61 @@ pub fn cut_torn_tail(fs: &dyn Fs, dir: &Path, tail: &TornTail<'_>) -> Result<Pat
     erase_range(fs, segment.as_ref(), path, tail.from, tail.to, tail.erase)?;
     Ok(quarantine)
 }
+
+#[cfg(all(test, feature = "sim"))]
+mod tests {
+    use super::*;
+    use crate::io::sim::SimDisk;
+
+    fn spec(header: &[u8], zero_fill: bool) -> SegmentSpec<'_> {
+        SegmentSpec {
+            segment_bytes: 16 << 10,
+            block_bytes: 4096,
+            direct: false,
+            zero_fill,
+            header_block: header,
+            zero_fill_op: "zero-fill test segment",
+        }
+    }
+
+    #[test]
+    fn a_created_segment_is_whole_named_and_listed() {
+        for zero_fill in [false, true] {
+            let disk = SimDisk::new(1);
+            let dir = Path::new("/seg");
+            disk.create_dir(dir).unwrap();
+            let header = [7u8; 4096];
+            let file = create_segment_file(&disk, dir, &dir.join("00000001.seg"), &spec(&header, zero_fill)).unwrap();
+            assert_eq!(file.len().unwrap(), 16 << 10);
+            let bytes = disk.read_file(&dir.join("00000001.seg")).unwrap();
+            assert_eq!(&bytes[..4096], &header[..]);
+            assert!(bytes[4096..].iter().all(|&b| b == 0), "past the header the segment reads as zeros");
+            // A leftover of an interrupted creation is removed by the listing.
+            disk.write_file(&dir.join("00000002.seg.tmp"), b"partial");
+            let parse = |name: &str| name.strip_suffix(".seg").and_then(|n| u32::from_str_radix(n, 16).ok());
+            let listed = list_segments(&disk, dir, parse, ".seg.tmp", true).unwrap();
+            assert_eq!(listed, vec![(1, dir.join("00000001.seg"))]);
+            assert!(disk.read_file(&dir.join("00000002.seg.tmp")).is_none());
+        }
+    }
+
+    #[test]
+    fn a_cut_torn_tail_is_quarantined_then_erased() {
+        for erase in [Erase::Zeros, Erase::PunchHole] {
+            let disk = SimDisk::new(2);
+            let dir = Path::new("/seg");
+            let path = dir.join("a.seg");
+            let mut bytes = vec![1u8; 8192];
+            bytes[5000..6000].fill(9);
+            disk.write_file(&path, &bytes);
+            let tail = TornTail { path: &path, segment_hex: "0001".into(), from: 5000, to: 6000, erase };
+            let quarantine = cut_torn_tail(&disk, dir, &tail).unwrap();
+            assert_eq!(quarantine, dir.join("quarantine-0001-5000.bin"));
+            assert_eq!(disk.read_file(&quarantine).unwrap(), vec![9u8; 1000]);
+            let after = disk.read_file(&path).unwrap();
+            assert_eq!(after.len(), 8192, "erasing keeps the length");
+            assert!(after[5000..6000].iter().all(|&b| b == 0), "the torn bytes are gone");
+            assert!(after[..5000].iter().chain(&after[6000..]).all(|&b| b == 1), "nothing else changed");
+        }
+    }
+}

@@ -50,6 +50,7 @@ pub fn prepare_segment(
         segment_bytes,
         block_bytes: u32::try_from(block_bytes).expect("block size is at most 64 KiB"),
     };
+    debug_assert!(crate::format::segment::HEADER_BYTES <= block_bytes, "the segment header fits its block");
     let mut header_block = AlignedBuf::zeroed(block_bytes, block_bytes);
     header.encode(header_block.as_mut_slice());
     let spec = SegmentSpec {
