@@ -205,6 +205,15 @@ impl State {
 struct SimFile {
     disk: SimDisk,
     fd: RawFd,
+    /// Opened read-only: changes through it fail with EBADF, as on Linux.
+    read_only: bool,
+}
+
+impl SimFile {
+    /// EBADF for a change through a read-only handle.
+    fn writable(&self) -> io::Result<()> {
+        if self.read_only { Err(io::Error::from_raw_os_error(libc::EBADF)) } else { Ok(()) }
+    }
 }
 
 impl Drop for SimFile {
@@ -232,6 +241,7 @@ impl FsFile for SimFile {
     }
 
     fn write_all_at(&self, bytes: &[u8], offset: u64) -> io::Result<()> {
+        self.writable()?;
         self.disk.lock().write(self.fd, bytes, offset, SyncMode::None, false).map(|_| ())
     }
 
@@ -244,14 +254,17 @@ impl FsFile for SimFile {
     }
 
     fn allocate(&self, len: u64) -> io::Result<()> {
+        self.writable()?;
         self.disk.lock().set_len(self.fd, len, true)
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
+        self.writable()?;
         self.disk.lock().set_len(self.fd, len, false)
     }
 
     fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.writable()?;
         self.disk.lock().punch_hole(self.fd, offset, len)
     }
 
@@ -321,7 +334,7 @@ impl Fs for SimDisk {
         let epoch = s.epoch;
         s.handles.insert(fd, (inode, epoch));
         drop(s);
-        let file = SimFile { disk: self.clone(), fd };
+        let file = SimFile { disk: self.clone(), fd, read_only: flags.read_only };
         if flags.truncate {
             self.lock().set_len(fd, 0, false)?;
         }

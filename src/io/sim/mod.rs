@@ -165,4 +165,19 @@ mod tests {
         // The file's name was never synced.
         assert!(disk.read_file(&p("/a")).is_none());
     }
+
+    #[test]
+    fn a_read_only_handle_reads_but_changes_nothing() {
+        let disk = SimDisk::new(4);
+        let f = disk.open(&p("/a"), OpenFlags::CREATE).unwrap();
+        f.write_all_at(b"bytes", 0).unwrap();
+        let r = disk.open(&p("/a"), OpenFlags::READ_ONLY).unwrap();
+        let mut buf = [0u8; 8];
+        assert_eq!(r.read_at(&mut buf, 0).unwrap(), 5, "a read stops at the end of the file");
+        assert_eq!(&buf[..5], b"bytes");
+        assert!(r.write_all_at(b"x", 0).is_err());
+        assert!(r.set_len(0).is_err());
+        assert!(r.punch_hole(0, 5).is_err());
+        assert_eq!(disk.read_file(&p("/a")).unwrap(), b"bytes");
+    }
 }
