@@ -44,6 +44,7 @@ use crate::format::blob::{FRAME_SHIFT_MAX, FRAME_SHIFT_MIN};
 use crate::format::compression::encode_blob;
 use crate::io::fs::{Fs, LockGuard, NodeKind, OpenFlags, direct_io_block_bytes};
 use crate::options::{Durability, IoBackend};
+use crate::storage::segment::{Erase, TornTail, cut_torn_tail};
 use crate::value::Value;
 use reader::{Reader, SegmentFile};
 use segment::{create_segment, list_segments, open_segment, read_meta, segment_path, write_state};
@@ -804,7 +805,6 @@ fn read_only_segments(fs: &dyn Fs, dir: &Path) -> Result<Vec<SegmentInfo>> {
 }
 
 use crate::format::blob::SegmentState;
-use crate::storage::segment::{Erase, TornTail, cut_torn_tail};
 
 impl crate::Db {
     /// Opens (creating if needed) the blob log named `name` beside this database, in
