@@ -61,6 +61,7 @@ pub use blob::{
 pub use db::Db;
 pub use engine::scan::{SCAN_CHUNK, Scan};
 pub use error::{Error, Result};
+#[cfg(feature = "sim")]
 pub use io::sim::{CrashMode, SECTOR_BYTES, SimDisk, SimFaults, SimStats};
 pub use key::KEY_BYTES_MAX;
 pub use options::{

@@ -5,10 +5,12 @@
 //! io_uring, one shard per online CPU.
 
 use std::fmt;
+use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::error::{Error, Result};
+use crate::io::Io;
 
 /// When an acknowledged write is on stable storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,10 +44,36 @@ pub enum IoBackend {
     /// Blocking `pread`/`pwrite`/`fdatasync` on the shard thread, for kernels and
     /// sandboxes that refuse io_uring.
     Portable,
-    /// Every file of the key-value store on a simulated, fault-injecting disk in memory
-    /// (see [`crate::SimDisk`]), for crash and fault tests. The path given to
-    /// [`crate::Db::open`] names a folder on that disk. The blob log does not run on it.
+    /// Every file on a simulated, fault-injecting disk in memory (see
+    /// [`crate::SimDisk`]), for crash and fault tests: the key-value store's, and a blob
+    /// log's opened with these [`crate::BlobOptions`]. The path given to
+    /// [`crate::Db::open`] or [`crate::BlobLog::open`] names a folder on that disk.
+    /// Compiled with the `sim` cargo feature only.
+    #[cfg(feature = "sim")]
     Sim(crate::io::sim::SimDisk),
+}
+
+impl IoBackend {
+    /// The file system this backend works on.
+    pub(crate) fn fs(&self) -> Arc<dyn crate::io::fs::Fs> {
+        match self {
+            IoBackend::Uring | IoBackend::Portable => Arc::new(crate::io::fs::RealFs),
+            #[cfg(feature = "sim")]
+            IoBackend::Sim(disk) => Arc::new(disk.clone()),
+        }
+    }
+
+    /// A thread's I/O backend, woken through `eventfd` (which must outlive it); a ring
+    /// gets `ring_entries` entries. Call it on the thread that will submit: a ring is
+    /// made single-issuer.
+    pub(crate) fn make_io(&self, ring_entries: u32, eventfd: RawFd) -> Result<Box<dyn Io>> {
+        Ok(match self {
+            IoBackend::Uring => Box::new(crate::io::uring::UringIo::new(ring_entries, eventfd)?),
+            IoBackend::Portable => Box::new(crate::io::portable::PortableIo::new(eventfd)),
+            #[cfg(feature = "sim")]
+            IoBackend::Sim(disk) => Box::new(crate::io::sim::SimIo::new(disk.clone(), eventfd)),
+        })
+    }
 }
 
 /// How a log batch is made durable.
@@ -316,10 +344,7 @@ impl Options {
 
     /// The file system the backend works on.
     pub(crate) fn fs(&self) -> Arc<dyn crate::io::fs::Fs> {
-        match &self.io_backend {
-            IoBackend::Uring | IoBackend::Portable => Arc::new(crate::io::fs::RealFs),
-            IoBackend::Sim(disk) => Arc::new(disk.clone()),
-        }
+        self.io_backend.fs()
     }
 
     /// Most keys one transaction may read, scan and write together (each counted once

@@ -18,7 +18,6 @@
 
 #![forbid(unsafe_code)]
 
-pub(crate) mod compression;
 mod location;
 mod reader;
 mod recovery;
@@ -42,11 +41,13 @@ pub use location::Location;
 
 use crate::error::{Error, Result};
 use crate::format::blob::{FRAME_SHIFT_MAX, FRAME_SHIFT_MIN};
-use crate::io::{Io, direct_io_block_bytes};
+use crate::format::compression::encode_blob;
+use crate::io::fs::{Fs, LockGuard, NodeKind, OpenFlags, direct_io_block_bytes};
 use crate::options::{Durability, IoBackend};
+use crate::storage::segment::{Erase, TornTail, cut_torn_tail};
 use crate::value::Value;
 use reader::{Reader, SegmentFile};
-use segment::{create_segment, list_segments, open_segment, read_full, read_meta, segment_path, write_state};
+use segment::{create_segment, list_segments, open_segment, read_meta, segment_path, write_state};
 use writer::{AdminOp, Request, SegState, Writer, WriterStart};
 
 /// A range of blobs that reached stable storage.
@@ -268,11 +269,6 @@ impl BlobOptions {
     }
 
     fn validate(&self) -> Result<()> {
-        if matches!(self.io_backend, IoBackend::Sim(_)) {
-            return Err(Error::InvalidArgument(
-                "the blob log does not run on IoBackend::Sim (it writes real files); use Uring or Portable".into(),
-            ));
-        }
         let bad = |what: String| Err(Error::InvalidArgument(what));
         if !(BLOB_SEGMENT_BYTES_MIN..=BLOB_SEGMENT_BYTES_MAX).contains(&self.max_segment_bytes) {
             return bad(format!(
@@ -338,7 +334,7 @@ struct Shared {
     allow_overwrite: AtomicBool,
     current_segment: Arc<AtomicU32>,
     /// Held while the writer is open; released on close.
-    lock: Mutex<Option<nix::fcntl::Flock<std::fs::File>>>,
+    lock: Mutex<Option<LockGuard>>,
 }
 
 impl Shared {
@@ -438,13 +434,10 @@ impl BlobLog {
         if dir.as_os_str().is_empty() {
             return Err(Error::InvalidArgument("the blob log directory path is empty".into()));
         }
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(|e| Error::io("create directory", dir.clone(), e))?;
-        let lock = crate::storage::dir::lock_file(&dir)?;
-        let probe_block = direct_io_block_bytes(&lock);
+        let fs = options.io_backend.fs();
+        crate::storage::dir::create_dir_all(fs.as_ref(), &dir)?;
+        let lock = crate::storage::dir::lock(fs.as_ref(), &dir)?;
+        let probe_block = probe_block_bytes(fs.as_ref(), &dir.join("LOCK"))?;
         let config = Arc::new(Config {
             durability: options.durability,
             max_segment_bytes: options.max_segment_bytes.next_multiple_of(probe_block as u64),
@@ -455,9 +448,9 @@ impl BlobLog {
             on_rotate: options.on_rotate.clone(),
             on_drop: options.on_drop.clone(),
         });
-        let start = recover(&dir, &config, probe_block)?;
+        let start = recover(fs.as_ref(), &dir, &config, probe_block)?;
         let current_segment = Arc::new(AtomicU32::new(start.current));
-        let reader = Arc::new(Reader::new(dir.clone(), options.direct_io, Arc::clone(&current_segment)));
+        let reader = Arc::new(Reader::new(fs, dir.clone(), options.direct_io, Arc::clone(&current_segment)));
         reader.insert_file(start.current, Arc::clone(&start.file));
         let eventfd = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
             .map_err(|e| Error::io("eventfd", None, e.into()))?;
@@ -471,14 +464,7 @@ impl BlobLog {
             .name(format!("ringdb-blob-{n}"))
             .spawn(move || {
                 // The ring is made on the thread that submits to it (SINGLE_ISSUER).
-                let io: Result<Box<dyn Io>> = match backend {
-                    IoBackend::Uring => {
-                        crate::io::uring::UringIo::new(64, efd_raw).map(|io| Box::new(io) as Box<dyn Io>)
-                    }
-                    IoBackend::Portable => Ok(Box::new(crate::io::portable::PortableIo::new(efd_raw))),
-                    IoBackend::Sim(_) => unreachable!("refused by BlobOptions::validate"),
-                };
-                match io {
+                match backend.make_io(64, efd_raw) {
                     Ok(io) => {
                         let _ = started_tx.send(Ok(()));
                         Writer::new(w_config, io, rx, w_reader, start, w_current).run();
@@ -518,12 +504,13 @@ impl BlobLog {
     pub fn open_read_only(dir: impl AsRef<Path>, options: BlobOptions) -> Result<BlobLog> {
         options.validate()?;
         let dir = dir.as_ref().to_path_buf();
-        if !dir.is_dir() {
+        let fs = options.io_backend.fs();
+        if !matches!(fs.kind(&dir), Ok(Some(NodeKind::Dir))) {
             return Err(Error::InvalidArgument(format!("{} is not a blob log directory", dir.display())));
         }
-        let last = list_segments(&dir, false)?.last().copied().unwrap_or(0);
+        let last = list_segments(fs.as_ref(), &dir, false)?.last().copied().unwrap_or(0);
         let current_segment = Arc::new(AtomicU32::new(last));
-        let reader = Arc::new(Reader::new(dir.clone(), options.direct_io, Arc::clone(&current_segment)));
+        let reader = Arc::new(Reader::new(fs, dir.clone(), options.direct_io, Arc::clone(&current_segment)));
         Ok(BlobLog {
             shared: Arc::new(Shared {
                 dir,
@@ -554,7 +541,7 @@ impl BlobLog {
     /// Appends one blob; returns where it is. Durable on return with
     /// [`Durability::Sync`]; readable on return with every durability.
     pub fn append(&self, blob: &[u8]) -> Result<Location> {
-        let record = compression::encode_blob(blob, self.shared.frame_shift, self.shared.compression_level)?;
+        let record = encode_blob(blob, self.shared.frame_shift, self.shared.compression_level)?;
         let records = vec![(record, blob.len() as u64)];
         let locs = self.shared.call(|reply| Request::Append { records, reply })?;
         Ok(locs[0])
@@ -600,7 +587,7 @@ impl BlobLog {
         if self.shared.tx.is_some() {
             return self.shared.call(Request::Segments);
         }
-        read_only_segments(&self.shared.dir)
+        read_only_segments(self.shared.reader.fs(), &self.shared.dir)
     }
 
     /// Allows or forbids [`BlobLog::rtrim`], [`BlobLog::ltrim`] and
@@ -664,7 +651,7 @@ impl BlobTransaction {
     /// Adds a blob (encoded, and compressed if configured, on this thread).
     pub fn append(&mut self, blob: &[u8]) -> Result<&mut BlobTransaction> {
         let shared = &self.log.shared;
-        let record = compression::encode_blob(blob, shared.frame_shift, shared.compression_level)?;
+        let record = encode_blob(blob, shared.frame_shift, shared.compression_level)?;
         self.records.push((record, blob.len() as u64));
         Ok(self)
     }
@@ -690,100 +677,127 @@ impl BlobTransaction {
     }
 }
 
+/// The O_DIRECT block size of the file system holding the file `path` (the lock file).
+fn probe_block_bytes(fs: &dyn Fs, path: &Path) -> Result<usize> {
+    let probe = fs.open(path, OpenFlags::READ_ONLY).map_err(|e| Error::io("open", path.to_path_buf(), e))?;
+    Ok(direct_io_block_bytes(probe.as_ref()))
+}
+
 /// Recovers the log in `dir` for the writer: see `recovery`.
-fn recover(dir: &Path, config: &Config, probe_block: usize) -> Result<WriterStart> {
-    let numbers = list_segments(dir, true)?;
+fn recover(fs: &dyn Fs, dir: &Path, config: &Config, probe_block: usize) -> Result<WriterStart> {
+    let numbers = list_segments(fs, dir, true)?;
     let mut segments = BTreeMap::new();
     let mut next_flush_seq = 0u32;
-    let mut open: Option<(u32, u64)> = None;
+    let mut open: Option<u32> = None;
     for (i, &n) in numbers.iter().enumerate() {
-        let path = segment_path(dir, n);
-        let file = open_segment(&path, false, false)?;
-        let meta = read_meta(&file, &path, probe_block)?;
-        if meta.header.segment != n {
-            return Err(Error::Corruption {
-                file: path,
-                offset: 0,
-                what: format!("segment header says {}, the file name {n}", meta.header.segment),
-            });
-        }
-        let block = meta.header.block_bytes as usize;
         let is_last = i + 1 == numbers.len();
-        let mut state = SegState {
-            generation: meta.state.generation,
-            data_start: meta.state.data_start,
-            end: meta.state.sealed_end,
-            sealed: meta.state.sealed_end != 0,
-        };
+        let (state, last_flush_seq) = recover_segment(fs, dir, n, is_last, probe_block)?;
+        if let Some(seq) = last_flush_seq {
+            next_flush_seq = seq.wrapping_add(1);
+        }
         if !state.sealed {
-            let scan = recovery::scan_segment(&path, state.data_start)?;
-            if let Some(why) = &scan.damage {
-                if !is_last {
-                    return Err(Error::Corruption {
-                        file: path,
-                        offset: scan.end,
-                        what: format!("{why}, in a segment before the last"),
-                    });
-                }
-                recovery::cut_torn_tail(dir, n, &path, &file, scan.end, scan.dirty_end)?;
-            }
-            state.end = scan.end;
-            if let Some(seq) = scan.last_flush_seq {
-                next_flush_seq = seq.wrapping_add(1);
-            }
-            if is_last {
-                open = Some((n, block as u64));
-            } else {
-                // Only the last segment may be open; seal one left open by an old crash.
-                let sealed = SegmentState {
-                    generation: state.generation + 1,
-                    data_start: state.data_start,
-                    sealed_end: scan.end,
-                };
-                write_state(&file, &path, block, sealed)?;
-                state.generation += 1;
-                state.sealed = true;
-            }
+            debug_assert!(is_last, "only the last segment is left open by recovery");
+            open = Some(n);
         }
         segments.insert(n, state);
     }
     let current = match open {
-        Some((n, _)) => n,
+        Some(n) => n,
         None => {
             let next = numbers.last().map_or(Ok(0), |&n| {
                 n.checked_add(1).ok_or_else(|| Error::InvalidArgument("blob segment numbers ran out".into()))
             })?;
-            create_segment(dir, next, config.max_segment_bytes, probe_block, config.direct_io, config.zero_fill)?;
+            create_segment(fs, dir, next, config.max_segment_bytes, probe_block, config.direct_io, config.zero_fill)?;
             let block = probe_block as u64;
             segments.insert(next, SegState { generation: 1, data_start: block, end: block, sealed: false });
             next
         }
     };
     let path = segment_path(dir, current);
-    let file = open_segment(&path, false, config.direct_io)?;
-    let block_bytes = read_meta(&file, &path, probe_block)?.header.block_bytes as usize;
+    let file = open_segment(fs, &path, false, config.direct_io)?;
+    let block_bytes = read_meta(file.as_ref(), &path, probe_block)?.header.block_bytes as usize;
     let end = segments[&current].end;
     let tail_start = end - end % block_bytes as u64;
     let mut tail = vec![0u8; (end - tail_start) as usize];
-    let plain = std::fs::File::open(&path).map_err(|e| Error::io("open", path.clone(), e))?;
-    read_full(&plain, &mut tail, tail_start).map_err(|e| Error::io("read", path.clone(), e))?;
+    let plain = fs.open(&path, OpenFlags::READ_ONLY).map_err(|e| Error::io("open", path.clone(), e))?;
+    plain.read_at(&mut tail, tail_start).map_err(|e| Error::io("read", path.clone(), e))?;
     let file = Arc::new(SegmentFile { file, path, block_bytes });
     Ok(WriterStart { current, file, tail, next_flush_seq, segments })
 }
 
+/// Recovers segment `n`: a sealed one from its header block; an open one by a scan
+/// that cuts a torn tail (only in the last segment: damage before it is corruption),
+/// sealing it unless it is the last. Returns its state and its last flush number.
+fn recover_segment(
+    fs: &dyn Fs,
+    dir: &Path,
+    n: u32,
+    is_last: bool,
+    probe_block: usize,
+) -> Result<(SegState, Option<u32>)> {
+    let path = segment_path(dir, n);
+    let file = open_segment(fs, &path, false, false)?;
+    let meta = read_meta(file.as_ref(), &path, probe_block)?;
+    if meta.header.segment != n {
+        return Err(Error::Corruption {
+            file: path,
+            offset: 0,
+            what: format!("segment header says {}, the file name {n}", meta.header.segment),
+        });
+    }
+    let block = meta.header.block_bytes as usize;
+    let mut state = SegState {
+        generation: meta.state.generation,
+        data_start: meta.state.data_start,
+        end: meta.state.sealed_end,
+        sealed: meta.state.sealed_end != 0,
+    };
+    if state.sealed {
+        return Ok((state, None));
+    }
+    let scan = recovery::scan_segment(fs, &path, state.data_start)?;
+    if let Some(why) = &scan.damage {
+        if !is_last {
+            return Err(Error::Corruption {
+                file: path,
+                offset: scan.end,
+                what: format!("{why}, in a segment before the last"),
+            });
+        }
+        let tail = TornTail {
+            path: &path,
+            segment_hex: format!("{n:08x}"),
+            from: scan.end,
+            to: scan.dirty_end,
+            erase: Erase::PunchHole,
+        };
+        cut_torn_tail(fs, dir, &tail)?;
+    }
+    state.end = scan.end;
+    if !is_last {
+        // Only the last segment may be open; seal one left open by an old crash.
+        let sealed =
+            SegmentState { generation: state.generation + 1, data_start: state.data_start, sealed_end: scan.end };
+        write_state(file.as_ref(), &path, block, sealed)?;
+        state.generation += 1;
+        state.sealed = true;
+    }
+    Ok((state, scan.last_flush_seq))
+}
+
 /// Segments as a read-only handle sees them: sealed ones from their header, the open
 /// one by a scan that changes nothing.
-fn read_only_segments(dir: &Path) -> Result<Vec<SegmentInfo>> {
-    let numbers = list_segments(dir, false)?;
+fn read_only_segments(fs: &dyn Fs, dir: &Path) -> Result<Vec<SegmentInfo>> {
+    let numbers = list_segments(fs, dir, false)?;
     let mut out = Vec::with_capacity(numbers.len());
     for (i, &n) in numbers.iter().enumerate() {
         let path = segment_path(dir, n);
-        let file = open_segment(&path, true, false)?;
-        let meta = read_meta(&file, &path, 4096)?;
+        let file = open_segment(fs, &path, true, false)?;
+        let meta = read_meta(file.as_ref(), &path, 4096)?;
         let end = if meta.state.sealed_end != 0 {
             meta.state.sealed_end
         } else {
-            recovery::scan_segment(&path, meta.state.data_start)?.end
+            recovery::scan_segment(fs, &path, meta.state.data_start)?.end
         };
         out.push(SegmentInfo { segment: n, data_start: meta.state.data_start, end, current: i + 1 == numbers.len() });
     }
@@ -791,7 +805,6 @@ fn read_only_segments(dir: &Path) -> Result<Vec<SegmentInfo>> {
 }
 
 use crate::format::blob::SegmentState;
-use std::os::unix::fs::DirBuilderExt;
 
 impl crate::Db {
     /// Opens (creating if needed) the blob log named `name` beside this database, in

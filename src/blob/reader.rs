@@ -17,7 +17,6 @@
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
@@ -26,15 +25,16 @@ use std::sync::{Arc, RwLock};
 use bytes::Bytes;
 
 use super::BLOB_SEGMENT_BYTES_MAX;
-use super::compression::decompress_frame;
 use super::location::Location;
-use super::segment::{open_segment, read_full, segment_path};
+use super::segment::{open_segment, segment_path};
 use crate::error::{Error, Result};
 use crate::format::blob::{
-    Decoded, FRAME_ENTRY_BYTES, FRAME_SHIFT_MIN, KIND_PLAIN, RECORD_HEADER_BYTES, check_meta, decode_header,
-    frame_entry,
+    Decoded, FRAME_ENTRY_BYTES, FRAME_SHIFT_MIN, KIND_PLAIN, RECORD_HEADER_BYTES, RecordHeader, check_meta,
+    decode_header, frame_entry,
 };
-use crate::io::{AlignedBuf, direct_io_block_bytes};
+use crate::format::compression::decompress_frame;
+use crate::io::AlignedBuf;
+use crate::io::fs::{FileRef, Fs, direct_io_block_bytes};
 use crate::value::Value;
 
 /// Records up to this size are read whole by a range read (one `pread`).
@@ -43,7 +43,7 @@ const WHOLE_READ_BYTES_MAX: u64 = 256 << 10;
 /// An open segment file.
 pub struct SegmentFile {
     /// The file (O_DIRECT when the log uses it).
-    pub file: File,
+    pub file: FileRef,
     /// Its path, for errors.
     pub path: PathBuf,
     /// Alignment of O_DIRECT transfers.
@@ -61,6 +61,7 @@ impl AsRef<[u8]> for AlignedBytes {
 
 /// The read side of a blob log, shared by every handle and the writer thread.
 pub struct Reader {
+    fs: Arc<dyn Fs>,
     dir: PathBuf,
     direct: bool,
     files: papaya::HashMap<u32, Arc<SegmentFile>>,
@@ -77,9 +78,10 @@ enum Source {
 }
 
 impl Reader {
-    /// A reader of the segments in `dir`.
-    pub fn new(dir: PathBuf, direct: bool, current: Arc<AtomicU32>) -> Reader {
+    /// A reader of the segments in `dir` on `fs`.
+    pub fn new(fs: Arc<dyn Fs>, dir: PathBuf, direct: bool, current: Arc<AtomicU32>) -> Reader {
         Reader {
+            fs,
             dir,
             direct,
             files: papaya::HashMap::new(),
@@ -105,20 +107,20 @@ impl Reader {
             return Ok(Arc::clone(f));
         }
         let path = segment_path(&self.dir, segment);
-        if !path.exists() {
+        if !self.exists(&path) {
             return Err(Error::InvalidArgument(format!(
                 "blob segment {segment} does not exist in {} (dropped, or never written)",
                 self.dir.display()
             )));
         }
         // The writer's descriptors are registered by the writer; others are read-only.
-        let file = open_segment(&path, true, self.direct)?;
-        let block_bytes = direct_io_block_bytes(&file);
+        let file = open_segment(self.fs.as_ref(), &path, true, self.direct)?;
+        let block_bytes = direct_io_block_bytes(file.as_ref());
         let opened = Arc::new(SegmentFile { file, path, block_bytes });
         let file = Arc::clone(self.files.pin().get_or_insert(segment, opened));
         // A segment dropped while it was being opened must not stay cached: the writer
         // unlinks before it forgets the descriptor, so checking after inserting suffices.
-        if !file.path.exists() {
+        if !self.exists(&file.path) {
             self.files.pin().remove(&segment);
             return Err(Error::InvalidArgument(format!(
                 "blob segment {segment} does not exist in {} (dropped)",
@@ -126,6 +128,11 @@ impl Reader {
             )));
         }
         Ok(file)
+    }
+
+    /// Whether `path` names anything (an error looking counts as no, as `Path::exists`).
+    fn exists(&self, path: &Path) -> bool {
+        matches!(self.fs.kind(path), Ok(Some(_)))
     }
 
     /// Makes an acknowledged, not yet written record readable.
@@ -174,7 +181,9 @@ impl Reader {
                     return Ok(Bytes::new());
                 }
                 let mut buf = AlignedBuf::zeroed(cap.next_multiple_of(f.block_bytes), f.block_bytes);
-                let n = read_full(&f.file, &mut buf.as_mut_slice()[..cap], start)
+                let n = f
+                    .file
+                    .read_at(&mut buf.as_mut_slice()[..cap], start)
                     .map_err(|e| Error::io("read", f.path.clone(), e))?;
                 let skip = (at - start) as usize;
                 let valid = n.saturating_sub(skip).min(len as usize);
@@ -210,21 +219,18 @@ impl Reader {
         self.read_blob(loc, Some(range))
     }
 
-    fn read_blob(&self, loc: Location, range: Option<Range<u64>>) -> Result<Value> {
-        if loc.len > BLOB_SEGMENT_BYTES_MAX {
-            // No segment holds a blob this long: do not try to allocate for it.
-            return Err(Error::InvalidArgument(format!("no blob at {loc}: longer than any segment")));
-        }
-        let src = self.source(loc)?;
-        let path = || self.path_of(&src, loc.segment);
+    /// The record at `loc` from its start: its header and frame index checked, with the
+    /// whole record when `whole_wanted` or small, else the header and index alone.
+    fn read_record_head(&self, loc: Location, src: &Source, whole_wanted: bool) -> Result<(Bytes, RecordHeader)> {
+        let path = || self.path_of(src, loc.segment);
         let frames_max = loc.len.div_ceil(1 << FRAME_SHIFT_MIN);
         let meta_max = frames_max
             .checked_mul(FRAME_ENTRY_BYTES as u64)
             .and_then(|b| b.checked_add(RECORD_HEADER_BYTES as u64))
             .ok_or_else(|| self.too_large(loc.len))?;
         let whole = meta_max.checked_add(loc.len).ok_or_else(|| self.too_large(loc.len))?;
-        let first_len = if range.is_none() || whole <= WHOLE_READ_BYTES_MAX { whole } else { meta_max };
-        let first = self.fetch(&src, loc.offset, 0, first_len)?;
+        let first_len = if whole_wanted || whole <= WHOLE_READ_BYTES_MAX { whole } else { meta_max };
+        let first = self.fetch(src, loc.offset, 0, first_len)?;
         let header = match decode_header(&first, u64::MAX) {
             Decoded::Header(h) => h,
             Decoded::End => {
@@ -240,8 +246,7 @@ impl Reader {
                 });
             }
         };
-        let meta_bytes = header.meta_bytes();
-        if first.len() < meta_bytes as usize {
+        if first.len() < header.meta_bytes() as usize {
             return Err(Error::Corruption {
                 file: path(),
                 offset: loc.offset,
@@ -259,6 +264,18 @@ impl Reader {
                 header.blob_bytes
             )));
         }
+        Ok((first, header))
+    }
+
+    fn read_blob(&self, loc: Location, range: Option<Range<u64>>) -> Result<Value> {
+        if loc.len > BLOB_SEGMENT_BYTES_MAX {
+            // No segment holds a blob this long: do not try to allocate for it.
+            return Err(Error::InvalidArgument(format!("no blob at {loc}: longer than any segment")));
+        }
+        let src = self.source(loc)?;
+        let path = || self.path_of(&src, loc.segment);
+        let (first, header) = self.read_record_head(loc, &src, range.is_none())?;
+        let meta_bytes = header.meta_bytes();
         let range = range.unwrap_or(0..loc.len);
         if range.is_empty() {
             return Ok(Value(Bytes::new()));
@@ -329,5 +346,10 @@ impl Reader {
     /// The directory of the log.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The file system the log lives on.
+    pub fn fs(&self) -> &dyn Fs {
+        self.fs.as_ref()
     }
 }

@@ -14,28 +14,26 @@
 //! is in flight at a time, so a later flush proves the damaged bytes had been
 //! written completely, and that is corruption, reported with file and offset.
 //! A torn tail is copied to `quarantine-<segment>-<offset>.bin` (made durable),
-//! then punched out of the segment so nothing stale can be read past the end.
+//! then punched out of the segment so nothing stale can be read past the end
+//! (`storage::segment::cut_torn_tail`, shared with the key-value log).
 
 #![forbid(unsafe_code)]
 
-use std::fs::File;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use super::segment::{punch_hole, read_full};
 use crate::error::{Error, Result};
 use crate::format::blob::{
     Decoded, FRAME_SHIFT_MAX, FRAME_SHIFT_MIN, KIND_PLAIN, KIND_ZSTD, RECORD_ALIGN, RECORD_HEADER_BYTES, check_meta,
     decode_header, frame_entry,
 };
-use crate::io::sync_dir;
+use crate::io::fs::{FileRef, Fs, FsFile, OpenFlags};
 
 /// Bytes read from the file at a time while scanning.
 const CHUNK_BYTES: usize = 1 << 20;
 
 /// A read-ahead window over a file, for scanning.
 struct Cursor<'a> {
-    file: &'a File,
+    file: &'a dyn FsFile,
     file_bytes: u64,
     buf: Vec<u8>,
     start: u64,
@@ -49,7 +47,7 @@ impl Cursor<'_> {
         if at < self.start || end > self.start + self.buf.len() as u64 {
             let want = len.max(CHUNK_BYTES).min(self.file_bytes.saturating_sub(at) as usize);
             self.buf.resize(want, 0);
-            let n = read_full(self.file, &mut self.buf, at)?;
+            let n = self.file.read_at(&mut self.buf, at)?;
             self.buf.truncate(n);
             self.start = at;
         }
@@ -73,22 +71,18 @@ pub struct Scan {
 
 /// Opens a segment for reading (buffered: recovery reads it once, sequentially) and
 /// returns it with its size.
-fn open_for_scan(path: &Path) -> Result<(std::fs::File, u64)> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| Error::io("open", path.to_path_buf(), e))?;
-    let file_bytes = file.metadata().map_err(|e| Error::io("stat", path.to_path_buf(), e))?.len();
+fn open_for_scan(fs: &dyn Fs, path: &Path) -> Result<(FileRef, u64)> {
+    let file = fs.open(path, OpenFlags::READ_ONLY).map_err(|e| Error::io("open", path.to_path_buf(), e))?;
+    let file_bytes = file.len().map_err(|e| Error::io("stat", path.to_path_buf(), e))?;
     Ok((file, file_bytes))
 }
 
 /// Scans the records of the segment at `path` from `data_start`; see the module docs.
 /// Returns [`Error::Corruption`] for damage that a torn tail cannot explain.
-pub fn scan_segment(path: &Path, data_start: u64) -> Result<Scan> {
-    let (file, file_bytes) = open_for_scan(path)?;
+pub fn scan_segment(fs: &dyn Fs, path: &Path, data_start: u64) -> Result<Scan> {
+    let (file, file_bytes) = open_for_scan(fs, path)?;
     let io = |e| Error::io("read", path.to_path_buf(), e);
-    let mut cur = Cursor { file: &file, file_bytes, buf: Vec::new(), start: 0 };
+    let mut cur = Cursor { file: file.as_ref(), file_bytes, buf: Vec::new(), start: 0 };
     let mut at = data_start;
     let mut txn_start = at;
     let mut txn_open = false;
@@ -140,6 +134,38 @@ pub fn scan_segment(path: &Path, data_start: u64) -> Result<Scan> {
     let stop = at.min(file_bytes);
     let end = if txn_open { txn_start } else { stop };
     // Look past the stop: the last non-zero byte, and any record of a later flush.
+    let past = Past { stop, damaged_seq, last_flush_seq, damage: damage.as_deref() };
+    let mut dirty_end = dirty_end_past(&mut cur, path, &past)?;
+    if damage.is_none() && (dirty_end > stop || txn_open) {
+        damage = Some(if txn_open {
+            "a transaction's last record is missing".to_string()
+        } else {
+            "zeroed record header followed by data".to_string()
+        });
+    }
+    if damage.is_some() {
+        dirty_end = dirty_end.max(stop);
+    }
+    Ok(Scan { end, last_flush_seq, dirty_end, damage })
+}
+
+/// Where a scan stopped, and what it knew there.
+struct Past<'a> {
+    /// First byte not taken as a valid record.
+    stop: u64,
+    /// Flush number of the damaged record, if its header and index are intact.
+    damaged_seq: Option<u32>,
+    /// Flush number of the last valid record.
+    last_flush_seq: Option<u32>,
+    /// Why the scan stopped, if for damage.
+    damage: Option<&'a str>,
+}
+
+/// The end of the bytes that are not zero past `past.stop` (0 when all are zero), or
+/// [`Error::Corruption`] when a record of a later flush than the damaged one follows.
+fn dirty_end_past(cur: &mut Cursor<'_>, path: &Path, past: &Past<'_>) -> Result<u64> {
+    let (stop, file_bytes) = (past.stop, cur.file_bytes);
+    let io = |e| Error::io("read", path.to_path_buf(), e);
     let mut dirty_end = 0;
     let mut pos = stop;
     while pos < file_bytes {
@@ -155,10 +181,10 @@ pub fn scan_segment(path: &Path, data_start: u64) -> Result<Scan> {
             let (kind, shift) = (chunk[off], chunk[off + 1]);
             if (kind == KIND_PLAIN || kind == KIND_ZSTD) && (FRAME_SHIFT_MIN..=FRAME_SHIFT_MAX).contains(&shift) {
                 let cand = pos + off as u64;
-                if let Some(seq) = valid_record_at(&mut cur, cand, file_bytes).map_err(io)? {
+                if let Some(seq) = valid_record_at(cur, cand, file_bytes).map_err(io)? {
                     // The damaged flush is the damaged record's own, or else at most one
                     // past the last valid record's.
-                    let later = match (damaged_seq, last_flush_seq) {
+                    let later = match (past.damaged_seq, past.last_flush_seq) {
                         (Some(f), _) => (1..1 << 31).contains(&seq.wrapping_sub(f)),
                         (None, Some(base)) => (2..1 << 31).contains(&seq.wrapping_sub(base)),
                         (None, None) => false,
@@ -169,7 +195,7 @@ pub fn scan_segment(path: &Path, data_start: u64) -> Result<Scan> {
                             offset: stop,
                             what: format!(
                                 "{}; a record of a later flush follows at offset {cand}, so this is not a torn tail",
-                                damage.as_deref().unwrap_or("zeroed record header followed by data")
+                                past.damage.unwrap_or("zeroed record header followed by data")
                             ),
                         });
                     }
@@ -179,17 +205,7 @@ pub fn scan_segment(path: &Path, data_start: u64) -> Result<Scan> {
         }
         pos += chunk.len() as u64;
     }
-    if damage.is_none() && (dirty_end > stop || txn_open) {
-        damage = Some(if txn_open {
-            "a transaction's last record is missing".to_string()
-        } else {
-            "zeroed record header followed by data".to_string()
-        });
-    }
-    if damage.is_some() {
-        dirty_end = dirty_end.max(stop);
-    }
-    Ok(Scan { end, last_flush_seq, dirty_end, damage })
+    Ok(dirty_end)
 }
 
 /// The flush number of a record at `at` whose header and frame index are valid.
@@ -200,43 +216,12 @@ fn valid_record_at(cur: &mut Cursor<'_>, at: u64, file_bytes: u64) -> std::io::R
     Ok(check_meta(&h, &meta).ok().map(|()| h.flush_seq))
 }
 
-/// Copies `[from, to)` of the segment to a quarantine file beside it (durably), then
-/// punches the range out of the segment. Returns the quarantine file's path.
-pub fn cut_torn_tail(dir: &Path, segment: u32, path: &Path, file: &File, from: u64, to: u64) -> Result<PathBuf> {
-    let quarantine = dir.join(format!("quarantine-{segment:08x}-{from}.bin"));
-    let plain = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| Error::io("open", path.to_path_buf(), e))?;
-    {
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true).mode(0o600);
-        let out = options.open(&quarantine).map_err(|e| Error::io("create", quarantine.clone(), e))?;
-        let mut buf = vec![0u8; CHUNK_BYTES];
-        let mut at = from;
-        while at < to {
-            let n = (to - at).min(CHUNK_BYTES as u64) as usize;
-            let got = read_full(&plain, &mut buf[..n], at).map_err(|e| Error::io("read", path.to_path_buf(), e))?;
-            out.write_all_at(&buf[..got], at - from).map_err(|e| Error::io("write", quarantine.clone(), e))?;
-            if got < n {
-                break;
-            }
-            at += n as u64;
-        }
-        out.sync_all().map_err(|e| Error::io("fsync", quarantine.clone(), e))?;
-    }
-    sync_dir(dir)?;
-    punch_hole(file, path, from, to)?;
-    Ok(quarantine)
-}
-
 /// Whether a record with valid header and frame index starts at `at` of the file at `path`.
-pub fn is_record_start(path: &Path, at: u64) -> Result<bool> {
-    let (file, file_bytes) = open_for_scan(path)?;
+pub fn is_record_start(fs: &dyn Fs, path: &Path, at: u64) -> Result<bool> {
+    let (file, file_bytes) = open_for_scan(fs, path)?;
     if at >= file_bytes {
         return Ok(false);
     }
-    let mut cur = Cursor { file: &file, file_bytes, buf: Vec::new(), start: 0 };
+    let mut cur = Cursor { file: file.as_ref(), file_bytes, buf: Vec::new(), start: 0 };
     Ok(valid_record_at(&mut cur, at, file_bytes).map_err(|e| Error::io("read", path.to_path_buf(), e))?.is_some())
 }

@@ -26,7 +26,7 @@
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -36,11 +36,12 @@ use crossbeam_channel::{Receiver, TryRecvError};
 use super::location::Location;
 use super::reader::{Reader, SegmentFile};
 use super::recovery::is_record_start;
-use super::segment::{create_segment, open_segment, punch_hole, read_full, segment_path, write_state};
+use super::segment::{create_segment, open_segment, punch_hole, segment_path, write_state};
 use super::{BlobDropEvent, BlobPersistEvent, BlobRotateEvent, Config, SegmentInfo};
 use crate::error::{Error, Result};
 use crate::format::blob::{SegmentState, stamp_record};
-use crate::io::{AlignedBuf, Completion, Io, SyncMode, direct_io_block_bytes, sync_dir};
+use crate::io::fs::{OpenFlags, direct_io_block_bytes, sync_dir};
+use crate::io::{AlignedBuf, Completion, Io, SyncMode};
 use crate::options::Durability;
 
 const BATCH_TOKEN: u64 = 1;
@@ -466,7 +467,7 @@ impl Writer {
             let want_sync = !self.sync_waiters.is_empty() || self.closing.is_some() || self.disconnected;
             if want_sync && self.unsynced.is_some() {
                 self.syncing = true;
-                self.io.fdatasync(self.current_file.file.as_raw_fd(), SYNC_TOKEN);
+                self.io.fdatasync(self.current_file.file.fd(), SYNC_TOKEN);
                 return;
             }
             for w in self.sync_waiters.drain(..) {
@@ -491,7 +492,7 @@ impl Writer {
         batch.dsync = self.config.durability != Durability::None || want_sync;
         let sync = if batch.dsync { SyncMode::Dsync } else { SyncMode::None };
         let buf = batch.buf.take().expect("checked above");
-        let fd: RawFd = batch.file.file.as_raw_fd();
+        let fd: RawFd = batch.file.file.fd();
         self.io.write(fd, batch.offset, buf, write_len, sync, BATCH_TOKEN);
         self.in_flight = Some(batch);
     }
@@ -580,7 +581,9 @@ impl Writer {
             return Err(poisoned(cause));
         }
         if let Some((first, last)) = self.unsynced.take() {
-            crate::io::fdatasync(self.current_file.file.as_raw_fd())
+            self.current_file
+                .file
+                .sync_data()
                 .map_err(|e| Error::io("fdatasync", self.current_file.path.clone(), e))?;
             self.persisted(first, last);
         }
@@ -590,7 +593,7 @@ impl Writer {
     fn write_seg_state(&mut self, segment: u32, file: &SegmentFile, data_start: u64, sealed_end: u64) -> Result<()> {
         let s = self.segments.get_mut(&segment).expect("a listed segment");
         let state = SegmentState { generation: s.generation + 1, data_start, sealed_end };
-        write_state(&file.file, &file.path, file.block_bytes, state)?;
+        write_state(file.file.as_ref(), &file.path, file.block_bytes, state)?;
         s.generation = state.generation;
         s.data_start = data_start;
         Ok(())
@@ -620,6 +623,7 @@ impl Writer {
         let next =
             sealed.checked_add(1).ok_or_else(|| Error::InvalidArgument("blob segment numbers ran out".into()))?;
         let created = match create_segment(
+            self.reader.fs(),
             self.reader.dir(),
             next,
             self.config.max_segment_bytes,
@@ -635,7 +639,7 @@ impl Writer {
                 return Err(e);
             }
         };
-        let block_bytes = direct_io_block_bytes(&created).max(self.block);
+        let block_bytes = direct_io_block_bytes(created.as_ref()).max(self.block);
         let seg_file =
             Arc::new(SegmentFile { file: created, path: segment_path(self.reader.dir(), next), block_bytes });
         self.reader.insert_file(next, Arc::clone(&seg_file));
@@ -668,7 +672,7 @@ impl Writer {
         } else {
             // Trims write to the file: open it for writing (readers' descriptors are read-only).
             let path = segment_path(self.reader.dir(), segment);
-            let file = open_segment(&path, false, self.config.direct_io)?;
+            let file = open_segment(self.reader.fs(), &path, false, self.config.direct_io)?;
             Arc::new(SegmentFile { file, path, block_bytes: self.block })
         };
         let check_boundary = |at: u64, what: &str| -> Result<()> {
@@ -678,7 +682,7 @@ impl Writer {
                     state.data_start, state.end
                 )));
             }
-            if at != state.end && !is_record_start(&file.path, at)? {
+            if at != state.end && !is_record_start(self.reader.fs(), &file.path, at)? {
                 return Err(Error::InvalidArgument(format!(
                     "{what} offset {at} of blob segment {segment} is not the start of a blob"
                 )));
@@ -693,9 +697,10 @@ impl Writer {
                     )));
                 }
                 // Unlink first, then forget the descriptor (see `Reader::file`).
-                std::fs::remove_file(&file.path).map_err(|e| Error::io("remove", file.path.clone(), e))?;
+                let fs = self.reader.fs();
+                fs.remove_file(&file.path).map_err(|e| Error::io("remove", file.path.clone(), e))?;
                 self.reader.remove_file(segment);
-                sync_dir(self.reader.dir())?;
+                sync_dir(fs, self.reader.dir())?;
                 self.segments.remove(&segment);
                 if let Some(cb) = &self.config.on_drop {
                     cb(BlobDropEvent { segment, timestamp: SystemTime::now() });
@@ -703,14 +708,18 @@ impl Writer {
             }
             AdminOp::Rtrim(_, from) => {
                 check_boundary(from, "rtrim")?;
-                punch_hole(&file.file, &file.path, from, state.end)?;
+                punch_hole(self.reader.fs(), file.file.as_ref(), &file.path, from, state.end)?;
                 if segment == self.current {
                     // The space is reused: the next append lands at `from`.
                     let start = from - from % self.block as u64;
                     let mut tail = vec![0u8; (from - start) as usize];
                     // A buffered descriptor: `file` may be O_DIRECT, and this read is unaligned.
-                    let plain = std::fs::File::open(&file.path).map_err(|e| Error::io("open", file.path.clone(), e))?;
-                    read_full(&plain, &mut tail, start).map_err(|e| Error::io("read", file.path.clone(), e))?;
+                    let plain = self
+                        .reader
+                        .fs()
+                        .open(&file.path, OpenFlags::READ_ONLY)
+                        .map_err(|e| Error::io("open", file.path.clone(), e))?;
+                    plain.read_at(&mut tail, start).map_err(|e| Error::io("read", file.path.clone(), e))?;
                     self.tail = tail;
                 } else {
                     self.write_seg_state(segment, &file, state.data_start, from)?;
@@ -719,7 +728,7 @@ impl Writer {
             }
             AdminOp::Ltrim(_, to) => {
                 check_boundary(to, "ltrim")?;
-                punch_hole(&file.file, &file.path, state.data_start, to)?;
+                punch_hole(self.reader.fs(), file.file.as_ref(), &file.path, state.data_start, to)?;
                 let sealed_end = if state.sealed { state.end } else { 0 };
                 self.write_seg_state(segment, &file, to, sealed_end)?;
             }

@@ -345,7 +345,7 @@ pub fn decode_blob_record(bytes: &[u8], blob_bytes_max: u64) -> Result<Vec<u8>, 
         } else {
             // A zstd frame may claim any size: it is decompressed into exactly `expected`
             // bytes, which the (bounded) blob length fixes.
-            crate::blob::compression::decompress_frame(stored, expected, &mut out)
+            super::compression::decompress_frame(stored, expected, &mut out)
                 .ok_or_else(|| format!("frame {i} does not decompress to {expected} bytes"))?;
         }
         at = end;
@@ -360,7 +360,7 @@ pub fn decode_blob_record(bytes: &[u8], blob_bytes_max: u64) -> Result<Vec<u8>, 
 /// `2^frame_shift` bytes, compressed with zstd at `zstd_level` when that makes it
 /// smaller; transaction and flush fields zero). For tests and fuzzing seeds.
 pub fn encode_blob_record(blob: &[u8], frame_shift: u8, zstd_level: Option<i32>) -> Result<Vec<u8>, String> {
-    crate::blob::compression::encode_blob(blob, frame_shift, zstd_level).map_err(|e| e.to_string())
+    super::compression::encode_blob(blob, frame_shift, zstd_level).map_err(|e| e.to_string())
 }
 
 /// Encodes a record of `blob_bytes` whose stored frames are `frames` (each with its

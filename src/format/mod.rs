@@ -3,10 +3,12 @@
 //! Nothing here does I/O, so each decoder can be fuzzed and property-tested
 //! alone. All integers are little-endian. Every structure carries a magic or a
 //! kind byte and a crc32 (IEEE, `crc32fast`); `docs/FORMAT.md` describes each byte.
-//! Decoders never panic and never allocate from an unchecked length field.
+//! Decoders never panic and never allocate from an unchecked length field. Blob
+//! frame compression (`compression`) lives here too: it is an encoding, with no I/O.
 
 pub mod blob;
 pub mod checkpoint;
+pub(crate) mod compression;
 pub mod manifest;
 pub mod page;
 pub mod record;

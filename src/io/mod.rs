@@ -8,9 +8,12 @@
 //!   armed in the ring so the shard sleeps only inside `io_uring_enter`.
 //! - `portable`: blocking `pwrite`/`fdatasync` on the shard thread, `poll` on
 //!   the eventfd, for kernels and sandboxes that refuse io_uring.
-//! - `sim`: a deterministic, fault-injecting disk in memory, for tests; with
-//!   it comes the file-system indirection (`fs`) through which the key-value
-//!   engine opens, names and syncs its files.
+//! - `sim`: a deterministic, fault-injecting disk in memory, for tests,
+//!   compiled with the `sim` cargo feature only.
+//!
+//! Files are opened, named and synced through the file-system indirection
+//! (`fs`): the key-value engine's and the blob log's alike, on the real file
+//! system or on the simulated disk.
 //!
 //! Buffers handed to an `Io` belong to it until their completion is returned,
 //! so a buffer is never freed or reused while the kernel may still read it.
@@ -19,20 +22,18 @@ pub mod aligned;
 pub mod eventfd;
 pub mod fs;
 pub mod portable;
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod token;
 pub mod uring;
 
-use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::os::fd::RawFd;
 use std::time::Duration;
 
 pub use aligned::AlignedBuf;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// How a write is made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,60 +76,6 @@ pub trait Io: Send {
     fn wait(&mut self, block: bool, timeout: Option<Duration>, out: &mut Vec<Completion>) -> Result<bool>;
 }
 
-/// Opens (or creates, mode 0600) a file for the log, with O_DIRECT when `direct`.
-/// A filesystem that refuses O_DIRECT gives [`Error::DirectIoUnsupported`].
-pub fn open_data_file(path: &Path, create: bool, direct: bool) -> Result<File> {
-    let mut options = OpenOptions::new();
-    options.read(true).write(true).create(create).mode(0o600);
-    if direct {
-        options.custom_flags(libc::O_DIRECT | libc::O_CLOEXEC);
-    } else {
-        options.custom_flags(libc::O_CLOEXEC);
-    }
-    options.open(path).map_err(|e| {
-        if direct && e.raw_os_error() == Some(libc::EINVAL) {
-            Error::DirectIoUnsupported { path: path.to_path_buf(), source: e.into() }
-        } else {
-            Error::io("open", path.to_path_buf(), e)
-        }
-    })
-}
-
-/// The memory and offset alignments O_DIRECT needs on `file` (`STATX_DIOALIGN`), each at
-/// least 512 (4096 when the kernel does not say).
-pub fn direct_io_aligns(file: &File) -> (usize, usize) {
-    const STATX_DIOALIGN: u32 = 0x2000;
-    // SAFETY: `statx` is a plain-old-data struct; all zeroes is a valid value.
-    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
-    let empty = c"";
-    // SAFETY: the fd is open for the duration of the call, the path is a valid C string,
-    // and `stx` is a valid, writable statx buffer.
-    let rc = unsafe { libc::statx(file.as_raw_fd(), empty.as_ptr(), libc::AT_EMPTY_PATH, STATX_DIOALIGN, &mut stx) };
-    let sane = |v: u32| v.is_power_of_two() && v <= 65536;
-    if rc == 0 && stx.stx_mask & STATX_DIOALIGN != 0 && sane(stx.stx_dio_mem_align) && sane(stx.stx_dio_offset_align) {
-        ((stx.stx_dio_mem_align as usize).max(512), (stx.stx_dio_offset_align as usize).max(512))
-    } else {
-        (4096, 4096)
-    }
-}
-
-/// The block size for O_DIRECT transfers on `file`: the larger of its memory and offset
-/// alignments and 4096, so blocks never straddle a 4 KiB device sector.
-pub fn direct_io_block_bytes(file: &File) -> usize {
-    block_bytes(direct_io_aligns(file))
-}
-
-/// The O_DIRECT block size for a file with these (memory, offset) alignments.
-pub(crate) fn block_bytes((mem_align, offset_align): (usize, usize)) -> usize {
-    mem_align.max(offset_align).max(4096)
-}
-
-/// Makes a new or renamed entry of `dir` durable.
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    let file = File::open(dir).map_err(|e| Error::io("open directory", dir.to_path_buf(), e))?;
-    file.sync_all().map_err(|e| Error::io("fsync directory", dir.to_path_buf(), e))
-}
-
 /// Writes all of `bytes` at `offset`, retrying short writes and EINTR.
 pub fn pwrite_all(fd: RawFd, mut bytes: &[u8], mut offset: u64) -> io::Result<()> {
     while !bytes.is_empty() {
@@ -166,8 +113,9 @@ fn check_len(done: usize, expected: usize) -> io::Result<usize> {
     }
 }
 
-/// Reads exactly `buf.len()` bytes at `offset`, retrying short reads and EINTR.
-pub fn pread_exact(fd: RawFd, buf: &mut [u8], mut offset: u64) -> io::Result<()> {
+/// Reads at `offset` until `buf` is full or the file ends, retrying short reads and
+/// EINTR; returns the bytes read.
+pub fn pread_full(fd: RawFd, buf: &mut [u8], mut offset: u64) -> io::Result<usize> {
     let mut done = 0;
     while done < buf.len() {
         let rest = &mut buf[done..];
@@ -181,10 +129,18 @@ pub fn pread_exact(fd: RawFd, buf: &mut [u8], mut offset: u64) -> io::Result<()>
             return Err(e);
         }
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end of the file"));
+            break;
         }
         done += n as usize;
         offset += n as u64;
+    }
+    Ok(done)
+}
+
+/// Reads exactly `buf.len()` bytes at `offset`, retrying short reads and EINTR.
+pub fn pread_exact(fd: RawFd, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    if pread_full(fd, buf, offset)? < buf.len() {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end of the file"));
     }
     Ok(())
 }

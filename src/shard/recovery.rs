@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::format::record::{KIND_ABORT, KIND_COMMIT, KIND_OPS, KIND_PREPARE, decode_ops, encode_tx_header};
 use crate::io::fs::Fs;
 use crate::io::{self, Io, SyncMode};
-use crate::options::{Durability, IoBackend, Options, WalSync};
+use crate::options::{Durability, Options, WalSync};
 use crate::stats::ShardCounters;
 use crate::storage::page::disk::DiskReader;
 use crate::storage::page::store::{PageConfig, PageStore};
@@ -333,7 +333,6 @@ fn open_writer(
         segment_bytes: options.wal_segment_bytes.next_multiple_of(block as u64),
         batch_bytes_max: options.group_commit_bytes_max,
         batches_max: options.group_commit_batches_max,
-        prepare_inline: matches!(options.io_backend, IoBackend::Sim(_)),
         records_unsynced: options.durability == Durability::None,
         fs: Arc::clone(fs),
     };
@@ -344,12 +343,7 @@ fn open_writer(
 
 /// The shard's I/O backend, woken through the shard's eventfd.
 fn open_io(options: &Options, shared: &ShardShared) -> Result<Box<dyn Io>> {
-    let wake_fd = shared.wake_fd.raw_fd();
-    Ok(match &options.io_backend {
-        IoBackend::Uring => Box::new(io::uring::UringIo::new(options.ring_entries, wake_fd)?),
-        IoBackend::Portable => Box::new(io::portable::PortableIo::new(wake_fd)),
-        IoBackend::Sim(disk) => Box::new(io::sim::SimIo::new(disk.clone(), wake_fd)),
-    })
+    options.io_backend.make_io(options.ring_entries, shared.wake_fd.raw_fd())
 }
 
 /// How a flush is made durable under `Options::wal_sync`.

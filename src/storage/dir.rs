@@ -53,29 +53,6 @@ pub fn lock(fs: &dyn Fs, dir: &Path) -> Result<LockGuard> {
     fs.lock(&dir.join("LOCK"))
 }
 
-/// Takes the lock of a real directory and keeps its file, for the blob log (which
-/// runs on the real file system only), or fails with [`Error::Locked`].
-pub fn lock_file(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = dir.join("LOCK");
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(&path)
-        .map_err(|e| Error::io("open", path.clone(), e))?;
-    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
-        if errno == nix::errno::Errno::EWOULDBLOCK {
-            Error::Locked { path: path.clone() }
-        } else {
-            Error::io("flock", path.clone(), std::io::Error::from(errno))
-        }
-    })
-}
-
 /// Path of shard `id`'s folder.
 pub fn shard_dir(dir: &Path, id: usize) -> PathBuf {
     dir.join(format!("shard-{id:03}"))

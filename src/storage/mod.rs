@@ -5,6 +5,8 @@
 //! - `page`: the paged store (seed 000's pages, the page cache, copy-on-write
 //!   checkpoints).
 //! - `wal`: the write-ahead log (segments, group-committing writer, recovery).
+//! - `segment`: segment files, shared by the log and the blob log (creation,
+//!   listing, erasing a range, cutting a torn tail into a quarantine file).
 //!
 //! Storage sits above `format` (pure encoders and decoders) and `io` (the
 //! file system and the shard's ring), and below `shard`, which owns its
@@ -13,4 +15,5 @@
 pub mod dir;
 pub mod index;
 pub mod page;
+pub mod segment;
 pub mod wal;

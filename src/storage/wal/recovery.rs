@@ -28,7 +28,8 @@ use crate::format::record::{
     decode_tx_header, record_bytes,
 };
 use crate::format::segment::{SegmentHeader, parse_file_name};
-use crate::io::fs::{FileRef, Fs, OpenFlags, sync_dir};
+use crate::io::fs::{FileRef, Fs, sync_dir};
+use crate::storage::segment::{Erase, TornTail};
 
 /// One record found by replay.
 pub struct Replayed<'a> {
@@ -71,18 +72,7 @@ fn corruption(file: &Path, offset: u64, what: impl Into<String>) -> Error {
 
 /// Lists the segments of a log directory in order, removing leftover temporary files.
 fn list_segments(fs: &dyn Fs, wal_dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
-    let mut segments = Vec::new();
-    let names = fs.list_dir(wal_dir).map_err(|e| Error::io("read directory", wal_dir.to_path_buf(), e))?;
-    for name in names {
-        let path = wal_dir.join(&name);
-        if name.ends_with(".log.tmp") {
-            fs.remove_file(&path).map_err(|e| Error::io("remove", path.clone(), e))?;
-        } else if let Some(seq) = parse_file_name(&name) {
-            segments.push((seq, path));
-        }
-    }
-    segments.sort();
-    Ok(segments)
+    crate::storage::segment::list_segments(fs, wal_dir, parse_file_name, ".log.tmp", true)
 }
 
 fn read_segment(fs: &dyn Fs, path: &Path, buf: &mut Vec<u8>) -> Result<()> {
@@ -227,7 +217,7 @@ fn replay_segment(
             format!("{bad}; a later flush follows at offset {later}, so this is not a torn tail"),
         ));
     }
-    out.quarantined = Some(cut_torn_tail(fs, wal_dir, path, segment.seq, data, at, segment.block)?);
+    out.quarantined = Some(cut_torn_tail(fs, wal_dir, path, segment.seq, data, at)?);
     Ok(at)
 }
 
@@ -274,33 +264,17 @@ fn later_flush(data: &[u8], at: usize, lsn_here: u64, body_max: usize) -> Option
 }
 
 /// Moves the torn bytes from `at` on into a quarantine file, then zeroes them in the segment.
-fn cut_torn_tail(
-    fs: &dyn Fs,
-    wal_dir: &Path,
-    path: &Path,
-    seq: u64,
-    data: &[u8],
-    at: usize,
-    block: usize,
-) -> Result<PathBuf> {
+fn cut_torn_tail(fs: &dyn Fs, wal_dir: &Path, path: &Path, seq: u64, data: &[u8], at: usize) -> Result<PathBuf> {
+    debug_assert!(at <= data.len(), "a torn tail starts inside its segment");
     let last_nonzero = data.iter().rposition(|&b| b != 0).map_or(at, |p| p + 1).max(at);
-    let quarantine = wal_dir.join(format!("quarantine-{seq:016x}-{at}.bin"));
-    {
-        let file =
-            fs.open(&quarantine, OpenFlags::CREATE_NEW).map_err(|e| Error::io("create", quarantine.clone(), e))?;
-        file.write_all_at(&data[at..last_nonzero], 0).map_err(|e| Error::io("write", quarantine.clone(), e))?;
-        file.sync_all().map_err(|e| Error::io("fsync", quarantine.clone(), e))?;
-    }
-    sync_dir(fs, wal_dir)?;
-    let file = fs.open(path, OpenFlags::EXISTING).map_err(|e| Error::io("open", path.to_path_buf(), e))?;
-    // Rewrite from the block holding `at`: bytes before `at` stay, the rest becomes zero.
-    let first_block = at - at % block;
-    let region_end = last_nonzero.next_multiple_of(block).min(data.len());
-    let mut zeroed = data[first_block..region_end].to_vec();
-    zeroed[at - first_block..].fill(0);
-    file.write_all_at(&zeroed, first_block as u64).map_err(|e| Error::io("write", path.to_path_buf(), e))?;
-    file.sync_data().map_err(|e| Error::io("fdatasync", path.to_path_buf(), e))?;
-    Ok(quarantine)
+    let tail = TornTail {
+        path,
+        segment_hex: format!("{seq:016x}"),
+        from: at as u64,
+        to: last_nonzero as u64,
+        erase: Erase::Zeros,
+    };
+    crate::storage::segment::cut_torn_tail(fs, wal_dir, &tail)
 }
 
 /// Opens a recovered tail segment for writing.

@@ -1,26 +1,25 @@
 //! Creation of log segment files.
 //!
-//! A segment is created under a temporary name, reserved with `fallocate`
-//! (so a full disk is found here, not in the middle of a flush), filled with
-//! zeros by real writes (so later log writes overwrite written blocks and an
-//! `fdatasync` has no extent metadata to commit), given its header, synced,
-//! renamed to its final name, and the directory synced. A crash at any point
-//! leaves either no segment or a complete, empty one; temporary files are
-//! removed on open.
+//! A segment is created as every segment file is (see `storage::segment`):
+//! under a temporary name, reserved, here always filled with zeros by real
+//! writes (so later log writes overwrite written blocks and an `fdatasync` has
+//! no extent metadata to commit), given its header, synced, renamed to its
+//! final name, and the directory synced. A crash at any point leaves either no
+//! segment or a complete, empty one; temporary files are removed on open.
 //!
 //! The next segment is prepared ahead of need on a short-lived thread
-//! (`ringdb-prep-N`) so the shard never waits for the zero fill.
+//! (`ringdb-prep-N`) so the shard never waits for the zero fill; on the
+//! simulated disk it is prepared at once on the shard thread, so every I/O of
+//! the shard happens in one order (see `Fs::helper_threads`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::format::segment::{SegmentHeader, file_name};
 use crate::io::AlignedBuf;
-use crate::io::fs::{FileRef, Fs, open_data_file, sync_dir};
-
-/// Bytes written per zero-fill write.
-const ZERO_CHUNK_BYTES: usize = 1 << 20;
+use crate::io::fs::{FileRef, Fs};
+use crate::storage::segment::{SegmentSpec, create_segment_file};
 
 /// A prepared, durable, empty segment.
 pub struct PreparedSegment {
@@ -45,42 +44,23 @@ pub fn prepare_segment(
     direct: bool,
 ) -> Result<PreparedSegment> {
     let path = wal_dir.join(file_name(seq));
-    let tmp = wal_dir.join(format!("{}.tmp", file_name(seq)));
-    let fs = fs.as_ref();
-    let file = open_data_file(fs, &tmp, true, direct)?;
-    if let Err(e) = file.allocate(segment_bytes) {
-        // Filesystems without fallocate still get the zero fill below.
-        if e.raw_os_error() != Some(libc::EOPNOTSUPP) {
-            let _ = fs.remove_file(&tmp);
-            return Err(Error::io("fallocate", tmp, e));
-        }
-    }
-    let chunk = ZERO_CHUNK_BYTES.min(segment_bytes as usize);
-    let mut buf = AlignedBuf::zeroed(chunk.next_multiple_of(block_bytes), block_bytes);
     let header = SegmentHeader {
         shard: u32::try_from(shard).expect("shard count is at most 1024"),
         segment_seq: seq,
         segment_bytes,
         block_bytes: u32::try_from(block_bytes).expect("block size is at most 64 KiB"),
     };
-    let mut offset = 0u64;
-    while offset < segment_bytes {
-        let n = (segment_bytes - offset).min(buf.capacity() as u64) as usize;
-        if offset == 0 {
-            header.encode(buf.as_mut_slice());
-        }
-        let written = file.write_all_at(&buf.as_slice()[..n], offset);
-        if offset == 0 {
-            buf.as_mut_slice()[..crate::format::segment::HEADER_BYTES].fill(0);
-        }
-        if let Err(e) = written {
-            let _ = fs.remove_file(&tmp);
-            return Err(Error::io("zero-fill log segment", tmp, e));
-        }
-        offset += n as u64;
-    }
-    file.sync_data().map_err(|e| Error::io("fdatasync", tmp.clone(), e))?;
-    fs.rename(&tmp, &path).map_err(|e| Error::io("rename", tmp.clone(), e))?;
-    sync_dir(fs, wal_dir)?;
+    debug_assert!(crate::format::segment::HEADER_BYTES <= block_bytes, "the segment header fits its block");
+    let mut header_block = AlignedBuf::zeroed(block_bytes, block_bytes);
+    header.encode(header_block.as_mut_slice());
+    let spec = SegmentSpec {
+        segment_bytes,
+        block_bytes,
+        direct,
+        zero_fill: true,
+        header_block: header_block.as_slice(),
+        zero_fill_op: "zero-fill log segment",
+    };
+    let file = create_segment_file(fs.as_ref(), wal_dir, &path, &spec)?;
     Ok(PreparedSegment { seq, file, path, segment_bytes })
 }

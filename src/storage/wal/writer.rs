@@ -18,12 +18,11 @@
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::format::record::{FLAG_UNSYNCED, HEADER_BYTES, encode_header, record_bytes, set_header_flags};
-use crate::io::fs::{FileRef, Fs};
+use crate::io::fs::{Ahead, FileRef, Fs, run_ahead};
 use crate::io::token::{Token, TokenKind};
 use crate::io::{AlignedBuf, Completion, Io, SyncMode};
 use crate::storage::wal::segment::{PreparedSegment, prepare_segment};
@@ -66,9 +65,6 @@ pub struct WriterConfig {
     /// copied into the next batch with the partial block that holds it, and must be
     /// rewritten unchanged.
     pub records_unsynced: bool,
-    /// Prepare the next segment on the shard thread instead of a helper thread, so every
-    /// I/O of the shard happens in one order (the simulated disk's deterministic runs).
-    pub prepare_inline: bool,
 }
 
 struct Batch<T> {
@@ -92,8 +88,7 @@ struct Batch<T> {
 
 enum Spare {
     None,
-    Preparing(JoinHandle<Result<PreparedSegment>>),
-    Ready(Result<PreparedSegment>),
+    Preparing(Ahead<Result<PreparedSegment>>),
 }
 
 /// A batch that reached the disk.
@@ -501,10 +496,6 @@ impl<T> WalWriter<T> {
             return;
         }
         debug_assert!(self.current.seq >= 1, "segments are numbered from 1");
-        if self.config.prepare_inline {
-            self.spare = Spare::Ready(self.prepare_now());
-            return;
-        }
         let dir = self.config.wal_dir.clone();
         let fs = Arc::clone(&self.config.fs);
         let (shard, seq, bytes, block, direct) = (
@@ -514,25 +505,23 @@ impl<T> WalWriter<T> {
             self.config.block_bytes,
             self.config.direct,
         );
-        let spawned = std::thread::Builder::new()
-            .name(format!("ringdb-prep-{shard}"))
-            .spawn(move || prepare_segment(&fs, &dir, shard, seq, bytes, block, direct));
+        let spawned = run_ahead(self.config.fs.as_ref(), format!("ringdb-prep-{shard}"), move || {
+            prepare_segment(&fs, &dir, shard, seq, bytes, block, direct)
+        });
         // If no thread can be started, the segment is prepared when it is needed.
-        if let Ok(handle) = spawned {
-            self.spare = Spare::Preparing(handle);
+        if let Some(ahead) = spawned {
+            self.spare = Spare::Preparing(ahead);
         }
     }
 
     fn take_spare(&mut self) -> Result<PreparedSegment> {
         match std::mem::replace(&mut self.spare, Spare::None) {
-            Spare::Preparing(handle) => match handle.join() {
-                Ok(Ok(segment)) => Ok(segment),
+            Spare::Preparing(ahead) => match ahead.join() {
+                Some(Ok(segment)) => Ok(segment),
                 // A failed preparation (a full disk, say) is tried once more here, so the
                 // error reaches the writer whose record needed the segment.
-                Ok(Err(_)) | Err(_) => self.prepare_now(),
+                Some(Err(_)) | None => self.prepare_now(),
             },
-            Spare::Ready(Ok(segment)) => Ok(segment),
-            Spare::Ready(Err(_)) => self.prepare_now(),
             Spare::None => self.prepare_now(),
         }
     }
@@ -593,8 +582,8 @@ impl<T> WalWriter<T> {
 
     /// Waits for the spare segment's preparation, so no thread outlives the writer.
     pub fn finish(&mut self) {
-        if let Spare::Preparing(handle) = std::mem::replace(&mut self.spare, Spare::None) {
-            let _ = handle.join();
+        if let Spare::Preparing(ahead) = std::mem::replace(&mut self.spare, Spare::None) {
+            let _ = ahead.join();
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Turning a blob into a record and frames back into blob bytes.
+//! Blob frame compression: turning a blob into a blob log record and its frames
+//! back into blob bytes. Pure, like the rest of `format`: no I/O.
 //!
 //! A blob is cut into frames of `2^frame_shift` bytes. Without compression the
 //! frames are stored as is (one contiguous payload, so a read returns a slice of
@@ -22,7 +23,7 @@ thread_local! {
 
 /// Encodes `blob` into a record (its transaction and flush fields zero; the writer
 /// stamps them). `level` is the zstd level, or `None` for no compression.
-pub fn encode_blob(blob: &[u8], frame_shift: u8, level: Option<i32>) -> Result<Vec<u8>> {
+pub(crate) fn encode_blob(blob: &[u8], frame_shift: u8, level: Option<i32>) -> Result<Vec<u8>> {
     let frame_bytes = 1usize << frame_shift;
     let plain: Vec<&[u8]> = blob.chunks(frame_bytes).collect();
     let Some(level) = level else {
@@ -53,7 +54,7 @@ thread_local! {
 
 /// Decompresses one zstd frame that must hold exactly `expected_bytes`, appending it to
 /// `out`; `None` if it does not (the caller reports corruption with the frame's place).
-pub fn decompress_frame(stored: &[u8], expected_bytes: usize, out: &mut Vec<u8>) -> Option<()> {
+pub(crate) fn decompress_frame(stored: &[u8], expected_bytes: usize, out: &mut Vec<u8>) -> Option<()> {
     DECOMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.is_none() {
