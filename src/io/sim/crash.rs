@@ -81,6 +81,7 @@ impl State {
             }
             node.data = durable.clone();
             node.durable = durable;
+            node.lost_writes = false;
         }
         let kept = match mode {
             CrashMode::KeepAll => self.dir_ops.len(),

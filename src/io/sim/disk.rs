@@ -59,6 +59,10 @@ pub(super) struct Inode {
     pub(super) unsynced: Vec<Pending>,
     /// Operations on this file so far (drives its fault decisions).
     pub(super) ops: u64,
+    /// A failed sync dropped some of this file's writes from `durable` while
+    /// readers still see them in `data` (Linux marks those pages clean), so the two
+    /// differ until a crash reloads `data` from `durable`.
+    pub(super) lost_writes: bool,
 }
 
 /// What a name points at.
@@ -311,6 +315,7 @@ impl SimDisk {
             durable: bytes.to_vec(),
             unsynced: Vec::new(),
             ops: 0,
+            lost_writes: false,
         };
         s.inodes.insert(inode, node);
         s.names.insert(path.to_path_buf(), Node::File(inode));

@@ -62,6 +62,8 @@ impl State {
         for p in node.unsynced.drain(..) {
             if p.forced || rng.chance(2) {
                 apply_pending(&mut node.durable, &p);
+            } else {
+                node.lost_writes = true;
             }
         }
     }
