@@ -138,6 +138,12 @@ impl<'a> IndexWriter<'a> {
     pub fn insert(&mut self, key: Bytes, stored: Stored, version: u64) -> Option<Stored> {
         debug_assert!(version > 0, "a version is the LSN of a write, and LSNs start at 1");
         let guard = self.index.map.guard();
+        // Transactions validate reads by version: a version going back could make a
+        // changed key look unchanged to a transaction that read it before.
+        debug_assert!(
+            self.index.map.get(&key, &guard).is_none_or(|o| o.version <= version),
+            "a key's version never goes back (a later write has a later LSN)"
+        );
         let added_inline = stored.inline_bytes();
         let added = key.len() as u64 + added_inline;
         let old = self.index.map.insert(key.clone(), Versioned { stored, version }, &guard).map(|o| o.stored.clone());
@@ -149,7 +155,8 @@ impl<'a> IndexWriter<'a> {
                 self.index.inline_bytes.fetch_sub(old.inline_bytes(), Ordering::Relaxed);
             }
             None => {
-                self.index.order_mut().insert(key);
+                let fresh = self.index.order_mut().insert(key);
+                debug_assert!(fresh, "the key order holds exactly the keys of the map");
             }
         }
         old
@@ -165,7 +172,8 @@ impl<'a> IndexWriter<'a> {
         );
         self.index.data_bytes.fetch_sub(key.len() as u64 + old.inline_bytes(), Ordering::Relaxed);
         self.index.inline_bytes.fetch_sub(old.inline_bytes(), Ordering::Relaxed);
-        self.index.order_mut().remove(key);
+        let ordered = self.index.order_mut().remove(key);
+        debug_assert!(ordered, "the key order holds exactly the keys of the map");
         Some(old)
     }
 

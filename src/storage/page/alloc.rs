@@ -54,6 +54,10 @@ impl Allocator {
             Allocator { unit, by_offset: BTreeMap::new(), by_len: BTreeSet::new(), retired: Vec::new(), file_end };
         let mut at = 0;
         for e in used {
+            debug_assert!(
+                e.offset % unit == 0 && e.len % unit == 0 && e.len > 0,
+                "extents in use are whole units (checked when the checkpoint was loaded)"
+            );
             assert!(e.offset >= at && e.end() <= file_end, "overlapping or out-of-file extent {e:?}");
             if e.offset > at {
                 a.insert_free(Extent { offset: at, len: e.offset - at });
@@ -104,6 +108,12 @@ impl Allocator {
     pub fn retire(&mut self, extent: Extent) {
         debug_assert!(extent.end() <= self.file_end, "a retired extent lies inside the file");
         debug_assert!(!self.retired.contains(&extent), "an extent is retired once per checkpoint");
+        // Retiring a free extent would free it twice once the checkpoint is durable, and
+        // hand the same bytes to two owners.
+        debug_assert!(
+            self.by_offset.range(..extent.end()).next_back().is_none_or(|(&o, &l)| o + l <= extent.offset),
+            "a retired extent is in use, never free"
+        );
         self.retired.push(extent);
     }
 

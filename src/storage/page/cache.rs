@@ -101,6 +101,7 @@ impl PageCache {
     /// change: the guard keeps the image alive while `f` runs), if cached. Counts a hit or
     /// a miss like [`PageCache::get`].
     pub fn with<R>(&self, page_id: u64, f: impl FnOnce(&Bytes) -> R) -> Option<R> {
+        debug_assert!(page_id & CHUNK_KEY_BIT == 0, "page ids stay below the chunk key bit");
         self.find(page_id, true, |c| Some(f(&c.image)))
     }
 
@@ -113,12 +114,14 @@ impl PageCache {
 
     /// The value of the chunk `chunk`, if cached, without counting a hit or a miss.
     pub fn peek_chunk(&self, chunk: &ChunkRef) -> Option<Bytes> {
+        debug_assert!(chunk.offset & CHUNK_KEY_BIT == 0, "chunk offsets stay below the chunk key bit");
         self.find(CHUNK_KEY_BIT | chunk.offset, false, |c| c.chunk(chunk))
     }
 
     /// The image of `page_id`, if cached, without counting a hit or a miss (for the
     /// shard's own second look after a caller's miss).
     pub fn peek(&self, page_id: u64) -> Option<Bytes> {
+        debug_assert!(page_id & CHUNK_KEY_BIT == 0, "page ids stay below the chunk key bit");
         self.find(page_id, false, |c| Some(c.image.clone()))
     }
 
@@ -141,6 +144,10 @@ impl PageCache {
     /// Caches a chunk's bytes, already checked against `chunk` (replacing what was at its
     /// offset), then evicts down to the budget.
     pub fn insert_chunk(&self, chunk: &ChunkRef, raw: Bytes) {
+        debug_assert!(chunk.offset & CHUNK_KEY_BIT == 0, "chunk offsets stay below the chunk key bit");
+        // A look-up slices the value out of the cached bytes: shorter bytes would make
+        // every later look-up for this chunk a miss, or worse, a short value.
+        debug_assert!(raw.len() >= chunk.len as usize, "a cached chunk holds the whole value it was checked against");
         self.insert_cached(CHUNK_KEY_BIT | chunk.offset, raw, chunk.crc32);
     }
 
@@ -151,6 +158,12 @@ impl PageCache {
         let old = self.map.insert(key, Arc::new(Cached { image, crc32, referenced: AtomicBool::new(false) }), &guard);
         match old {
             Some(old) => {
+                // Every change of `bytes` happens under the clock lock, so it covers each
+                // cached image exactly; an underflow would disable eviction for good.
+                debug_assert!(
+                    self.bytes.load(Ordering::Relaxed) >= old.image.len() as u64,
+                    "the cache's byte count covers every cached image"
+                );
                 self.bytes.fetch_sub(old.image.len() as u64, Ordering::Relaxed);
             }
             None => clock.push_back(key),
@@ -164,6 +177,10 @@ impl PageCache {
         let clock = &mut *self.clock();
         let guard = self.map.guard();
         if let Some(old) = self.map.remove(&key, &guard) {
+            debug_assert!(
+                self.bytes.load(Ordering::Relaxed) >= old.image.len() as u64,
+                "the cache's byte count covers every cached image"
+            );
             self.bytes.fetch_sub(old.image.len() as u64, Ordering::Relaxed);
         }
         // The key stays in the ring until the hand reaches it and skips it; prune the
@@ -189,6 +206,8 @@ impl PageCache {
                 }
             }
         }
+        // An image off the ring can never be evicted: the cache would outgrow its budget.
+        debug_assert!(self.map.len() <= clock.len(), "every cached image is on the CLOCK ring");
     }
 }
 

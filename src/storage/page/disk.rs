@@ -53,12 +53,19 @@ pub(crate) struct DiskReader {
 impl DiskReader {
     /// A reader of `file` (the store's data file).
     pub fn new(file: FileRef, path: PathBuf, unit: usize, mem_align: usize, locations: PageLocations) -> DiskReader {
+        assert!(unit.is_power_of_two() && mem_align.is_power_of_two(), "O_DIRECT alignments are powers of two");
         DiskReader { file, path, unit, mem_align, locations }
     }
 
     /// Reads `len` bytes at `offset`; none where the file ends before them, which only a
     /// stale location can ask for and which then fails its checks.
     fn read_at(&self, offset: u64, len: usize) -> Result<Bytes> {
+        // Extents are whole page units, so an O_DIRECT read of one is aligned in file
+        // offset and length; a misaligned read would fail with EINVAL, not as corruption.
+        debug_assert!(
+            offset % self.unit as u64 == 0 && len % self.unit == 0,
+            "a read covers whole page units of the data file"
+        );
         let mut buf = take_buf(len.next_multiple_of(self.mem_align).max(self.mem_align), self.mem_align);
         match self.file.read_exact_at(&mut buf.as_mut_slice()[..len], offset) {
             Ok(()) => Ok(Bytes::from_owner(Pooled(Some(buf))).slice(..len)),
@@ -71,6 +78,7 @@ impl DiskReader {
     /// not live (any more).
     pub fn read_page(&self, page_id: u64) -> Result<Option<Bytes>> {
         let Some(loc) = self.location(page_id) else { return Ok(None) };
+        debug_assert!(loc.capacity <= loc.len, "a page's image fits inside its extent");
         let raw = self.read_at(loc.offset, loc.len as usize)?;
         let what = if raw.len() < loc.capacity as usize {
             "page extends past the end of the file".to_string()
@@ -112,6 +120,7 @@ thread_local! {
 }
 
 fn take_buf(capacity: usize, align: usize) -> AlignedBuf {
+    debug_assert!(capacity % align == 0 && capacity > 0, "read buffers are whole, non-empty alignment units");
     let reused = FREE_BUFS
         .try_with(|free| {
             let mut free = free.try_borrow_mut().ok()?;

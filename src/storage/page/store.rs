@@ -122,6 +122,10 @@ const PAGE_BYTES_MAX: usize = 16 << 20;
 
 impl Building {
     fn fits(&self, rec: usize, records_max: usize) -> bool {
+        debug_assert!(
+            self.records.len() <= records_max,
+            "a page being built never holds more than records_max records"
+        );
         self.records.len() < records_max
             && self.used + rec <= PAGE_BYTES_MAX
             && self.frozen.is_none_or(|cap| self.used + rec <= cap)
@@ -246,6 +250,12 @@ impl PageStore {
     /// Loads the checkpoint `slot` describes: its page table and key directory, checked
     /// against each other and the data file. Returns the key directory's entries.
     fn load_checkpoint(&mut self, slot: &Slot, align: usize) -> Result<Vec<(Bytes, Stored, u64)>> {
+        // The page table and the chunk accounting are filled from this checkpoint alone;
+        // anything already there would be counted twice or left without an extent.
+        assert!(
+            self.pages.is_empty() && self.live_chunks.is_empty() && self.chunk_bytes_live == 0,
+            "a checkpoint is loaded once, into an empty store"
+        );
         if slot.shard as usize != self.shard {
             return Err(corruption(
                 &self.slot_path,
@@ -328,6 +338,8 @@ impl PageStore {
             );
             self.locations.pin().insert(p.page_id, loc(extent, p.capacity));
         }
+        // Readers find pages through `locations` only: a page missing there is unreadable.
+        debug_assert_eq!(self.locations.pin().len(), self.pages.len(), "every page has a location for readers");
         Ok(())
     }
 
@@ -340,6 +352,7 @@ impl PageStore {
         used: &mut Vec<Extent>,
     ) -> Result<Vec<(Bytes, Stored, u64)>> {
         let table_at = slot.table_offset;
+        debug_assert!(self.unit.is_power_of_two(), "chunk extents are checked against the slot's page unit");
         let mut entries: Vec<(Bytes, Stored, u64)> = Vec::with_capacity(keys.len());
         for k in keys {
             let stored = match k.location {

@@ -154,6 +154,7 @@ fn read_headers(fs: &dyn Fs, segments: &[(u64, PathBuf)], shard: usize) -> Resul
 
 /// Removes the empty spare segments after the tail segment.
 fn remove_spares(fs: &dyn Fs, wal_dir: &Path, spares: &[(u64, PathBuf)]) -> Result<()> {
+    debug_assert!(spares.windows(2).all(|w| w[0].0 < w[1].0), "spares are removed in sequence order");
     for (_, path) in spares {
         fs.remove_file(path).map_err(|e| Error::io("remove", path.clone(), e))?;
     }
@@ -186,6 +187,9 @@ fn replay_segment(
     let body_max = data.len();
     let mut at = segment.block;
     let bad = loop {
+        // Headers and record sizes are multiples of RECORD_ALIGN, so a misaligned position
+        // means the replay lost its place and would decode garbage as records.
+        debug_assert_eq!(at % RECORD_ALIGN, 0, "replay reads records only at record boundaries");
         let bad = match decode_record(&data[at..], body_max) {
             Decoded::Record(h) if expected_lsn.is_none_or(|e| e == h.lsn) => {
                 replay_record(path, at, data, &h, apply)?;
@@ -230,6 +234,10 @@ fn replay_record(
     apply: &mut impl FnMut(Replayed<'_>) -> Result<()>,
 ) -> Result<()> {
     let start = at + HEADER_BYTES;
+    debug_assert!(
+        at + record_bytes(h.body_len as usize) <= data.len(),
+        "decode_record accepts only a record that lies inside its segment"
+    );
     let body = &data[start..start + h.body_len as usize];
     let bad = |what: String| corruption(path, at as u64, format!("record {}: {what}", h.lsn));
     let (tx, body) = if h.kind == KIND_OPS {
@@ -251,6 +259,7 @@ fn replay_record(
 /// written unsynced (`FLAG_UNSYNCED`, under `Durability::None`) proves nothing: the disk
 /// may keep it and lose the earlier flush.
 fn later_flush(data: &[u8], at: usize, lsn_here: u64, body_max: usize) -> Option<usize> {
+    debug_assert_eq!(at % RECORD_ALIGN, 0, "the search for a later flush starts at a record boundary");
     let mut pos = at + RECORD_ALIGN;
     while pos + HEADER_BYTES <= data.len() {
         if let Decoded::Record(h) = decode_record(&data[pos..], body_max) {

@@ -192,6 +192,10 @@ impl<T> WalWriter<T> {
 
     /// Largest record body one segment of this log can hold.
     pub fn body_bytes_max(&self) -> usize {
+        debug_assert!(
+            self.current.segment_bytes as usize > self.config.block_bytes + HEADER_BYTES,
+            "a segment holds its header block and at least one record header"
+        );
         let usable = self.config.segment_bytes.min(self.current.segment_bytes) as usize - self.config.block_bytes;
         (usable - HEADER_BYTES) & !7
     }
@@ -277,8 +281,18 @@ impl<T> WalWriter<T> {
         if need_new {
             self.open_batch(rec);
         }
+        // The size check and rotation above keep every record inside its segment, after
+        // the header block: a record past the end would be cut off on disk.
+        debug_assert!(
+            self.end >= self.config.block_bytes as u64 && self.end + rec as u64 <= self.current.segment_bytes,
+            "a record lies between the segment's header block and its end"
+        );
         let lsn = self.next_lsn;
         let batch = self.batches.back_mut().expect("an open batch exists");
+        debug_assert!(
+            batch.records == 0 || batch.last_lsn + 1 == lsn,
+            "the records of a batch have contiguous LSNs (recovery stops at a gap)"
+        );
         if batch.records == 0 {
             batch.first_lsn = lsn;
             batch.opened_at = Instant::now();
@@ -315,6 +329,7 @@ impl<T> WalWriter<T> {
     /// log's end, with that block's bytes already written (`tail`) as its prefix.
     fn open_batch(&mut self, rec: usize) {
         let (block, cap) = (self.config.block_bytes, self.config.batch_bytes_max);
+        debug_assert!(self.tail.len() < block, "the tail is the partial block at the log's end, never a whole one");
         self.seal_back();
         let offset = self.end - self.end % block as u64;
         let prefix = self.tail.len();
@@ -351,6 +366,7 @@ impl<T> WalWriter<T> {
         if let Some(b) = self.batches.back_mut() {
             if !b.sealed {
                 debug_assert!(!b.in_flight, "a batch is sealed before it is submitted");
+                debug_assert_eq!(b.offset % block as u64, 0, "a batch starts on a block boundary (O_DIRECT)");
                 b.sealed = true;
                 if b.segment_seq == self.current.seq {
                     let end = b.offset + b.len as u64;
@@ -416,6 +432,7 @@ impl<T> WalWriter<T> {
         let token = Token::decode(completion.token).expect("the shard routes only log tokens here");
         if token.kind == TokenKind::LogSync {
             assert!(self.sync_in_flight, "a log sync completed that was never submitted");
+            debug_assert!(self.durable_lsn <= self.written_lsn, "a sync makes durable only what was written");
             self.sync_in_flight = false;
             return match completion.result {
                 Ok(_) => {
@@ -440,6 +457,9 @@ impl<T> WalWriter<T> {
             return self.fail(format!("log write failed: {e}"));
         }
         let batch = self.batches.pop_front().expect("front exists");
+        // Batches reach the disk one at a time in log order: the written prefix of the
+        // log grows without a gap, which is what `durable_lsn` promises to callers.
+        assert_eq!(batch.first_lsn, self.written_lsn + 1, "a flushed batch continues the written log without a gap");
         self.written_lsn = batch.last_lsn;
         let durable = batch.sync != SyncMode::None;
         if durable {
@@ -528,6 +548,10 @@ impl<T> WalWriter<T> {
 
     fn prepare_now(&self) -> Result<PreparedSegment> {
         let c = &self.config;
+        debug_assert!(
+            c.segment_bytes % c.block_bytes as u64 == 0,
+            "a segment is whole blocks, so O_DIRECT writes never cross its end"
+        );
         prepare_segment(&c.fs, &c.wal_dir, c.shard, self.current.seq + 1, c.segment_bytes, c.block_bytes, c.direct)
     }
 
@@ -543,6 +567,10 @@ impl<T> WalWriter<T> {
             }
             self.current_unsynced = false;
         }
+        debug_assert!(
+            self.sealed.back().is_none_or(|(seq, _, last)| *seq < self.current.seq && *last < self.next_lsn),
+            "sealed segments are older than the current one and hold only appended records"
+        );
         let next = self.take_spare()?;
         assert_eq!(next.seq, self.current.seq + 1, "segments follow each other without a gap");
         self.seal_back();
