@@ -52,6 +52,7 @@ impl Checkpoints {
 
     /// A caller asks for a checkpoint.
     pub fn ask(&mut self, reply: oneshot::Sender<Result<()>>) {
+        debug_assert!(self.running.is_none(), "requests, checkpoint asks among them, wait while a checkpoint runs");
         self.waiters.push(reply);
     }
 
@@ -156,7 +157,15 @@ impl Shard {
             let mut writer = self.shared.index_writer();
             match self.pages.advance_checkpoint(&mut run, self.io.as_mut(), &mut writer, &self.shared.cache) {
                 Ok(false) => {}
-                Ok(true) => break Ok(()),
+                Ok(true) => {
+                    // The checkpoint lets recovery skip the log up to its LSN: records it
+                    // claims that the log could still lose would come back after a crash.
+                    debug_assert!(
+                        self.pages.checkpoint_lsn <= self.wal.durable_lsn(),
+                        "a durable checkpoint covers only log records that are durable"
+                    );
+                    break Ok(());
+                }
                 Err(e) => break Err(e),
             }
         };

@@ -96,6 +96,14 @@ impl ShardShared {
     /// The index's writing handle. Only the shard thread, which alone changes the index,
     /// calls this.
     pub(super) fn index_writer(&self) -> IndexWriter<'_> {
+        // The index has one writer: a second thread writing would race the shard's
+        // inserts and break the key order's agreement with the map.
+        debug_assert!(
+            std::thread::current().name().and_then(|n| n.strip_prefix("ringdb-shard-")).and_then(|n| n.parse().ok())
+                == Some(self.id),
+            "only shard {}'s own thread writes its index",
+            self.id
+        );
         IndexWriter::new(&self.index)
     }
 
@@ -247,6 +255,7 @@ pub(crate) fn spawn(
     options: &Options,
     cpus: &[usize],
 ) -> Result<Starting> {
+    assert!(id < shard_count, "a shard's id is below the shard count");
     let shared = Arc::new(ShardShared::new(id, (options.cache_bytes / shard_count.max(1) as u64).max(64 << 10))?);
     let (tx, rx) = crossbeam_channel::bounded(options.queue_depth);
     let (ready_tx, ready_rx) = oneshot::channel();

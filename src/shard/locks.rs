@@ -157,6 +157,9 @@ impl LockTable {
 
     /// A write to `key` noted by `add_unapplied` was applied.
     pub fn remove_unapplied(&mut self, key: &[u8]) {
+        // A missing entry means the note was lost, so a reader could have validated
+        // against a version about to change.
+        debug_assert!(self.keys.contains_key(key), "an applied write was noted unapplied first");
         if let Some(l) = self.keys.get_mut(key) {
             debug_assert!(l.unapplied > 0);
             l.unapplied = l.unapplied.saturating_sub(1);
@@ -169,6 +172,10 @@ impl LockTable {
         if waiting {
             self.keys.entry(key.clone()).or_default().deferred += 1;
         } else {
+            debug_assert!(
+                self.keys.get(&key[..]).is_some_and(|l| l.deferred > 0),
+                "a plain write stops waiting only after it started"
+            );
             if let Some(l) = self.keys.get_mut(&key[..]) {
                 l.deferred = l.deferred.saturating_sub(1);
             }

@@ -84,6 +84,10 @@ impl Shard {
             if let Some(image) = self.shared.cache.peek(page_id) {
                 answer.pages[i] = Some(image);
             } else if let Some(meta) = self.pages.pages.get(&page_id) {
+                debug_assert!(
+                    meta.extent.offset % self.pages.unit as u64 == 0 && meta.extent.len % self.pages.unit as u64 == 0,
+                    "a page's extent is whole units, as an O_DIRECT read needs"
+                );
                 let len = meta.extent.len as usize;
                 let align = self.pages.mem_align;
                 let buf = AlignedBuf::zeroed(len.next_multiple_of(align), align);
@@ -111,6 +115,7 @@ impl Shard {
                 answer.chunks[j] = value;
                 continue;
             }
+            debug_assert_eq!(offset % self.pages.unit as u64, 0, "a live chunk starts on a unit boundary (O_DIRECT)");
             let bytes = chunk_bytes(len as usize, self.pages.unit);
             let align = self.pages.mem_align;
             let buf = AlignedBuf::zeroed(bytes.next_multiple_of(align), align);
@@ -124,6 +129,10 @@ impl Shard {
 
     /// Takes the completion of a caller's read; answers the job once all its reads are in.
     pub(super) fn on_read(&mut self, token: Token, c: Completion) {
+        debug_assert!(
+            matches!(token.kind, TokenKind::ReadPage | TokenKind::ReadChunk),
+            "the loop routes only read tokens here"
+        );
         let slot = ReadSlot::from_payload(token.payload);
         let (job_key, i) = (slot.job as usize, slot.item as usize);
         assert!(self.reads.in_flight > 0, "a read completed that was never submitted");
@@ -158,6 +167,7 @@ impl Shard {
         ShardCounters::add(&self.shared.counters.chunks_read, 1);
         let job = &mut self.reads.jobs[job_key];
         let (offset, len) = job.chunks[i];
+        debug_assert!(job.answer.chunks[i].is_empty(), "each chunk of a read job is answered once");
         // Cache only the chunk the index references now, checked: a superseded one may
         // have been freed and its extent reused while this read waited.
         if let Some(&(live_len, crc32)) = self.pages.live_chunks.get(&offset) {
@@ -172,12 +182,14 @@ impl Shard {
     fn on_page_read(&mut self, job_key: usize, i: usize, buf: AlignedBuf) {
         let job = &mut self.reads.jobs[job_key];
         let page_id = job.page_ids[i];
+        debug_assert!(job.answer.pages[i].is_none(), "each page of a read job is answered once");
         let Some(meta) = self.pages.pages.get(&page_id) else {
             // The page was replaced by a checkpoint while the read was in flight.
             job.answer.pages[i] = None;
             return;
         };
         let offset = meta.extent.offset;
+        debug_assert!(u64::from(meta.capacity) <= meta.extent.len, "a page's image fits inside its extent");
         let image = Bytes::from_owner(buf).slice(..meta.capacity as usize);
         let file = self.pages.data_path.clone();
         match decode_page(&image) {

@@ -191,6 +191,12 @@ fn replay_log(shared: &ShardShared, pages: &mut PageStore, fs: &dyn Fs, wal_dir:
         replay.record(shared, pages, &r);
         Ok(())
     })?;
+    // Records applied past the checkpoint came from this log, so the writer's next LSN
+    // (derived from it) lies above them and no LSN is handed out twice.
+    debug_assert!(
+        replay.applied_lsn == checkpoint_lsn || recovered.next_lsn > replay.applied_lsn,
+        "replay applies only records the log holds, after the checkpoint's LSN"
+    );
     let undecided = &replay.undecided;
     replay.report.in_doubt.retain(|(txid, _)| undecided.contains_key(txid));
     Ok((replay, recovered))
@@ -226,6 +232,7 @@ impl Replay {
                 marks.prepare = true;
                 self.prepares.push((r.lsn, tx.txid));
                 if after {
+                    debug_assert!(!self.undecided.contains_key(&tx.txid), "a transaction is prepared once per shard");
                     let body = Bytes::copy_from_slice(r.body);
                     let op_count = r.ops.len() as u32;
                     self.undecided.insert(tx.txid, Stashed { body, op_count });
@@ -282,6 +289,10 @@ fn tail_segment(
             Ok((PreparedSegment { seq, file, path, segment_bytes }, recovered.end, tail, block))
         }
         None => {
+            debug_assert!(
+                recovered.end == 0 && recovered.tail.is_empty() && recovered.sealed.is_empty(),
+                "a log without a tail segment has no records"
+            );
             // A new log: probe the block size on a scratch file, then create segment 1.
             let probe_path = wal_dir.join("probe.tmp");
             let probe = io::fs::open_data_file(fs.as_ref(), &probe_path, true, direct)?;
@@ -313,6 +324,10 @@ fn writer_start(
     // If every record up to the checkpoint left the log (its segments were deleted),
     // the log continues after the checkpoint.
     let next_lsn = recovered.next_lsn.max(checkpoint_lsn + 1);
+    debug_assert!(
+        recovered.sealed.iter().all(|(seq, _, _)| *seq < segment.seq),
+        "sealed segments precede the one the writer continues"
+    );
     Ok((WriterStart { segment, end, tail, next_lsn, sealed: recovered.sealed }, block))
 }
 

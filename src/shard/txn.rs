@@ -122,6 +122,10 @@ impl TxState {
 
     /// A commit marker appended at `lsn`, reported to the registry once durable.
     pub fn note_commit_marker(&mut self, lsn: u64, txid: u64) {
+        debug_assert!(
+            self.commit_markers.back().is_none_or(|&(last, _)| last < lsn),
+            "commit markers are noted in log order, so the front is the next to become durable"
+        );
         self.commit_markers.push_back((lsn, txid));
     }
 
@@ -145,6 +149,7 @@ impl TxState {
     /// Holds a plain write back until its keys are free; `Shard::tx_progress` lets it go
     /// in arrival order.
     pub fn hold_back(&mut self, w: WriteRequest, keys: Vec<Bytes>) {
+        debug_assert!(self.engaged, "writes are held back only once transactions are in use");
         for k in &keys {
             self.locks.set_deferred(k, true);
         }
@@ -192,6 +197,14 @@ impl TxState {
     /// Oldest prepare record whose transaction this shard has not decided: a checkpoint
     /// must not cover it (its writes are not in the index yet).
     pub fn oldest_undecided_prepare(&self) -> Option<u64> {
+        // The log's truncation keeps what `retained` lists: a prepare missing there could
+        // lose its record while its transaction is still undecided.
+        debug_assert!(
+            self.txs.iter().all(|(txid, t)| {
+                t.prepared.as_ref().is_none_or(|p| self.retained.iter().any(|&(l, r)| l == p.lsn && r == *txid))
+            }),
+            "every undecided prepare is retained in the log"
+        );
         let prepared = self.txs.values().filter_map(|t| t.prepared.as_ref().map(|p| p.lsn));
         let aborting = self.aborting.iter().map(|&(_, txid, _)| txid);
         let aborting_prepares = self.retained.iter().filter(|(_, t)| aborting.clone().any(|a| a == *t)).map(|p| p.0);
@@ -243,6 +256,10 @@ impl Shard {
         scans: &[ScanRead],
         writes: &[Bytes],
     ) -> std::result::Result<(), &'static str> {
+        debug_assert!(
+            scans.iter().all(|s| s.seen.windows(2).all(|w| w[0].0 < w[1].0)),
+            "a scan's keys are in key order, as the index's order gives them"
+        );
         if (!reads.is_empty() || !scans.is_empty()) && !self.tracking_warm() {
             return Err("writes from before the first transaction are still in flight");
         }
@@ -285,6 +302,10 @@ impl Shard {
     /// Validates a transaction that lives on this shard alone and appends its writes as
     /// one record: no prepare, no commit marker.
     pub(super) fn handle_tx_commit_one(&mut self, r: TxRequest) {
+        debug_assert!(
+            self.tx.txs.get(&r.txid).is_none_or(|t| t.prepared.is_none()),
+            "a transaction committed in one step is never prepared"
+        );
         self.engage();
         let keys = match keys_of(&r.body, r.op_count) {
             Ok(keys) => keys,
@@ -408,6 +429,10 @@ impl Shard {
             let _ = reply.send(Ok(()));
             return;
         };
+        debug_assert!(
+            self.tx.retained.iter().any(|&(lsn, t)| lsn == p.lsn && t == txid),
+            "a prepare's record is retained until its transaction is decided"
+        );
         let mut marker = Vec::with_capacity(16);
         encode_tx_header(&mut marker, txid, &[]);
         let crc = crc32fast::hash(&marker);
@@ -465,6 +490,10 @@ impl Shard {
         ranges: Vec<KeyRange>,
         reply: oneshot::Sender<Result<()>>,
     ) {
+        debug_assert!(
+            self.tx.txs.get(&txid).is_none_or(|t| t.prepared.is_none()),
+            "shared locks are asked for before the transaction prepares"
+        );
         self.engage();
         self.tx.locks.lock(txid, &keys, &[], &ranges);
         self.tx.txs.entry(txid).or_default().keys.extend(keys.iter().cloned());
@@ -486,6 +515,7 @@ impl Shard {
 
     /// Marks the flushed write `keys` (appended at `lsn`) applied.
     pub(super) fn note_applied(&mut self, lsn: u64, body: &Bytes, op_count: u32) {
+        debug_assert!(lsn <= self.applied_lsn, "a write is marked applied only once it is");
         if self.tx.tracks(lsn) {
             for k in keys_of(body, op_count).expect("ops encoded by ringdb decode") {
                 self.tx.locks.remove_unapplied(&k);
@@ -546,6 +576,10 @@ impl Shard {
         if self.tx.lock_waiters.is_empty() || !self.tracking_warm() {
             return;
         }
+        debug_assert!(
+            self.tx.lock_waiters.iter().all(|w| self.tx.txs.contains_key(&w.txid)),
+            "a waiting lock request's transaction holds its locks here"
+        );
         let mut i = 0;
         while i < self.tx.lock_waiters.len() {
             let w = &self.tx.lock_waiters[i];
@@ -561,6 +595,7 @@ impl Shard {
     /// Prepares the batches waiting for locks whose keys are now free.
     fn retry_waiting_prepares(&mut self) {
         for (r, keys) in std::mem::take(&mut self.tx.waiting_prepares) {
+            debug_assert!(r.wait && r.reads.is_empty() && r.scans.is_empty(), "only batch prepares wait for locks");
             let free = keys.iter().all(|k| self.tx.locks.write_conflict(r.txid, k).is_none());
             if free && self.wal.can_accept() {
                 for k in &keys {
@@ -583,6 +618,10 @@ impl Shard {
         let mut held: HashSet<Bytes> =
             self.tx.waiting_prepares.iter().flat_map(|(_, keys)| keys.iter().cloned()).collect();
         for (w, keys) in std::mem::take(&mut self.tx.deferred) {
+            debug_assert!(
+                keys.iter().all(|k| self.tx.locks.must_defer(k)),
+                "a held-back write's keys are marked, so later writes queue behind it"
+            );
             let blocked = keys.iter().any(|k| self.tx.locks.locked(k) || held.contains(k));
             if blocked || !self.wal.can_accept() {
                 held.extend(keys.iter().cloned());

@@ -28,6 +28,9 @@ impl Shard {
     /// A plain write: appended now, or held back while a transaction locks one of its
     /// keys (or an earlier held-back write has one).
     pub(super) fn handle_plain_write(&mut self, w: WriteRequest) {
+        // A running checkpoint reads the index: a write applied under it could be half in
+        // the checkpoint's pages and half not.
+        debug_assert!(!self.checkpoints.running(), "requests wait while a checkpoint runs");
         if !self.tx.engaged() {
             self.append_write(w, None);
             return;
@@ -73,6 +76,7 @@ impl Shard {
     /// Under Sync: appends the write with its reply, answered once its batch is durable.
     fn append_sync_write(&mut self, w: WriteRequest, keys: Option<&[Bytes]>) {
         let lsn = self.wal.last_lsn() + 1;
+        debug_assert!(self.applied_lsn < lsn, "under Sync nothing is applied before it is appended");
         let pending = Pending {
             lsn,
             body: w.body.clone(),
