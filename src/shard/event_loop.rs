@@ -75,6 +75,12 @@ impl Shard {
             TokenKind::Checkpoint => self.on_checkpoint_io(completion),
             _ if self.checkpoints.running() => self.checkpoints.defer(completion),
             TokenKind::LogWrite | TokenKind::LogSync => {
+                // One flush or sync is in flight at a time; a log completion with none
+                // outstanding would be matched against the wrong batch.
+                debug_assert!(
+                    self.wal.busy() || self.wal.poisoned().is_some(),
+                    "a log completion arrives only while the log has I/O in flight"
+                );
                 let outcome = self.wal.complete(completion);
                 self.on_outcome(outcome);
             }
@@ -109,6 +115,7 @@ impl Shard {
     }
 
     fn handle(&mut self, request: Request) {
+        debug_assert!(!self.stop.stopping(), "no request is taken off the queue after a shutdown");
         let appends = matches!(
             request,
             Request::Write(_) | Request::TxCommitOne(_) | Request::TxPrepare(_) | Request::TxDecide { .. }
