@@ -113,6 +113,12 @@ impl LockTable {
     /// Takes shared locks on `reads` and `ranges` and the write lock on `writes` for
     /// `txid` (validated first by the caller).
     pub fn lock(&mut self, txid: u64, reads: &[Bytes], writes: &[Bytes], ranges: &[KeyRange]) {
+        // A write lock next to another transaction's lock on the key would let both
+        // commit as if alone: serializability rests on the caller's validation.
+        debug_assert!(
+            writes.iter().all(|k| self.write_conflict(txid, k).is_none()),
+            "a write lock is taken only where validation found no other holder"
+        );
         for key in reads {
             let l = self.keys.entry(key.clone()).or_default();
             if !l.readers.contains(&txid) {
