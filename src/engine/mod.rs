@@ -6,7 +6,6 @@
 //! handles on one `Arc<Engine>`; the engine never reaches up to them.
 //!
 //! - `router`: which shard owns a key.
-//! - `registry`: cross-shard transaction state shared by the shards.
 //! - `write`: a write sent to its shard, and a batch split by shard (the one split,
 //!   used by plain batches and by transaction commits).
 //! - `commit`: the transaction commit protocol (one shard, or prepare and decide).
@@ -17,7 +16,6 @@
 
 pub mod commit;
 pub mod read;
-pub mod registry;
 pub mod router;
 pub mod scan;
 pub mod stats;
@@ -37,9 +35,9 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::io::fs::{LockGuard, NodeKind};
 use crate::options::Options;
+use crate::shard::registry::{self, TxRegistry};
 use crate::shard::{self, Request, Resolution, ShardHandle, Starting};
 use crate::stats::Striped;
-use registry::TxRegistry;
 
 /// Limits the engine enforces on callers' transactions, and how clients wait.
 #[derive(Debug, Clone, Copy)]
