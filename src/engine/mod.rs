@@ -6,8 +6,9 @@
 //! handles on one `Arc<Engine>`; the engine never reaches up to them.
 //!
 //! - `router`: which shard owns a key.
-//! - `write`: a write sent to its shard, and a batch split by shard (the one split,
-//!   used by plain batches and by transaction commits).
+//! - `ops`: one shard's encoded ops, and a batch split by shard (the one split, used
+//!   by plain batches and by transaction commits).
+//! - `write`: a write sent to its shard.
 //! - `commit`: the transaction commit protocol (one shard, or prepare and decide).
 //! - `read`: turning an index entry into its value on the caller's thread.
 //! - `scan`: ordered scans merged across shards.
@@ -15,6 +16,7 @@
 //! - `stats`: the shards' counters gathered into one `Stats`.
 
 pub mod commit;
+pub mod ops;
 pub mod read;
 pub mod router;
 pub mod scan;
