@@ -40,8 +40,8 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 pub use location::Location;
 
 use crate::error::{Error, Result};
+use crate::format::blob::encode_blob;
 use crate::format::blob::{FRAME_SHIFT_MAX, FRAME_SHIFT_MIN};
-use crate::format::compression::encode_blob;
 use crate::io::fs::{Fs, LockGuard, NodeKind, OpenFlags, direct_io_block_bytes};
 use crate::options::{Durability, IoBackend};
 use crate::storage::segment::{Erase, TornTail, cut_torn_tail};
