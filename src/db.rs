@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::batch::WriteBatch;
+use crate::blob::{BlobLog, BlobOptions};
 use crate::engine::Engine;
 use crate::engine::scan::Scan;
 use crate::error::{Error, Result};
@@ -264,5 +265,22 @@ impl Db {
     /// Counters and latency histograms since open.
     pub fn stats(&self) -> Stats {
         self.engine.stats()
+    }
+}
+
+impl Db {
+    /// Opens (creating if needed) the blob log named `name` beside this database, in
+    /// `<db dir>/blobs/<name>/`. `name` is 1 to 64 ASCII letters, digits, `-` or `_`.
+    /// The log is independent of the key-value data: close it on its own.
+    pub fn blob_log(&self, name: &str, options: BlobOptions) -> Result<BlobLog> {
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !valid {
+            return Err(Error::InvalidArgument(format!(
+                "blob log name {name:?} must be 1 to 64 ASCII letters, digits, '-' or '_'"
+            )));
+        }
+        BlobLog::open(self.path().join("blobs").join(name), options)
     }
 }

@@ -40,8 +40,8 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 pub use location::Location;
 
 use crate::error::{Error, Result};
+use crate::format::blob::encode_blob;
 use crate::format::blob::{FRAME_SHIFT_MAX, FRAME_SHIFT_MIN};
-use crate::format::compression::encode_blob;
 use crate::io::fs::{Fs, LockGuard, NodeKind, OpenFlags, direct_io_block_bytes};
 use crate::options::{Durability, IoBackend};
 use crate::storage::segment::{Erase, TornTail, cut_torn_tail};
@@ -805,20 +805,3 @@ fn read_only_segments(fs: &dyn Fs, dir: &Path) -> Result<Vec<SegmentInfo>> {
 }
 
 use crate::format::blob::SegmentState;
-
-impl crate::Db {
-    /// Opens (creating if needed) the blob log named `name` beside this database, in
-    /// `<db dir>/blobs/<name>/`. `name` is 1 to 64 ASCII letters, digits, `-` or `_`.
-    /// The log is independent of the key-value data: close it on its own.
-    pub fn blob_log(&self, name: &str, options: BlobOptions) -> Result<BlobLog> {
-        let valid = !name.is_empty()
-            && name.len() <= 64
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if !valid {
-            return Err(Error::InvalidArgument(format!(
-                "blob log name {name:?} must be 1 to 64 ASCII letters, digits, '-' or '_'"
-            )));
-        }
-        BlobLog::open(self.path().join("blobs").join(name), options)
-    }
-}

@@ -19,7 +19,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::Engine;
-use super::write::ShardOps;
+use super::ops::ShardOps;
 use crate::error::{Error, Result};
 use crate::format::record::encode_tx_header;
 use crate::shard::{Request, ScanRead, ShardHandle, TxRequest};

@@ -6,9 +6,9 @@
 //! handles on one `Arc<Engine>`; the engine never reaches up to them.
 //!
 //! - `router`: which shard owns a key.
-//! - `registry`: cross-shard transaction state shared by the shards.
-//! - `write`: a write sent to its shard, and a batch split by shard (the one split,
-//!   used by plain batches and by transaction commits).
+//! - `ops`: one shard's encoded ops, and a batch split by shard (the one split, used
+//!   by plain batches and by transaction commits).
+//! - `write`: a write sent to its shard.
 //! - `commit`: the transaction commit protocol (one shard, or prepare and decide).
 //! - `read`: turning an index entry into its value on the caller's thread.
 //! - `scan`: ordered scans merged across shards.
@@ -16,8 +16,8 @@
 //! - `stats`: the shards' counters gathered into one `Stats`.
 
 pub mod commit;
+pub mod ops;
 pub mod read;
-pub mod registry;
 pub mod router;
 pub mod scan;
 pub mod stats;
@@ -37,9 +37,9 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::io::fs::{LockGuard, NodeKind};
 use crate::options::Options;
+use crate::shard::registry::{self, TxRegistry};
 use crate::shard::{self, Request, Resolution, ShardHandle, Starting};
 use crate::stats::Striped;
-use registry::TxRegistry;
 
 /// Limits the engine enforces on callers' transactions, and how clients wait.
 #[derive(Debug, Clone, Copy)]

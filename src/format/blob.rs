@@ -46,7 +46,9 @@
 //! `2^frame_shift` blob bytes, so the frames holding a byte range are found by
 //! division, and a range read checks and decompresses only those frames.
 
+use super::compression::{compress_frames, decompress_frame};
 use super::{BLOB_FORMAT_VERSION as FORMAT_VERSION, get_u32, get_u64, put_u32, put_u64};
+use crate::error::Result as CrateResult;
 
 /// Magic bytes at the start of every blob segment.
 pub const MAGIC: &[u8; 8] = b"RDBBLOBS";
@@ -345,7 +347,7 @@ pub fn decode_blob_record(bytes: &[u8], blob_bytes_max: u64) -> Result<Vec<u8>, 
         } else {
             // A zstd frame may claim any size: it is decompressed into exactly `expected`
             // bytes, which the (bounded) blob length fixes.
-            super::compression::decompress_frame(stored, expected, &mut out)
+            decompress_frame(stored, expected, &mut out)
                 .ok_or_else(|| format!("frame {i} does not decompress to {expected} bytes"))?;
         }
         at = end;
@@ -360,7 +362,28 @@ pub fn decode_blob_record(bytes: &[u8], blob_bytes_max: u64) -> Result<Vec<u8>, 
 /// `2^frame_shift` bytes, compressed with zstd at `zstd_level` when that makes it
 /// smaller; transaction and flush fields zero). For tests and fuzzing seeds.
 pub fn encode_blob_record(blob: &[u8], frame_shift: u8, zstd_level: Option<i32>) -> Result<Vec<u8>, String> {
-    super::compression::encode_blob(blob, frame_shift, zstd_level).map_err(|e| e.to_string())
+    encode_blob(blob, frame_shift, zstd_level).map_err(|e| e.to_string())
+}
+
+/// Encodes `blob` into a record (its transaction and flush fields zero; the writer
+/// stamps them). `level` is the zstd level, or `None` for no compression. The blob is
+/// cut into frames of `2^frame_shift` bytes. Without compression the frames are stored
+/// as is (one contiguous payload, so a read returns a slice of the read buffer); a blob
+/// whose frames do not shrink overall is stored as is too, so incompressible data costs
+/// nothing.
+pub(crate) fn encode_blob(blob: &[u8], frame_shift: u8, level: Option<i32>) -> CrateResult<Vec<u8>> {
+    let frame_bytes = 1usize << frame_shift;
+    let plain: Vec<&[u8]> = blob.chunks(frame_bytes).collect();
+    let Some(level) = level else {
+        return Ok(encode_record(KIND_PLAIN, frame_shift, 0, blob.len() as u64, &plain));
+    };
+    let compressed = compress_frames(&plain, level)?;
+    let stored: usize = compressed.iter().map(Vec::len).sum();
+    if stored >= blob.len() {
+        return Ok(encode_record(KIND_PLAIN, frame_shift, 0, blob.len() as u64, &plain));
+    }
+    let frames: Vec<&[u8]> = compressed.iter().map(Vec::as_slice).collect();
+    Ok(encode_record(KIND_ZSTD, frame_shift, 0, blob.len() as u64, &frames))
 }
 
 /// Encodes a record of `blob_bytes` whose stored frames are `frames` (each with its
@@ -424,6 +447,28 @@ mod tests {
             bad[last] ^= 1;
             assert!(decode_blob_record(&bad, 1 << 20).is_err());
         }
+    }
+
+    #[test]
+    fn compressible_blobs_shrink_and_random_ones_stay_plain() {
+        let text = b"ringdb blob ".repeat(2000);
+        let rec = encode_blob(&text, 12, Some(3)).unwrap();
+        let Decoded::Header(h) = decode_header(&rec, rec.len() as u64) else { panic!("a header") };
+        assert_eq!(h.kind, KIND_ZSTD);
+        assert!(h.stored_bytes < text.len() as u64 / 4);
+        let mut state = 1u64;
+        let noise: Vec<u8> = (0..9000)
+            .map(|_| {
+                // xorshift64: no pattern zstd can find.
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 24) as u8
+            })
+            .collect();
+        let rec = encode_blob(&noise, 12, Some(3)).unwrap();
+        let Decoded::Header(h) = decode_header(&rec, rec.len() as u64) else { panic!("a header") };
+        assert_eq!(h.kind, KIND_PLAIN);
     }
 
     #[test]

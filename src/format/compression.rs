@@ -1,35 +1,26 @@
-//! Blob frame compression: turning a blob into a blob log record and its frames
-//! back into blob bytes. Pure, like the rest of `format`: no I/O.
+//! Zstd frame primitives for the blob log: compressing a blob's frames and
+//! decompressing one frame. Pure, like the rest of `format`: no I/O, and nothing
+//! about the record the frames go into (`format::blob` assembles it).
 //!
-//! A blob is cut into frames of `2^frame_shift` bytes. Without compression the
-//! frames are stored as is (one contiguous payload, so a read returns a slice of
-//! the read buffer). With compression each frame is a separate zstd frame, so a
-//! range read decompresses only the frames it covers; a blob whose frames do not
-//! shrink overall is stored as is, so incompressible data costs nothing. Encoding
-//! runs on the appending thread, so compression scales with the callers, not with
-//! the one writer thread.
+//! Each frame is a separate zstd frame, so a range read decompresses only the
+//! frames it covers. Encoding runs on the appending thread, so compression scales
+//! with the callers, not with the one writer thread; each thread keeps its zstd
+//! contexts across blobs.
 
 #![forbid(unsafe_code)]
 
 use std::cell::RefCell;
 
 use crate::error::{Error, Result};
-use crate::format::blob::{KIND_PLAIN, KIND_ZSTD, encode_record};
 
 thread_local! {
     /// One zstd compression context per thread and level, reused across blobs.
     static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
 }
 
-/// Encodes `blob` into a record (its transaction and flush fields zero; the writer
-/// stamps them). `level` is the zstd level, or `None` for no compression.
-pub(crate) fn encode_blob(blob: &[u8], frame_shift: u8, level: Option<i32>) -> Result<Vec<u8>> {
-    let frame_bytes = 1usize << frame_shift;
-    let plain: Vec<&[u8]> = blob.chunks(frame_bytes).collect();
-    let Some(level) = level else {
-        return Ok(encode_record(KIND_PLAIN, frame_shift, 0, blob.len() as u64, &plain));
-    };
-    let compressed = COMPRESSOR.with(|cell| -> Result<Vec<Vec<u8>>> {
+/// Compresses each of `frames` into its own zstd frame at `level`, in order.
+pub(crate) fn compress_frames(frames: &[&[u8]], level: i32) -> Result<Vec<Vec<u8>>> {
+    COMPRESSOR.with(|cell| -> Result<Vec<Vec<u8>>> {
         let mut slot = cell.borrow_mut();
         if slot.as_ref().is_none_or(|(l, _)| *l != level) {
             let c = zstd::bulk::Compressor::new(level)
@@ -37,14 +28,8 @@ pub(crate) fn encode_blob(blob: &[u8], frame_shift: u8, level: Option<i32>) -> R
             *slot = Some((level, c));
         }
         let (_, compressor) = slot.as_mut().expect("set above");
-        plain.iter().map(|frame| compressor.compress(frame).map_err(|e| Error::io("zstd compress", None, e))).collect()
-    })?;
-    let stored: usize = compressed.iter().map(Vec::len).sum();
-    if stored >= blob.len() {
-        return Ok(encode_record(KIND_PLAIN, frame_shift, 0, blob.len() as u64, &plain));
-    }
-    let frames: Vec<&[u8]> = compressed.iter().map(Vec::as_slice).collect();
-    Ok(encode_record(KIND_ZSTD, frame_shift, 0, blob.len() as u64, &frames))
+        frames.iter().map(|frame| compressor.compress(frame).map_err(|e| Error::io("zstd compress", None, e))).collect()
+    })
 }
 
 thread_local! {
@@ -77,29 +62,6 @@ pub(crate) fn decompress_frame(stored: &[u8], expected_bytes: usize, out: &mut V
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::blob::{Decoded, decode_header};
-
-    #[test]
-    fn compressible_blobs_shrink_and_random_ones_stay_plain() {
-        let text = b"ringdb blob ".repeat(2000);
-        let rec = encode_blob(&text, 12, Some(3)).unwrap();
-        let Decoded::Header(h) = decode_header(&rec, rec.len() as u64) else { panic!("a header") };
-        assert_eq!(h.kind, KIND_ZSTD);
-        assert!(h.stored_bytes < text.len() as u64 / 4);
-        let mut state = 1u64;
-        let noise: Vec<u8> = (0..9000)
-            .map(|_| {
-                // xorshift64: no pattern zstd can find.
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 24) as u8
-            })
-            .collect();
-        let rec = encode_blob(&noise, 12, Some(3)).unwrap();
-        let Decoded::Header(h) = decode_header(&rec, rec.len() as u64) else { panic!("a header") };
-        assert_eq!(h.kind, KIND_PLAIN);
-    }
 
     #[test]
     fn frames_decompress_back_to_back() {

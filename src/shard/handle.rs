@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use crossbeam_channel::Sender;
 use hdrhistogram::Histogram;
 
+use super::registry::{ScanReport, TxRegistry};
 use super::{Request, Shard};
-use crate::engine::registry::{ScanReport, TxRegistry};
 use crate::error::{Error, Result};
 use crate::io::eventfd::WakeFd;
 use crate::options::Options;

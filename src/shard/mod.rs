@@ -22,7 +22,9 @@
 //! - `recovery`: opening, replaying the checkpoint and the log;
 //! - `checkpoint`: when a checkpoint runs, and driving its steps from the loop;
 //! - `stats`: figures published for `Db::stats`;
-//! - `txn` and `locks`: transactions.
+//! - `txn` and `locks`: transactions;
+//! - `registry`: what the shards share about cross-shard transactions (held by the
+//!   engine, read by every shard).
 
 #![forbid(unsafe_code)]
 
@@ -32,6 +34,7 @@ mod handle;
 mod locks;
 mod reads;
 mod recovery;
+pub(crate) mod registry;
 mod stats;
 mod txn;
 mod writes;

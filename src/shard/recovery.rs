@@ -13,9 +13,9 @@ use bytes::Bytes;
 
 use super::checkpoint::Checkpoints;
 use super::handle::{OpenArgs, ShardShared};
+use super::registry::ScanReport;
 use super::writes::apply_ops;
 use super::{Durable, Resolution, Shard, Stop, reads, txn};
-use crate::engine::registry::ScanReport;
 use crate::error::{Error, Result};
 use crate::format::record::{KIND_ABORT, KIND_COMMIT, KIND_OPS, KIND_PREPARE, decode_ops, encode_tx_header};
 use crate::io::fs::Fs;

@@ -15,9 +15,9 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::locks::{KeyRange, LockTable};
+use super::registry::TxRegistry;
 use super::writes::{apply_ops, count_write, keys_of};
 use super::{Shard, WriteRequest};
-use crate::engine::registry::TxRegistry;
 use crate::error::{Error, Result};
 use crate::format::record::{KIND_ABORT, KIND_COMMIT, KIND_PREPARE, decode_ops, encode_tx_header};
 use crate::stats::{OpKind, ShardCounters};
