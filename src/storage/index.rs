@@ -99,11 +99,11 @@ impl Index {
 
     /// The key order, read-locked.
     pub fn order(&self) -> RwLockReadGuard<'_, BTreeSet<Bytes>> {
-        self.order.read().unwrap_or_else(|p| p.into_inner())
+        self.order.read().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn order_mut(&self) -> std::sync::RwLockWriteGuard<'_, BTreeSet<Bytes>> {
-        self.order.write().unwrap_or_else(|p| p.into_inner())
+        self.order.write().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Estimated memory held by the index (both halves), in bytes.
