@@ -63,7 +63,28 @@
     clippy::assigning_clones,
     clippy::implicit_clone,
     clippy::cloned_instead_of_copied,
-    clippy::unused_self
+    clippy::unused_self,
+    clippy::trivially_copy_pass_by_ref,
+    clippy::large_types_passed_by_value,
+    clippy::ref_option
+)]
+// Code that fails only at run time, on a rare path: an `Instant` minus a `Duration` that
+// underflows, a bound check that an upcast makes always true, a pointer cast to a stricter
+// alignment, an iterator with no end. Invariants are written as `assert!` so they read as such.
+#![warn(
+    clippy::unchecked_time_subtraction,
+    clippy::invalid_upcast_comparisons,
+    clippy::cast_ptr_alignment,
+    clippy::maybe_infinite_iter,
+    clippy::manual_assert
+)]
+// Nothing that looks used but is not: a `Result` that is always `Ok`, an `async fn` with no
+// `.await`, a binding named unused that is read, a `()` pattern written as `_`.
+#![warn(
+    clippy::unnecessary_wraps,
+    clippy::unused_async,
+    clippy::used_underscore_binding,
+    clippy::ignored_unit_patterns
 )]
 // Debug output of state that is inspected after a failure must not hide fields.
 #![warn(clippy::missing_fields_in_debug)]
