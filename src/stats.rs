@@ -73,14 +73,14 @@ impl Striped {
 
     pub fn record(&self, elapsed: Duration) {
         let stripe = thread_slot() % self.stripes.len();
-        let mut h = self.stripes[stripe].lock().unwrap_or_else(|p| p.into_inner());
+        let mut h = self.stripes[stripe].lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         record(&mut h, elapsed);
     }
 
     pub fn merged(&self) -> Histogram<u64> {
         let mut out = new_histogram();
         for s in &self.stripes {
-            let h = s.lock().unwrap_or_else(|p| p.into_inner());
+            let h = s.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             out.add(&*h).expect("same bounds");
         }
         out

@@ -181,6 +181,7 @@ impl<T: Record> Clone for Table<T> {
     }
 }
 
+#[expect(clippy::missing_fields_in_debug, reason = "a table is a handle: its name, id and bounds say which one it is")]
 impl<T: Record> std::fmt::Debug for Table<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Table")
@@ -284,13 +285,12 @@ fn view<T: Record, R>(shared: &TableShared, index: u64, bytes: &[u8], f: impl Fn
             ),
         });
     }
-    match bytemuck::try_from_bytes::<T>(bytes) {
-        Ok(record) => Ok(f(record)),
-        Err(_) => {
-            shared.copies.fetch_add(1, Ordering::Relaxed);
-            let record: T = bytemuck::pod_read_unaligned(bytes);
-            Ok(f(&record))
-        }
+    if let Ok(record) = bytemuck::try_from_bytes::<T>(bytes) {
+        Ok(f(record))
+    } else {
+        shared.copies.fetch_add(1, Ordering::Relaxed);
+        let record: T = bytemuck::pod_read_unaligned(bytes);
+        Ok(f(&record))
     }
 }
 
@@ -354,7 +354,7 @@ impl<T: Record> Table<T> {
         self.engine.check_open()?;
         // Every stripe, in order: no write runs while the bound moves.
         let all: Vec<MutexGuard<'_, ()>> =
-            self.shared.stripes.iter().map(|s| s.lock().unwrap_or_else(|p| p.into_inner())).collect();
+            self.shared.stripes.iter().map(|s| s.lock().unwrap_or_else(std::sync::PoisonError::into_inner)).collect();
         if capacity < self.capacity() {
             let past = self.scan(capacity..).next().transpose()?;
             if let Some((index, _)) = past {
@@ -364,11 +364,11 @@ impl<T: Record> Table<T> {
                 )));
             }
         }
-        let mut meta = self.shared.meta.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut meta = self.shared.meta.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         meta.capacity = capacity;
         crate::engine::table::write_meta(&self.engine, &self.shared.name, &meta)?;
         self.shared.capacity.store(capacity, Ordering::Relaxed);
-        *self.shared.meta.lock().unwrap_or_else(|p| p.into_inner()) = meta;
+        *self.shared.meta.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = meta;
         drop(all);
         Ok(self)
     }
@@ -446,11 +446,13 @@ impl<T: Record> Table<T> {
         }
         // Every stripe involved, in stripe order (so two calls never wait on each other
         // in a cycle), held across the write like `set` holds one.
-        let mut stripes: Vec<usize> = records.iter().map(|(i, _)| self.shared.stripe_of(*i)).collect();
+        let mut stripes: Vec<usize> = records.iter().map(|(i, _)| TableShared::stripe_of(*i)).collect();
         stripes.sort_unstable();
         stripes.dedup();
-        let _held: Vec<MutexGuard<'_, ()>> =
-            stripes.iter().map(|&at| self.shared.stripes[at].lock().unwrap_or_else(|p| p.into_inner())).collect();
+        let _held: Vec<MutexGuard<'_, ()>> = stripes
+            .iter()
+            .map(|&at| self.shared.stripes[at].lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+            .collect();
         let mut batch = crate::batch::WriteBatch::new();
         let mut fresh = std::collections::HashSet::new();
         for (index, record) in records {
@@ -561,7 +563,7 @@ impl<T: Record> Table<T> {
     pub fn scan(&self, range: impl RangeBounds<u64>) -> TableScan<T> {
         let range = index_range(self.shared.table_id, range.start_bound(), range.end_bound());
         TableScan {
-            inner: Scan::new(self.engine.shards().to_vec(), range).chunk_max(TABLE_SCAN_CHUNK),
+            inner: Scan::new(self.engine.shards().to_vec(), &range).chunk_max(TABLE_SCAN_CHUNK),
             shared: Arc::clone(&self.shared),
             failed: false,
             _records: PhantomData,

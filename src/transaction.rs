@@ -86,6 +86,10 @@ pub struct Transaction {
     done: bool,
 }
 
+#[expect(
+    clippy::missing_fields_in_debug,
+    reason = "the read and write sets can be large: their sizes are shown, not their keys"
+)]
 impl std::fmt::Debug for Transaction {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Transaction")

@@ -428,6 +428,10 @@ impl BlobLog {
     /// Opens (creating if needed) the blob log in `dir` for writing: takes its lock
     /// ([`Error::Locked`] if another process or handle writes it), cuts a torn tail into
     /// a quarantine file, and starts the writer thread.
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "the options are handed over as built, like every builder; taking them by reference would change the public API"
+    )]
     pub fn open(dir: impl AsRef<Path>, options: BlobOptions) -> Result<BlobLog> {
         options.validate()?;
         let dir = dir.as_ref().to_path_buf();
@@ -501,6 +505,10 @@ impl BlobLog {
     /// (or none): it reads every sealed segment and whatever the writer has persisted in
     /// the open one. Takes no lock and changes nothing; writes answer
     /// [`Error::InvalidArgument`]. Only `direct_io` of `options` matters.
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "the same shape as `BlobLog::open`, whose options are handed over as built"
+    )]
     pub fn open_read_only(dir: impl AsRef<Path>, options: BlobOptions) -> Result<BlobLog> {
         options.validate()?;
         let dir = dir.as_ref().to_path_buf();
@@ -641,6 +649,10 @@ pub struct BlobTransaction {
     records: Vec<(Vec<u8>, u64)>,
 }
 
+#[expect(
+    clippy::missing_fields_in_debug,
+    reason = "the pending records are encoded blobs: their count is what a reader can use"
+)]
 impl fmt::Debug for BlobTransaction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BlobTransaction").field("blobs", &self.records.len()).finish()
@@ -701,17 +713,16 @@ fn recover(fs: &dyn Fs, dir: &Path, config: &Config, probe_block: usize) -> Resu
         }
         segments.insert(n, state);
     }
-    let current = match open {
-        Some(n) => n,
-        None => {
-            let next = numbers.last().map_or(Ok(0), |&n| {
-                n.checked_add(1).ok_or_else(|| Error::InvalidArgument("blob segment numbers ran out".into()))
-            })?;
-            create_segment(fs, dir, next, config.max_segment_bytes, probe_block, config.direct_io, config.zero_fill)?;
-            let block = probe_block as u64;
-            segments.insert(next, SegState { generation: 1, data_start: block, end: block, sealed: false });
-            next
-        }
+    let current = if let Some(n) = open {
+        n
+    } else {
+        let next = numbers.last().map_or(Ok(0), |&n| {
+            n.checked_add(1).ok_or_else(|| Error::InvalidArgument("blob segment numbers ran out".into()))
+        })?;
+        create_segment(fs, dir, next, config.max_segment_bytes, probe_block, config.direct_io, config.zero_fill)?;
+        let block = probe_block as u64;
+        segments.insert(next, SegState { generation: 1, data_start: block, end: block, sealed: false });
+        next
     };
     let path = segment_path(dir, current);
     let file = open_segment(fs, &path, false, config.direct_io)?;

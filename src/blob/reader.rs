@@ -176,7 +176,7 @@ impl Reader {
                 let block = f.block_bytes as u64;
                 let (start, end) =
                     if self.direct { (at - at % block, (at + len).next_multiple_of(block)) } else { (at, at + len) };
-                let cap = usize::try_from(end - start).map_err(|_| self.too_large(len))?;
+                let cap = usize::try_from(end - start).map_err(|_| Self::too_large(len))?;
                 if cap == 0 {
                     return Ok(Bytes::new());
                 }
@@ -192,7 +192,7 @@ impl Reader {
         }
     }
 
-    fn too_large(&self, len: u64) -> Error {
+    fn too_large(len: u64) -> Error {
         Error::InvalidArgument(format!("a read of {len} bytes does not fit in memory"))
     }
 
@@ -227,8 +227,8 @@ impl Reader {
         let meta_max = frames_max
             .checked_mul(FRAME_ENTRY_BYTES as u64)
             .and_then(|b| b.checked_add(RECORD_HEADER_BYTES as u64))
-            .ok_or_else(|| self.too_large(loc.len))?;
-        let whole = meta_max.checked_add(loc.len).ok_or_else(|| self.too_large(loc.len))?;
+            .ok_or_else(|| Self::too_large(loc.len))?;
+        let whole = meta_max.checked_add(loc.len).ok_or_else(|| Self::too_large(loc.len))?;
         let first_len = if whole_wanted || whole <= WHOLE_READ_BYTES_MAX { whole } else { meta_max };
         let first = self.fetch(src, loc.offset, 0, first_len)?;
         let header = match decode_header(&first, u64::MAX) {

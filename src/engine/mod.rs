@@ -116,14 +116,12 @@ impl Engine {
             registry,
             tables: Mutex::new(HashMap::new()),
         };
-        match failure {
+        if let Some(e) = failure {
             // Stop the shards that did start: the engine's drop shuts them down.
-            Some(e) => Err(e),
-            None => {
-                assert_eq!(engine.shards.len(), shard_count, "an engine opens with every shard of its manifest");
-                Ok(engine)
-            }
+            return Err(e);
         }
+        assert_eq!(engine.shards.len(), shard_count, "an engine opens with every shard of its manifest");
+        Ok(engine)
     }
 
     /// The database's directory.
@@ -183,12 +181,12 @@ impl Engine {
                 first_error.get_or_insert(e);
             }
         }
-        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
         for thread in threads {
             let _ = thread.join();
         }
         // Every shard thread has stopped and closed its files: the directory is free.
-        drop(self.lock.lock().unwrap_or_else(|p| p.into_inner()).take());
+        drop(self.lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take());
         first_error.map_or(Ok(()), Err)
     }
 }

@@ -104,7 +104,7 @@ fn value_of(shard: &ShardHandle, key: &[u8], entry: &Versioned, fetched: Fetched
     match (&entry.stored, fetched) {
         (Stored::Page { offset, len, .. }, Fetched::Page(image)) => Ok(image.map(|i| slice(&i, *offset, *len))),
         (Stored::Chunk { .. }, Fetched::Chunk(raw)) => {
-            check_chunk(shard, key, entry, raw, chunk_ref(entry).expect("a chunk entry"))
+            check_chunk(shard, key, entry, &raw, chunk_ref(entry).expect("a chunk entry"))
         }
         _ => unreachable!("bytes are read for a page or chunk entry, as the entry says"),
     }
@@ -160,10 +160,10 @@ fn check_chunk(
     shard: &ShardHandle,
     key: &[u8],
     entry: &Versioned,
-    raw: Bytes,
+    raw: &Bytes,
     chunk: ChunkRef,
 ) -> Result<Option<Bytes>> {
-    match decode_chunk(&raw, &chunk) {
+    match decode_chunk(raw, &chunk) {
         Ok(value) => {
             let start = value.as_ptr() as usize - raw.as_ptr() as usize;
             Ok(Some(raw.slice(start..start + value.len())))

@@ -60,7 +60,7 @@ pub struct Scan {
 }
 
 impl Scan {
-    pub(crate) fn new(shards: Vec<ShardHandle>, range: KeyRange) -> Scan {
+    pub(crate) fn new(shards: Vec<ShardHandle>, range: &KeyRange) -> Scan {
         let cursors = (0..shards.len())
             .map(|_| Cursor {
                 buf: VecDeque::new(),
@@ -97,7 +97,7 @@ impl Scan {
 
     /// A scan that yields `error` and then ends.
     pub(crate) fn failed(error: Error) -> Scan {
-        let mut scan = Scan::new(Vec::new(), KeyRange::all());
+        let mut scan = Scan::new(Vec::new(), &KeyRange::all());
         scan.pending = Some(error);
         scan
     }

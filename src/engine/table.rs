@@ -39,13 +39,13 @@ pub(crate) struct TableShared {
 }
 
 impl TableShared {
-    pub fn stripe_of(&self, index: u64) -> usize {
+    pub fn stripe_of(index: u64) -> usize {
         // Fibonacci hashing: neighbouring indices land in different stripes.
         (index.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 54) as usize % STRIPES
     }
 
     pub fn stripe(&self, index: u64) -> MutexGuard<'_, ()> {
-        self.stripes[self.stripe_of(index)].lock().unwrap_or_else(|p| p.into_inner())
+        self.stripes[TableShared::stripe_of(index)].lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The store key of record `index`.
@@ -69,7 +69,7 @@ impl TableShared {
     }
 }
 
-fn meta_corruption(engine: &Engine, name: &str, what: String) -> Error {
+fn meta_corruption(engine: &Engine, name: &str, what: &str) -> Error {
     Error::Corruption {
         file: engine.dir().to_path_buf(),
         offset: 0,
@@ -127,25 +127,22 @@ pub(crate) fn open(
     debug_assert!(check_name(name).is_ok(), "the API checks a table's name first");
     // Held while a table is looked up or created, so that two threads opening the same
     // new table agree on one id and one record count.
-    let mut tables = engine.tables.lock().unwrap_or_else(|p| p.into_inner());
+    let mut tables = engine.tables.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(shared) = tables.get(name) {
-        let stored = shared.meta.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let stored = shared.meta.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         check_layout(&stored, &requested)?;
         return Ok(Arc::clone(shared));
     }
     let meta_key = fmt::meta_key(name);
-    let meta = match super::read::get(engine.shard_for(&meta_key), &meta_key)? {
-        Some(bytes) => {
-            let stored = fmt::decode_meta(&bytes).map_err(|what| meta_corruption(engine, name, what))?;
-            check_layout(&stored, &requested)?;
-            stored
-        }
-        None => {
-            requested.table_id = next_table_id(engine)?;
-            requested.capacity = u64::MAX;
-            write_meta(engine, name, &requested)?;
-            requested
-        }
+    let meta = if let Some(bytes) = super::read::get(engine.shard_for(&meta_key), &meta_key)? {
+        let stored = fmt::decode_meta(&bytes).map_err(|what| meta_corruption(engine, name, &what))?;
+        check_layout(&stored, &requested)?;
+        stored
+    } else {
+        requested.table_id = next_table_id(engine)?;
+        requested.capacity = u64::MAX;
+        write_meta(engine, name, &requested)?;
+        requested
     };
     let len = super::scan::count_keys(engine.shards(), &record_range(meta.table_id));
     let shared = Arc::new(TableShared {
@@ -170,10 +167,10 @@ fn next_table_id(engine: &Engine) -> Result<u32> {
     end.push(KIND_RECORD);
     let metas = KeyRange::new(Bound::Included(Bytes::from(prefix)), Bound::Excluded(Bytes::from(end)));
     let mut largest = 0u32;
-    for entry in Scan::new(engine.shards().to_vec(), metas) {
+    for entry in Scan::new(engine.shards().to_vec(), &metas) {
         let (key, value) = entry?;
         let name = String::from_utf8_lossy(&key[RESERVED_PREFIX.len() + 1..]).into_owned();
-        let meta = fmt::decode_meta(&value).map_err(|what| meta_corruption(engine, &name, what))?;
+        let meta = fmt::decode_meta(&value).map_err(|what| meta_corruption(engine, &name, &what))?;
         largest = largest.max(meta.table_id);
     }
     largest

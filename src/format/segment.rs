@@ -69,7 +69,7 @@ impl SegmentHeader {
             segment_bytes: get_u64(bytes, 24),
             block_bytes: get_u32(bytes, 32),
         };
-        let block = header.block_bytes as u64;
+        let block = u64::from(header.block_bytes);
         if !block.is_power_of_two() || !(512..=65536).contains(&block) || header.segment_bytes < 2 * block {
             return Err("segment header has impossible sizes".into());
         }

@@ -197,7 +197,8 @@ fn statx_direct_io_aligns(file: &File) -> (usize, usize) {
     let empty = c"";
     // SAFETY: the fd is open for the duration of the call, the path is a valid C string,
     // and `stx` is a valid, writable statx buffer.
-    let rc = unsafe { libc::statx(file.as_raw_fd(), empty.as_ptr(), libc::AT_EMPTY_PATH, STATX_DIOALIGN, &mut stx) };
+    let rc =
+        unsafe { libc::statx(file.as_raw_fd(), empty.as_ptr(), libc::AT_EMPTY_PATH, STATX_DIOALIGN, &raw mut stx) };
     let sane = |v: u32| v.is_power_of_two() && v <= 65536;
     if rc == 0 && stx.stx_mask & STATX_DIOALIGN != 0 && sane(stx.stx_dio_mem_align) && sane(stx.stx_dio_offset_align) {
         ((stx.stx_dio_mem_align as usize).max(512), (stx.stx_dio_offset_align as usize).max(512))

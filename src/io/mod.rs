@@ -79,6 +79,10 @@ pub trait Io: Send {
 /// Writes all of `bytes` at `offset`, retrying short writes and EINTR.
 pub fn pwrite_all(fd: RawFd, mut bytes: &[u8], mut offset: u64) -> io::Result<()> {
     while !bytes.is_empty() {
+        #[expect(
+            clippy::cast_possible_wrap,
+            reason = "an offset past `i64::MAX` turns negative and the kernel refuses it with EINVAL"
+        )]
         // SAFETY: `bytes` is a valid readable slice for its length during the call.
         let n = unsafe { libc::pwrite(fd, bytes.as_ptr().cast(), bytes.len(), offset as libc::off_t) };
         if n < 0 {
@@ -91,7 +95,8 @@ pub fn pwrite_all(fd: RawFd, mut bytes: &[u8], mut offset: u64) -> io::Result<()
         if n == 0 {
             return Err(io::Error::new(io::ErrorKind::WriteZero, "pwrite wrote nothing"));
         }
-        let n = n as usize;
+        // Not negative: the error case returned above.
+        let n = n.unsigned_abs();
         bytes = &bytes[n..];
         offset += n as u64;
     }
@@ -119,6 +124,10 @@ pub fn pread_full(fd: RawFd, buf: &mut [u8], mut offset: u64) -> io::Result<usiz
     let mut done = 0;
     while done < buf.len() {
         let rest = &mut buf[done..];
+        #[expect(
+            clippy::cast_possible_wrap,
+            reason = "an offset past `i64::MAX` turns negative and the kernel refuses it with EINVAL"
+        )]
         // SAFETY: `rest` is a valid writable slice for its length during the call.
         let n = unsafe { libc::pread(fd, rest.as_mut_ptr().cast(), rest.len(), offset as libc::off_t) };
         if n < 0 {
@@ -131,7 +140,9 @@ pub fn pread_full(fd: RawFd, buf: &mut [u8], mut offset: u64) -> io::Result<usiz
         if n == 0 {
             break;
         }
-        done += n as usize;
+        // Not negative: the error case returned above.
+        let n = n.unsigned_abs();
+        done += n;
         offset += n as u64;
     }
     Ok(done)

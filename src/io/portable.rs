@@ -29,8 +29,12 @@ impl PortableIo {
 fn write_dsync(fd: RawFd, bytes: &[u8], offset: u64) -> io::Result<()> {
     let iov = libc::iovec { iov_base: bytes.as_ptr() as *mut libc::c_void, iov_len: bytes.len() };
     loop {
+        #[expect(
+            clippy::cast_possible_wrap,
+            reason = "an offset past `i64::MAX` turns negative and the kernel refuses it with EINVAL"
+        )]
         // SAFETY: `iov` describes a valid readable buffer for the duration of the call.
-        let n = unsafe { libc::pwritev2(fd, &iov, 1, offset as libc::off_t, libc::RWF_DSYNC) };
+        let n = unsafe { libc::pwritev2(fd, &raw const iov, 1, offset as libc::off_t, libc::RWF_DSYNC) };
         if n < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
@@ -38,7 +42,7 @@ fn write_dsync(fd: RawFd, bytes: &[u8], offset: u64) -> io::Result<()> {
             }
             return Err(e);
         }
-        return super::check_len(n as usize, bytes.len()).map(|_| ());
+        return super::check_len(n.unsigned_abs(), bytes.len()).map(|_| ());
     }
 }
 
@@ -82,7 +86,7 @@ pub(crate) fn poll_eventfd(eventfd: RawFd, block: bool, timeout: Option<Duration
     };
     let mut pfd = libc::pollfd { fd: eventfd, events: libc::POLLIN, revents: 0 };
     // SAFETY: one valid pollfd for the duration of the call.
-    let n = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+    let n = unsafe { libc::poll(&raw mut pfd, 1, timeout_ms) };
     if n < 0 {
         let e = io::Error::last_os_error();
         if e.kind() == io::ErrorKind::Interrupted {

@@ -82,12 +82,12 @@ impl UringIo {
         Ok(io)
     }
 
-    fn push(&mut self, entry: squeue::Entry) {
+    fn push(&mut self, entry: &squeue::Entry) {
         loop {
             // SAFETY: every entry pushed here points at memory owned by `self.in_flight` or
             // `self.eventfd_buf`, which stay alive and untouched until the completion for
             // that `user_data` is reaped (and `Drop` waits for all of them).
-            let pushed = unsafe { self.ring.submission().push(&entry) };
+            let pushed = unsafe { self.ring.submission().push(entry) };
             if pushed.is_ok() {
                 return;
             }
@@ -103,7 +103,7 @@ impl UringIo {
         }
     }
 
-    fn push_pair(&mut self, first: squeue::Entry, second: squeue::Entry) {
+    fn push_pair(&mut self, first: &squeue::Entry, second: &squeue::Entry) {
         // A linked pair must land in the queue together: make room for both first.
         let room = {
             let sq = self.ring.submission();
@@ -121,7 +121,7 @@ impl UringIo {
         let entry = opcode::Read::new(types::Fd(self.eventfd), self.eventfd_buf.as_mut_ptr(), 8)
             .build()
             .user_data(WAKE_USER_DATA);
-        self.push(entry);
+        self.push(&entry);
         self.wake_armed = true;
     }
 
@@ -142,7 +142,7 @@ impl UringIo {
             };
             let res = cqe.result();
             let this: io::Result<usize> =
-                if res < 0 { Err(io::Error::from_raw_os_error(-res)) } else { Ok(res as usize) };
+                if res < 0 { Err(io::Error::from_raw_os_error(-res)) } else { Ok(res.unsigned_abs() as usize) };
             // The first part of an op (the write) carries the byte count; a failure in any
             // part fails the whole op, and the first failure is the one reported.
             match (&op.result, this) {
@@ -185,16 +185,16 @@ impl Io for UringIo {
         if sync == SyncMode::Fdatasync {
             let sync =
                 opcode::Fsync::new(types::Fd(fd)).flags(types::FsyncFlags::DATASYNC).build().user_data(key as u64);
-            self.push_pair(write.flags(squeue::Flags::IO_LINK), sync);
+            self.push_pair(&write.flags(squeue::Flags::IO_LINK), &sync);
         } else {
-            self.push(write);
+            self.push(&write);
         }
     }
 
     fn fdatasync(&mut self, fd: RawFd, token: u64) {
         let key = self.in_flight.insert(InFlight { token, buf: None, expected_bytes: 0, pending: 1, result: None });
         let entry = opcode::Fsync::new(types::Fd(fd)).flags(types::FsyncFlags::DATASYNC).build().user_data(key as u64);
-        self.push(entry);
+        self.push(&entry);
     }
 
     fn read(&mut self, fd: RawFd, offset: u64, mut buf: AlignedBuf, len: usize, token: u64) {
@@ -204,7 +204,7 @@ impl Io for UringIo {
         let key =
             self.in_flight.insert(InFlight { token, buf: Some(buf), expected_bytes: len, pending: 1, result: None });
         let entry = opcode::Read::new(types::Fd(fd), ptr, len_u32).offset(offset).build().user_data(key as u64);
-        self.push(entry);
+        self.push(&entry);
     }
 
     fn wait(&mut self, block: bool, timeout: Option<Duration>, out: &mut Vec<Completion>) -> Result<bool> {

@@ -172,7 +172,7 @@ impl Shard {
             // (direct_io off): only a whole-file fdatasync covers them, not RWF_DSYNC,
             // which syncs just the range it writes.
             Durability::None => self.wal.submit(self.io.as_mut(), SyncMode::Fdatasync),
-            _ => self.wal.submit(self.io.as_mut(), durable_sync),
+            Durability::Periodic { .. } => self.wal.submit(self.io.as_mut(), durable_sync),
         };
         if !started && want_durable {
             self.wal.sync_written(self.io.as_mut());

@@ -109,7 +109,7 @@ impl ShardShared {
 
     /// The write latency histograms, locked.
     pub(super) fn write_latency(&self) -> MutexGuard<'_, [Histogram<u64>; 3]> {
-        self.write_latency.lock().unwrap_or_else(|p| p.into_inner())
+        self.write_latency.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -151,7 +151,7 @@ impl ShardHandle {
 
     /// The shard's data file, for error reports.
     pub fn data_path(&self) -> PathBuf {
-        self.shared.data_path.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.shared.data_path.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// Largest record body the shard's log accepts now.
@@ -161,7 +161,7 @@ impl ShardHandle {
 
     /// The page-store figures last published by the shard.
     pub fn page_stats(&self) -> PageStats {
-        *self.shared.page_stats.lock().unwrap_or_else(|p| p.into_inner())
+        *self.shared.page_stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The write latency histograms (put, delete, batch), locked.

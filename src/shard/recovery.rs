@@ -157,9 +157,9 @@ fn open_pages(shared: &ShardShared, fs: &Arc<dyn Fs>, shard_dir: &Path, options:
         chunk_threshold: options.page_chunk_bytes,
         direct: options.direct_io,
     };
-    let opened = PageStore::open(Arc::clone(fs), shard_dir, shared.id, page_config)?;
+    let opened = PageStore::open(fs, shard_dir, shared.id, page_config)?;
     let pages = opened.store;
-    *shared.data_path.lock().unwrap_or_else(|p| p.into_inner()) = pages.data_path.clone();
+    shared.data_path.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone_from(&pages.data_path);
     let _ = shared.disk.set(DiskReader::new(
         Arc::clone(&pages.data),
         pages.data_path.clone(),
@@ -281,28 +281,25 @@ fn tail_segment(
     recovered: &mut Recovered,
 ) -> Result<(PreparedSegment, u64, Vec<u8>, usize)> {
     let direct = options.direct_io;
-    match recovered.tail_segment.take() {
-        Some((seq, path, segment_bytes, block)) => {
-            let file = open_tail(fs.as_ref(), &path, direct)?;
-            let block = block.max(io::fs::direct_io_block_bytes(file.as_ref()));
-            let tail = std::mem::take(&mut recovered.tail);
-            Ok((PreparedSegment { seq, file, path, segment_bytes }, recovered.end, tail, block))
-        }
-        None => {
-            debug_assert!(
-                recovered.end == 0 && recovered.tail.is_empty() && recovered.sealed.is_empty(),
-                "a log without a tail segment has no records"
-            );
-            // A new log: probe the block size on a scratch file, then create segment 1.
-            let probe_path = wal_dir.join("probe.tmp");
-            let probe = io::fs::open_data_file(fs.as_ref(), &probe_path, true, direct)?;
-            let block = io::fs::direct_io_block_bytes(probe.as_ref());
-            drop(probe);
-            let _ = fs.remove_file(&probe_path);
-            let segment_bytes = options.wal_segment_bytes.next_multiple_of(block as u64);
-            let segment = prepare_segment(fs, wal_dir, id, 1, segment_bytes, block, direct)?;
-            Ok((segment, block as u64, Vec::new(), block))
-        }
+    if let Some((seq, path, segment_bytes, block)) = recovered.tail_segment.take() {
+        let file = open_tail(fs.as_ref(), &path, direct)?;
+        let block = block.max(io::fs::direct_io_block_bytes(file.as_ref()));
+        let tail = std::mem::take(&mut recovered.tail);
+        Ok((PreparedSegment { seq, file, path, segment_bytes }, recovered.end, tail, block))
+    } else {
+        debug_assert!(
+            recovered.end == 0 && recovered.tail.is_empty() && recovered.sealed.is_empty(),
+            "a log without a tail segment has no records"
+        );
+        // A new log: probe the block size on a scratch file, then create segment 1.
+        let probe_path = wal_dir.join("probe.tmp");
+        let probe = io::fs::open_data_file(fs.as_ref(), &probe_path, true, direct)?;
+        let block = io::fs::direct_io_block_bytes(probe.as_ref());
+        drop(probe);
+        let _ = fs.remove_file(&probe_path);
+        let segment_bytes = options.wal_segment_bytes.next_multiple_of(block as u64);
+        let segment = prepare_segment(fs, wal_dir, id, 1, segment_bytes, block, direct)?;
+        Ok((segment, block as u64, Vec::new(), block))
     }
 }
 

@@ -43,14 +43,14 @@ impl TxRegistry {
         if participants == 0 {
             return;
         }
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let old = pending.insert(txid, participants);
         debug_assert!(old.is_none(), "transaction {txid} registered twice");
     }
 
     /// A participant's commit marker of `txid` is durable.
     pub fn commit_durable(&self, txid: u64) {
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(left) = pending.get_mut(&txid) {
             *left -= 1;
             if *left == 0 {
@@ -62,7 +62,7 @@ impl TxRegistry {
     /// Whether some participant of `txid` may still lack a durable commit marker (its
     /// prepare records must then stay in every participant's log).
     pub fn holds(&self, txid: u64) -> bool {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&txid)
+        self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains_key(&txid)
     }
 }
 

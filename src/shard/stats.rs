@@ -18,7 +18,7 @@ impl Shard {
             footprint_bytes: self.pages.footprint_bytes(),
         };
         debug_assert!(stats.heap_pages <= stats.pages, "the free-space heap holds live pages only");
-        *self.shared.page_stats.lock().unwrap_or_else(|p| p.into_inner()) = stats;
+        *self.shared.page_stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = stats;
     }
 
     /// Publishes the log's figures, and the record size it accepts now (a rotation into

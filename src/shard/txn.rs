@@ -160,7 +160,9 @@ impl TxState {
     /// batch is durable.
     pub fn note_unapplied(&mut self, keys: &[Bytes]) {
         debug_assert!(self.tracking_from > 0, "unapplied writes are noted only while tracking");
-        keys.iter().for_each(|k| self.locks.add_unapplied(k));
+        for k in keys {
+            self.locks.add_unapplied(k);
+        }
     }
 
     /// An abort waits for its marker to be durable (flushes must go on meanwhile).
@@ -369,10 +371,10 @@ impl Shard {
             let _ = r.reply.send(Err(e));
             return;
         }
-        self.prepare_validated(r, ops_body, keys);
+        self.prepare_validated(r, ops_body, &keys);
     }
 
-    fn prepare_validated(&mut self, r: TxRequest, ops_body: Bytes, keys: Vec<Bytes>) {
+    fn prepare_validated(&mut self, r: TxRequest, ops_body: Bytes, keys: &[Bytes]) {
         let txid = r.txid;
         debug_assert!(
             self.tx.txs.get(&txid).is_none_or(|t| t.prepared.is_none()),
@@ -380,7 +382,7 @@ impl Shard {
         );
         let read_keys: Vec<Bytes> = r.reads.iter().map(|(k, _)| k.clone()).collect();
         let ranges: Vec<KeyRange> = r.scans.into_iter().map(|s| s.range).collect();
-        self.tx.locks.lock(txid, &read_keys, &keys, &ranges);
+        self.tx.locks.lock(txid, &read_keys, keys, &ranges);
         let entry = self.tx.txs.entry(txid).or_default();
         entry.keys.extend(read_keys);
         entry.keys.extend(keys.iter().cloned());
@@ -602,7 +604,7 @@ impl Shard {
                     self.tx.locks.set_deferred(k, false);
                 }
                 let ops_body = r.body.slice(r.ops_at..);
-                self.prepare_validated(r, ops_body, keys);
+                self.prepare_validated(r, ops_body, &keys);
             } else {
                 self.tx.waiting_prepares.push_back((r, keys));
             }

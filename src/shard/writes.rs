@@ -90,12 +90,11 @@ impl Shard {
             Ok(appended) => {
                 debug_assert_eq!(appended, lsn, "the log gives the next LSN to the next record");
                 if self.tx.tracks(lsn) {
-                    match keys {
-                        Some(keys) => self.tx.note_unapplied(keys),
-                        None => {
-                            let keys = keys_of(&w.body, w.op_count).expect("ops encoded by ringdb decode");
-                            self.tx.note_unapplied(&keys);
-                        }
+                    if let Some(keys) = keys {
+                        self.tx.note_unapplied(keys);
+                    } else {
+                        let keys = keys_of(&w.body, w.op_count).expect("ops encoded by ringdb decode");
+                        self.tx.note_unapplied(&keys);
                     }
                 }
             }

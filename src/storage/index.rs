@@ -99,11 +99,11 @@ impl Index {
 
     /// The key order, read-locked.
     pub fn order(&self) -> RwLockReadGuard<'_, BTreeSet<Bytes>> {
-        self.order.read().unwrap_or_else(|p| p.into_inner())
+        self.order.read().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn order_mut(&self) -> std::sync::RwLockWriteGuard<'_, BTreeSet<Bytes>> {
-        self.order.write().unwrap_or_else(|p| p.into_inner())
+        self.order.write().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Estimated memory held by the index (both halves), in bytes.
@@ -149,15 +149,12 @@ impl<'a> IndexWriter<'a> {
         let old = self.index.map.insert(key.clone(), Versioned { stored, version }, &guard).map(|o| o.stored.clone());
         self.index.data_bytes.fetch_add(added, Ordering::Relaxed);
         self.index.inline_bytes.fetch_add(added_inline, Ordering::Relaxed);
-        match &old {
-            Some(old) => {
-                self.index.data_bytes.fetch_sub(key.len() as u64 + old.inline_bytes(), Ordering::Relaxed);
-                self.index.inline_bytes.fetch_sub(old.inline_bytes(), Ordering::Relaxed);
-            }
-            None => {
-                let fresh = self.index.order_mut().insert(key);
-                debug_assert!(fresh, "the key order holds exactly the keys of the map");
-            }
+        if let Some(old) = &old {
+            self.index.data_bytes.fetch_sub(key.len() as u64 + old.inline_bytes(), Ordering::Relaxed);
+            self.index.inline_bytes.fetch_sub(old.inline_bytes(), Ordering::Relaxed);
+        } else {
+            let fresh = self.index.order_mut().insert(key);
+            debug_assert!(fresh, "the key order holds exactly the keys of the map");
         }
         old
     }

@@ -228,7 +228,7 @@ impl SimDisk {
 
     pub(super) fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock (a test assertion) leaves a usable state.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// A hash of what survives a power cut that keeps nothing unsynced: durable names and
@@ -301,13 +301,12 @@ impl SimDisk {
             s.names.insert(d.clone(), Node::Dir);
             s.durable_names.insert(d, Node::Dir);
         }
-        let inode = match s.names.get(path) {
-            Some(Node::File(i)) => *i,
-            _ => {
-                let i = s.next_inode;
-                s.next_inode += 1;
-                i
-            }
+        let inode = if let Some(Node::File(i)) = s.names.get(path) {
+            *i
+        } else {
+            let i = s.next_inode;
+            s.next_inode += 1;
+            i
         };
         let node = Inode {
             path: path.to_path_buf(),

@@ -76,18 +76,15 @@ impl PageCache {
         if !count {
             return found.map(|(_, r)| r);
         }
-        match found {
-            Some((c, r)) => {
-                if !c.referenced.load(Ordering::Relaxed) {
-                    c.referenced.store(true, Ordering::Relaxed);
-                }
-                self.hits.fetch_add(1, Ordering::Relaxed);
-                Some(r)
+        if let Some((c, r)) = found {
+            if !c.referenced.load(Ordering::Relaxed) {
+                c.referenced.store(true, Ordering::Relaxed);
             }
-            None => {
-                self.misses.fetch_add(1, Ordering::Relaxed);
-                None
-            }
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            Some(r)
+        } else {
+            self.misses.fetch_add(1, Ordering::Relaxed);
+            None
         }
     }
 
@@ -131,7 +128,7 @@ impl PageCache {
     }
 
     fn clock(&self) -> std::sync::MutexGuard<'_, VecDeque<u64>> {
-        self.clock.lock().unwrap_or_else(|p| p.into_inner())
+        self.clock.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Caches the image of page `page_id` (replacing what was there), then evicts down to

@@ -198,7 +198,7 @@ fn aligned(len: usize, mem_align: usize) -> AlignedBuf {
 impl PageStore {
     /// Opens (creating if needed) the page store in `shard_dir` and reads its newest
     /// checkpoint's table.
-    pub fn open(fs: Arc<dyn Fs>, shard_dir: &Path, shard: usize, config: PageConfig) -> Result<Opened> {
+    pub fn open(fs: &Arc<dyn Fs>, shard_dir: &Path, shard: usize, config: PageConfig) -> Result<Opened> {
         let data_path = shard_dir.join("pages.dat");
         let slot_path = shard_dir.join("CHECKPOINT");
         let stat = |path: &Path| fs.kind(path).map_err(|e| Error::io("stat", path.to_path_buf(), e));
@@ -221,7 +221,7 @@ impl PageStore {
             shard_dir: shard_dir.to_path_buf(),
             data_path,
             slot_path,
-            fs: Arc::clone(&fs),
+            fs: Arc::clone(fs),
             data,
             slot_file,
             config,
@@ -468,16 +468,13 @@ impl PageStore {
         // 2. Load them: from the cache, or read with many reads in flight.
         let fd = self.data.fd();
         for &id in &run.rewrite {
-            match cache.get(id) {
-                Some(image) => {
-                    run.images.insert(id, image);
-                }
-                None => {
-                    let extent = self.pages[&id].extent;
-                    let buf = aligned(extent.len as usize, self.mem_align);
-                    io.write_or_read_checkpoint(fd, extent, buf, run.missing.len(), None);
-                    run.missing.push(id);
-                }
+            if let Some(image) = cache.get(id) {
+                run.images.insert(id, image);
+            } else {
+                let extent = self.pages[&id].extent;
+                let buf = aligned(extent.len as usize, self.mem_align);
+                io.write_or_read_checkpoint(fd, extent, buf, run.missing.len(), None);
+                run.missing.push(id);
             }
         }
         run.in_flight = run.missing.len();
@@ -643,18 +640,17 @@ impl PageStore {
             }
             let rec = record_bytes(p.key.len(), p.value.len());
             let home = self.moved_from.get(&p.key).and_then(|old| by_old.get(old)).copied();
-            let target = match home.filter(|&b| buildings[b].fits(rec, records_max)) {
-                Some(b) => b,
-                None => {
-                    while fill_from < buildings.len() && !buildings[fill_from].fits(rec, records_max) {
-                        fill_from += 1;
-                    }
-                    let found = (fill_from..buildings.len()).find(|&b| buildings[b].fits(rec, records_max));
-                    found.unwrap_or_else(|| {
-                        buildings.push(Building { frozen: None, records: Vec::new(), used: PAGE_HEADER_BYTES });
-                        buildings.len() - 1
-                    })
+            let target = if let Some(b) = home.filter(|&b| buildings[b].fits(rec, records_max)) {
+                b
+            } else {
+                while fill_from < buildings.len() && !buildings[fill_from].fits(rec, records_max) {
+                    fill_from += 1;
                 }
+                let found = (fill_from..buildings.len()).find(|&b| buildings[b].fits(rec, records_max));
+                found.unwrap_or_else(|| {
+                    buildings.push(Building { frozen: None, records: Vec::new(), used: PAGE_HEADER_BYTES });
+                    buildings.len() - 1
+                })
             };
             let b = &mut buildings[target];
             b.used += rec;
@@ -747,7 +743,11 @@ impl PageStore {
                     g.parts.push((extent, buf, page));
                 }
                 _ => {
-                    groups.push(WriteGroup { offset: extent.offset, len: extent.len, parts: vec![(extent, buf, page)] })
+                    groups.push(WriteGroup {
+                        offset: extent.offset,
+                        len: extent.len,
+                        parts: vec![(extent, buf, page)],
+                    });
                 }
             }
         }
