@@ -1,6 +1,7 @@
 //! Proves the library's modules form layers: no import cycle among the top-level
 //! modules nor among the second-level ones, and every top-level dependency points
-//! down the layer table below (`docs/ARCHITECTURE.md`, "Layers").
+//! down the layer table below (`docs/ARCHITECTURE.md`, "Layers"); and that unsafe
+//! code stays in `io`.
 //!
 //! It reads the sources under `src/` at test time and builds the module graph from
 //! the paths the code names: `use` trees (`crate::`, `super::`, `self::` and a child
@@ -73,6 +74,26 @@ fn every_top_level_edge_points_down_the_layers() {
         }
     }
     assert!(wrong.is_empty(), "dependencies that do not point down the layers:\n{}", wrong.join("\n"));
+}
+
+/// Unsafe code lives in `io` only (the ring, aligned buffers, the eventfd, a few system
+/// calls), where each block carries its `SAFETY:` comment; every other module is safe Rust.
+#[test]
+fn unsafe_code_lives_in_io_only() {
+    let src = src_dir();
+    let mut files = Vec::new();
+    collect_files(&src, &mut files);
+    let mut found = Vec::new();
+    for file in files {
+        if module_of(&src, &file).first().is_some_and(|m| m == "io") {
+            continue;
+        }
+        let text = fs::read_to_string(&file).expect("a source file reads");
+        if tokenize(&text).iter().any(|t| t == "unsafe") {
+            found.push(file.strip_prefix(&src).unwrap().display().to_string());
+        }
+    }
+    assert!(found.is_empty(), "unsafe code outside src/io/: {}", found.join(", "));
 }
 
 /// The graph must see the edges the code has: a sample of them, of each kind of path.

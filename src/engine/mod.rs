@@ -15,6 +15,8 @@
 //! - `table`: the typed tables' shared state and their keys.
 //! - `stats`: the shards' counters gathered into one `Stats`.
 
+#![forbid(unsafe_code)]
+
 pub mod commit;
 pub mod ops;
 pub mod read;
