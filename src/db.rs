@@ -17,7 +17,6 @@ use crate::error::{Error, Result};
 use crate::format::record::{OP_DELETE, OP_PUT};
 use crate::key::{Key, KeyRange};
 use crate::options::Options;
-use crate::shard::Request;
 use crate::stats::{OpKind, Stats};
 use crate::transaction::Transaction;
 use crate::value::{Ack, Value};
@@ -55,7 +54,7 @@ impl Db {
 
     /// Number of shards.
     pub fn shard_count(&self) -> usize {
-        self.engine.shards().len()
+        self.engine.shard_count()
     }
 
     /// The shard that owns `key`.
@@ -114,7 +113,7 @@ impl Db {
         let key = Key::user(key)?;
         self.engine.check_open()?;
         let started = Instant::now();
-        let value = crate::engine::read::get(self.engine.shard_for(&key), &key)?;
+        let value = self.engine.get(&key)?;
         self.engine.record_get(started.elapsed());
         Ok(value.map(Value))
     }
@@ -146,7 +145,7 @@ impl Db {
         if let Err(e) = self.engine.check_open() {
             return Scan::failed(e);
         }
-        Scan::new(self.engine.shards().to_vec(), range).hiding_reserved()
+        self.engine.scan(range).hiding_reserved()
     }
 
     /// Opens the typed table `name` of records `T`, creating it (with no capacity bound)
@@ -170,12 +169,11 @@ impl Db {
     pub fn multi_get<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<Value>>> {
         self.engine.check_open()?;
         let started = Instant::now();
-        let mut routed = Vec::with_capacity(keys.len());
+        let mut checked = Vec::with_capacity(keys.len());
         for k in keys {
-            let key = Key::user(k.as_ref())?;
-            routed.push((self.engine.shard_of(&key), key.as_bytes()));
+            checked.push(Key::user(k.as_ref())?.as_bytes());
         }
-        let values = crate::engine::read::get_many(self.engine.shards(), &routed)?;
+        let values = self.engine.get_many(&checked)?;
         if !keys.is_empty() {
             let each = started.elapsed() / keys.len() as u32;
             for _ in 0..keys.len() {
@@ -198,7 +196,7 @@ impl Db {
 
     /// [`Db::flush`], as an [`Ack`].
     pub fn flush_async(&self) -> Ack {
-        self.engine.broadcast(Request::Flush, true)
+        self.engine.flush()
     }
 
     /// Writes a checkpoint on every shard now: values written since the last one go to
@@ -211,7 +209,7 @@ impl Db {
 
     /// [`Db::checkpoint`], as an [`Ack`].
     pub fn checkpoint_async(&self) -> Ack {
-        self.engine.broadcast(Request::Checkpoint, false)
+        self.engine.checkpoint()
     }
 
     /// Starts a transaction; see [`Transaction`].

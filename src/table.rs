@@ -389,10 +389,6 @@ impl<T: Record> Table<T> {
         Ok(())
     }
 
-    fn shard(&self, key: &[u8]) -> &crate::shard::ShardHandle {
-        self.engine.shard_for(key)
-    }
-
     /// Sets record `index` to `record`. Returns once acknowledged under the database's
     /// durability (by default: on stable storage). A one-key transaction underneath, so
     /// the table's record count stays right beside transactions writing this record.
@@ -457,7 +453,7 @@ impl<T: Record> Table<T> {
         let mut fresh = std::collections::HashSet::new();
         for (index, record) in records {
             let key = self.record_key(*index);
-            if !self.shard(&key).index().contains(&key) {
+            if !self.engine.contains(&key) {
                 fresh.insert(*index);
             }
             batch.put_key(Key::reserved(&key), bytemuck::bytes_of(record))?;
@@ -484,11 +480,10 @@ impl<T: Record> Table<T> {
         let shared = &self.shared;
         let mut once = Some(f);
         let mut call = |bytes: &[u8]| view(shared, index, bytes, once.take().expect("called once"));
-        let shard = self.shard(&key);
-        match crate::engine::read::with_fast(shard, &key, &mut call) {
+        match self.engine.with_fast(&key, &mut call) {
             Fast::Absent => Ok(None),
             Fast::Done(r) => r.map(Some),
-            Fast::Slow => match crate::engine::read::get(shard, &key)? {
+            Fast::Slow => match self.engine.get(&key)? {
                 Some(bytes) => call(&bytes).map(Some),
                 None => Ok(None),
             },
@@ -503,24 +498,23 @@ impl<T: Record> Table<T> {
         self.engine.check_open()?;
         let shared = &self.shared;
         let mut out: Vec<Option<R>> = Vec::with_capacity(indices.len());
-        let mut misses: Vec<(usize, usize, [u8; fmt::RECORD_KEY_BYTES])> = Vec::new();
+        let mut misses: Vec<(usize, [u8; fmt::RECORD_KEY_BYTES])> = Vec::new();
         for (at, &index) in indices.iter().enumerate() {
             let key = self.record_key(index);
-            let s = self.engine.shard_of(&key);
             let mut call = |bytes: &[u8]| view(shared, index, bytes, |r: &T| f(index, Some(r)));
-            match crate::engine::read::with_fast(&self.engine.shards()[s], &key, &mut call) {
+            match self.engine.with_fast(&key, &mut call) {
                 Fast::Absent => out.push(Some(f(index, None))),
                 Fast::Done(r) => out.push(Some(r?)),
                 Fast::Slow => {
                     out.push(None);
-                    misses.push((at, s, key));
+                    misses.push((at, key));
                 }
             }
         }
         if !misses.is_empty() {
-            let routed: Vec<(usize, &[u8])> = misses.iter().map(|(_, s, key)| (*s, &key[..])).collect();
-            let values = crate::engine::read::get_many(self.engine.shards(), &routed)?;
-            for ((at, _, _), value) in misses.iter().zip(values) {
+            let keys: Vec<&[u8]> = misses.iter().map(|(_, key)| &key[..]).collect();
+            let values = self.engine.get_many(&keys)?;
+            for ((at, _), value) in misses.iter().zip(values) {
                 let index = indices[*at];
                 out[*at] = Some(match value {
                     Some(bytes) => view(shared, index, &bytes, |r: &T| f(index, Some(r)))?,
@@ -563,7 +557,7 @@ impl<T: Record> Table<T> {
     pub fn scan(&self, range: impl RangeBounds<u64>) -> TableScan<T> {
         let range = index_range(self.shared.table_id, range.start_bound(), range.end_bound());
         TableScan {
-            inner: Scan::new(self.engine.shards().to_vec(), &range).chunk_max(TABLE_SCAN_CHUNK),
+            inner: self.engine.scan(&range).chunk_max(TABLE_SCAN_CHUNK),
             shared: Arc::clone(&self.shared),
             failed: false,
             _records: PhantomData,

@@ -25,7 +25,6 @@ use crate::engine::{Engine, block_on};
 use crate::error::{Error, Result};
 use crate::format::record::{OP_DELETE, OP_PUT};
 use crate::key::{Key, KeyRange, is_reserved};
-use crate::shard::{Request, ScanRead};
 use crate::value::Value;
 
 pub use crate::engine::commit::CommitInfo;
@@ -156,7 +155,7 @@ impl Transaction {
             return Ok(r.value.clone());
         }
         self.check_keys(1)?;
-        let read = crate::engine::read::get_versioned(self.engine.shard_for(&key), &key)?;
+        let read = self.engine.get_versioned(&key)?;
         let (version, value) = match read {
             Some((version, value)) => (Some(version), Some(Value(value))),
             None => (None, None),
@@ -228,24 +227,15 @@ impl Transaction {
         self.check_usable()?;
         let range = KeyRange::copied(range);
         let engine = Arc::clone(&self.engine);
-        let mut seen = vec![Vec::new(); engine.shards().len()];
-        let mut entries: BTreeMap<Bytes, Bytes> = BTreeMap::new();
+        let mut seen = vec![Vec::new(); engine.shard_count()];
+        let found = engine.scan_versioned(&range, |s, versions| {
+            self.scanned_keys += versions.len();
+            self.check_keys(0)?;
+            seen[s].extend(versions);
+            Ok(())
+        })?;
+        let mut entries: BTreeMap<Bytes, Bytes> = found.into_iter().collect();
         if !range.is_empty() {
-            for (s, shard) in engine.shards().iter().enumerate() {
-                crate::engine::scan::for_each_chunk(shard, &range, |chunk| {
-                    self.scanned_keys += chunk.len();
-                    self.check_keys(0)?;
-                    seen[s].extend(chunk.iter().map(|(k, v)| (k.clone(), v.version)));
-                    for (k, v) in crate::engine::read::resolve_many(shard, chunk)? {
-                        // A key deleted since its entry was taken changed version: the
-                        // commit will fail, so leaving it out is as good as anything.
-                        if let Some(v) = v {
-                            entries.insert(k, v);
-                        }
-                    }
-                    Ok(())
-                })?;
-            }
             for (k, w) in self.writes.range::<Bytes, _>((range.start.clone(), range.end.clone())) {
                 match w {
                     Some(v) => entries.insert(k.clone(), v.clone()),
@@ -262,18 +252,7 @@ impl Transaction {
     /// writer holding one is done. While held, no one else can write them, so reads of
     /// them stay valid until commit. Used by [`Db::transact`](crate::Db::transact) after optimistic failures.
     fn lock_shared(&mut self, keys: &[Bytes]) -> Result<()> {
-        let shards = self.engine.shards();
-        let mut by_shard: BTreeMap<usize, Vec<Bytes>> = BTreeMap::new();
-        for k in keys {
-            by_shard.entry(self.engine.shard_of(k)).or_default().push(k.clone());
-        }
-        for (s, keys) in by_shard {
-            let (reply, rx) = oneshot::channel();
-            shards[s].send(Request::TxLock { txid: self.txid, keys, ranges: Vec::new(), reply })?;
-            self.locked.push(s);
-            rx.recv().map_err(|_| Error::Closed)??;
-        }
-        Ok(())
+        self.engine.lock_shared(self.txid, keys, &mut self.locked)
     }
 
     /// Keys this transaction read and did not write.
@@ -292,10 +271,7 @@ impl Transaction {
             return;
         }
         self.done = true;
-        let shards = self.engine.shards();
-        for &s in &self.locked {
-            let _ = shards[s].send(Request::TxRelease { txid: self.txid });
-        }
+        self.engine.release(self.txid, &self.locked);
     }
 
     /// Commits: validates every read (and scan) and writes everything, on every shard
@@ -328,13 +304,13 @@ impl Transaction {
     fn plan(&mut self) -> Result<Plan> {
         self.check_usable()?;
         let engine = &self.engine;
-        let mut parts: Vec<Part> = (0..engine.shards().len()).map(|_| Part::default()).collect();
+        let mut parts: Vec<Part> = (0..engine.shard_count()).map(|_| Part::default()).collect();
         for (k, r) in std::mem::take(&mut self.reads) {
             parts[engine.shard_of(&k)].reads.push((k, r.version));
         }
         for scan in std::mem::take(&mut self.scans) {
             for (s, seen) in scan.seen.into_iter().enumerate() {
-                parts[s].scans.push(ScanRead { range: scan.range.clone(), seen });
+                parts[s].add_scan(scan.range.clone(), seen);
             }
         }
         let writes = self.writes.len();

@@ -1,7 +1,9 @@
 //! Proves the library's modules form layers: no import cycle among the top-level
 //! modules nor among the second-level ones, and every top-level dependency points
-//! down the layer table below (`docs/ARCHITECTURE.md`, "Layers"); and that unsafe
-//! code stays in `io`.
+//! down the layer table below (`docs/ARCHITECTURE.md`, "Layers"), skipping none of
+//! the layers the table below it declares must not be skipped (the API reaches the
+//! shards and the storage only through the engine core); and that unsafe code stays
+//! in `io`.
 //!
 //! It reads the sources under `src/` at test time and builds the module graph from
 //! the paths the code names: `use` trees (`crate::`, `super::`, `self::` and a child
@@ -34,6 +36,16 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("API: transactions and the blob log", &["transaction", "blob"]),
     ("API: typed tables", &["table"]),
     ("API: the database", &["db"]),
+];
+
+/// Lower layers a module may not use directly although the layer table allows it: the
+/// API types are thin handles on the engine core, which alone reaches the shards and
+/// the storage below them (`docs/ARCHITECTURE.md`, "Layers"). Each entry: the module,
+/// the modules it must not use, and why.
+const NOT_USED_DIRECTLY: &[(&str, &[&str], &str)] = &[
+    ("db", &["shard", "storage"], "the API reaches shards and storage through the engine core"),
+    ("transaction", &["shard", "storage"], "the API reaches shards and storage through the engine core"),
+    ("table", &["shard", "storage"], "the API reaches shards and storage through the engine core"),
 ];
 
 /// A module path below the crate root (`["storage", "page", "store"]`).
@@ -74,6 +86,24 @@ fn every_top_level_edge_points_down_the_layers() {
         }
     }
     assert!(wrong.is_empty(), "dependencies that do not point down the layers:\n{}", wrong.join("\n"));
+}
+
+#[test]
+fn the_api_reaches_shards_and_storage_through_the_engine_only() {
+    let graph = Graph::read(&src_dir());
+    let edges = graph.edges_at(1);
+    let modules = graph.top_level_modules();
+    let mut wrong = Vec::new();
+    for (from, banned, why) in NOT_USED_DIRECTLY {
+        assert!(modules.contains(*from), "module `{from}` of NOT_USED_DIRECTLY exists");
+        for to in *banned {
+            assert!(modules.contains(*to), "module `{to}` of NOT_USED_DIRECTLY exists");
+            if edges.get(*from).is_some_and(|tos| tos.contains(*to)) {
+                wrong.push(format!("`{from}` uses `{to}` ({why}): {}", graph.witness(from, to)));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "dependencies that skip the engine core:\n{}", wrong.join("\n"));
 }
 
 /// Unsafe code lives in `io` only (the ring, aligned buffers, the eventfd, a few system

@@ -22,6 +22,7 @@ use super::Engine;
 use super::ops::ShardOps;
 use crate::error::{Error, Result};
 use crate::format::record::encode_tx_header;
+use crate::key::KeyRange;
 use crate::shard::{Request, ScanRead, ShardHandle, TxRequest};
 
 /// What a committed transaction was.
@@ -40,13 +41,20 @@ pub struct CommitInfo {
 pub(crate) struct Part {
     /// Keys read, with the version seen (`None`: absent).
     pub reads: Vec<(Bytes, Option<u64>)>,
-    pub scans: Vec<ScanRead>,
+    scans: Vec<ScanRead>,
     pub writes: ShardOps,
     /// Whether the transaction holds shared locks on this shard.
     pub locked: bool,
 }
 
 impl Part {
+    /// Notes a scan of `range` whose part on this shard held the `(key, version)` list
+    /// `seen`, for the shard to check at commit.
+    pub fn add_scan(&mut self, range: KeyRange, seen: Vec<(Bytes, u64)>) {
+        debug_assert!(seen.iter().all(|(k, _)| range.contains(k)), "a scan saw keys of its range only");
+        self.scans.push(ScanRead { range, seen });
+    }
+
     fn involved(&self) -> bool {
         !self.reads.is_empty() || !self.scans.is_empty() || !self.writes.is_empty() || self.locked
     }
@@ -277,6 +285,35 @@ impl Plan {
             }
         }
         error.unwrap_or(Error::Closed)
+    }
+}
+
+/// The shared locks of a transaction in locking mode (see `Db::transact`).
+impl Engine {
+    /// Takes shared locks for transaction `txid` on `keys` on each shard, in shard order,
+    /// waiting until any writer holding one is done. Each shard asked is pushed on
+    /// `locked` before its answer is awaited, so that a failure still releases it.
+    pub fn lock_shared(&self, txid: u64, keys: &[Bytes], locked: &mut Vec<usize>) -> Result<()> {
+        let mut by_shard: std::collections::BTreeMap<usize, Vec<Bytes>> = std::collections::BTreeMap::new();
+        for k in keys {
+            by_shard.entry(self.shard_of(k)).or_default().push(k.clone());
+        }
+        for (s, keys) in by_shard {
+            debug_assert!(!locked.contains(&s), "a transaction locks on a shard once");
+            let (reply, rx) = oneshot::channel();
+            self.shards()[s].send(Request::TxLock { txid, keys, ranges: Vec::new(), reply })?;
+            locked.push(s);
+            rx.recv().map_err(|_| Error::Closed)??;
+        }
+        Ok(())
+    }
+
+    /// Releases what transaction `txid` holds on each of the shards `locked` (a closed
+    /// shard holds nothing any more, so a failed send is fine).
+    pub fn release(&self, txid: u64, locked: &[usize]) {
+        for &s in locked {
+            let _ = self.shards()[s].send(Request::TxRelease { txid });
+        }
     }
 }
 

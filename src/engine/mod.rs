@@ -3,7 +3,9 @@
 //!
 //! [`Engine`] holds the shard handles, the transaction registry, the limits and
 //! the closed flag, and the typed tables opened so far. The API types are thin
-//! handles on one `Arc<Engine>`; the engine never reaches up to them.
+//! handles on one `Arc<Engine>`; the engine never reaches up to them, and they
+//! never reach past it: the shard handles are private to the engine, and the API
+//! reads, scans, writes, locks and commits through its methods.
 //!
 //! - `router`: which shard owns a key.
 //! - `ops`: one shard's encoded ops, and a batch split by shard (the one split, used
@@ -131,9 +133,15 @@ impl Engine {
         &self.dir
     }
 
-    /// The shards, in id order.
-    pub fn shards(&self) -> &[ShardHandle] {
+    /// The shards, in id order. Private to the engine: the API reaches a shard only
+    /// through the engine's methods.
+    fn shards(&self) -> &[ShardHandle] {
         &self.shards
+    }
+
+    /// Number of shards.
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
     }
 
     /// The shard that owns `key`.
@@ -141,8 +149,8 @@ impl Engine {
         router::shard_of(key, self.shards.len())
     }
 
-    /// The handle of the shard that owns `key`.
-    pub fn shard_for(&self, key: &[u8]) -> &ShardHandle {
+    /// The handle of the shard that owns `key` (private to the engine, like `shards`).
+    fn shard_for(&self, key: &[u8]) -> &ShardHandle {
         &self.shards[self.shard_of(key)]
     }
 

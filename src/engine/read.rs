@@ -298,3 +298,36 @@ pub(crate) fn resolve_many(
     }
     Ok(out)
 }
+
+/// Reads as the API asks for them: by key, routed to the owning shard here, so the
+/// API never holds a shard's handle.
+impl super::Engine {
+    /// The value of `key`, or `None`.
+    pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
+        get(self.shard_for(key), key)
+    }
+
+    /// The version and value of `key`, or `None` (a transaction's read).
+    pub(crate) fn get_versioned(&self, key: &[u8]) -> Result<Option<(u64, Bytes)>> {
+        get_versioned(self.shard_for(key), key)
+    }
+
+    /// Whether `key` is present now (from its shard's index alone; no value is read).
+    pub(crate) fn contains(&self, key: &[u8]) -> bool {
+        self.shard_for(key).index().contains(key)
+    }
+
+    /// [`with_fast`] on the shard that owns `key`.
+    pub(crate) fn with_fast<R>(&self, key: &[u8], f: &mut impl FnMut(&[u8]) -> R) -> Fast<R> {
+        with_fast(self.shard_for(key), key, f)
+    }
+
+    /// Values of `keys`, in order, with every miss of a shard read in one request, all
+    /// shards at once.
+    pub(crate) fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Bytes>>> {
+        let routed: Vec<(usize, &[u8])> = keys.iter().map(|&key| (self.shard_of(key), key)).collect();
+        let values = get_many(self.shards(), &routed)?;
+        assert_eq!(values.len(), keys.len(), "a multi-key read answers every key, in order");
+        Ok(values)
+    }
+}

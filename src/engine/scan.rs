@@ -221,6 +221,40 @@ pub(crate) fn for_each_chunk(
     }
 }
 
+/// Scans as the API asks for them, across every shard.
+impl super::Engine {
+    /// A scan of `range` across every shard, merged in key order.
+    pub(crate) fn scan(&self, range: &KeyRange) -> Scan {
+        Scan::new(self.shards().to_vec(), range)
+    }
+
+    /// Every entry of `range`, shard by shard, a chunk at a time, for a transaction's
+    /// scan: `seen` gets each chunk's `(shard, [(key, version)])` before its values are
+    /// read, and may refuse it (a transaction past its key limit reads no more). Returns
+    /// the entries still present when their values were read, unordered across shards.
+    pub(crate) fn scan_versioned(
+        &self,
+        range: &KeyRange,
+        mut seen: impl FnMut(usize, Vec<(Bytes, u64)>) -> Result<()>,
+    ) -> Result<Vec<(Bytes, Bytes)>> {
+        let mut entries = Vec::new();
+        if range.is_empty() {
+            return Ok(entries);
+        }
+        for (s, shard) in self.shards().iter().enumerate() {
+            for_each_chunk(shard, range, |chunk| {
+                seen(s, chunk.iter().map(|(k, v)| (k.clone(), v.version)).collect())?;
+                // A key deleted since its entry was taken changed version: a transaction
+                // that saw it fails at commit, so leaving it out is as good as anything.
+                let resolved = crate::engine::read::resolve_many(shard, chunk)?;
+                entries.extend(resolved.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
+                Ok(())
+            })?;
+        }
+        Ok(entries)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -91,9 +91,19 @@ impl Engine {
         }
     }
 
+    /// Acknowledged when every write acknowledged before the call is on stable storage.
+    pub fn flush(&self) -> Ack {
+        self.broadcast(Request::Flush, true)
+    }
+
+    /// Acknowledged when every shard has written a checkpoint begun after the call.
+    pub fn checkpoint(&self) -> Ack {
+        self.broadcast(Request::Checkpoint, false)
+    }
+
     /// Sends every shard the request `make` builds around a reply channel, and returns
     /// the acknowledgement of all (a flush or a checkpoint).
-    pub fn broadcast(&self, make: impl Fn(oneshot::Sender<Result<()>>) -> Request, spin: bool) -> Ack {
+    fn broadcast(&self, make: impl Fn(oneshot::Sender<Result<()>>) -> Request, spin: bool) -> Ack {
         if let Err(e) = self.check_open() {
             return Ack::failed(e);
         }
