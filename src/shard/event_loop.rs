@@ -85,6 +85,9 @@ impl Shard {
                 self.on_outcome(outcome);
             }
             TokenKind::ReadPage | TokenKind::ReadChunk => self.on_read(token, completion),
+            TokenKind::BlobWrite | TokenKind::BlobSync => {
+                panic!("a blob log token on a shard's ring: blob I/O goes through the blob writer's own ring")
+            }
         }
     }
 
