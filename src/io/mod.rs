@@ -73,6 +73,10 @@ pub trait Io: Send {
     /// Submits everything queued; then, if `block`, waits until at least one completion
     /// arrives, a client wakes the shard, or `timeout` passes. Appends completions to
     /// `out` and returns whether the shard was woken.
+    ///
+    /// An `Err` does not mean `out` is untouched: completions reaped before the failure
+    /// (the io_uring backend's held-back ones) may already be in it, and the caller
+    /// routes them as after a successful wait.
     fn wait(&mut self, block: bool, timeout: Option<Duration>, out: &mut Vec<Completion>) -> Result<bool>;
 }
 

@@ -258,7 +258,8 @@ impl Shard {
         self.io.wait(block, timeout, completions)
     }
 
-    /// [`Shard::wait_io`] for the loop: a failed wait poisons the log.
+    /// [`Shard::wait_io`] for the loop: a failed wait poisons the log. Completions the
+    /// failed wait still reaped stay in `completions` for the loop to route.
     pub(super) fn wait_or_poison(
         &mut self,
         block: bool,
