@@ -37,7 +37,7 @@ use super::location::Location;
 use super::reader::{Reader, SegmentFile};
 use super::recovery::is_record_start;
 use super::segment::{create_segment, open_segment, punch_hole, segment_path, write_state};
-use super::{BlobDropEvent, BlobPersistEvent, BlobRotateEvent, Config, SegmentInfo};
+use super::{BlobDropEvent, BlobOptions, BlobPersistEvent, BlobRotateEvent, SegmentInfo};
 use crate::error::{Error, Result};
 use crate::format::blob::{SegmentState, stamp_record};
 use crate::io::fs::{OpenFlags, direct_io_block_bytes, sync_dir};
@@ -134,7 +134,7 @@ enum Fit {
 
 /// The writer thread's state; see the module docs.
 pub struct Writer {
-    config: Arc<Config>,
+    config: Arc<BlobOptions>,
     io: Box<dyn Io>,
     rx: Receiver<Request>,
     reader: Arc<Reader>,
@@ -161,7 +161,7 @@ pub struct Writer {
 impl Writer {
     /// A writer continuing where recovery left the log.
     pub fn new(
-        config: Arc<Config>,
+        config: Arc<BlobOptions>,
         io: Box<dyn Io>,
         rx: Receiver<Request>,
         reader: Arc<Reader>,
