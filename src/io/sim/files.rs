@@ -10,7 +10,9 @@ use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::disk::{FD_BASE, Inode, Node, Pending, SECTOR_BYTES, SimDisk, State, eio, is_root, mix};
+use super::disk::{
+    FD_BASE, Inode, Node, Pending, SECTOR_BYTES, SimDisk, State, apply_pending, apply_write, eio, is_root, mix,
+};
 use super::faults::{FAULT_ENOSPC, FAULT_PARTIAL, FAULT_READ_EIO, FAULT_SHORT, FAULT_SYNC_EIO, FAULT_WRITE_EIO};
 use crate::error::{Error, Result};
 use crate::io::SyncMode;
@@ -47,23 +49,6 @@ impl DirOp {
                 }
             }
         }
-    }
-}
-
-/// Writes `bytes` at `offset` of `data`, growing it with zeros as needed.
-pub(super) fn apply_write(data: &mut Vec<u8>, offset: u64, bytes: &[u8]) {
-    let offset = offset as usize;
-    if data.len() < offset + bytes.len() {
-        data.resize(offset + bytes.len(), 0);
-    }
-    data[offset..offset + bytes.len()].copy_from_slice(bytes);
-}
-
-/// Applies one pending write or length change to `data`.
-pub(super) fn apply_pending(data: &mut Vec<u8>, p: &Pending) {
-    match p.set_len {
-        Some(len) => data.resize(len as usize, 0),
-        None => apply_write(data, p.offset, &p.bytes),
     }
 }
 
