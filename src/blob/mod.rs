@@ -307,18 +307,6 @@ impl BlobOptions {
     }
 }
 
-/// The settings the writer thread reads.
-pub(crate) struct Config {
-    durability: Durability,
-    max_segment_bytes: u64,
-    direct_io: bool,
-    zero_fill: bool,
-    group_commit_bytes_max: usize,
-    on_persist: Option<Callback<BlobPersistEvent>>,
-    on_rotate: Option<Callback<BlobRotateEvent>>,
-    on_drop: Option<Callback<BlobDropEvent>>,
-}
-
 /// Numbers the writer threads of this process (`ringdb-blob-N`).
 static WRITER_THREADS: AtomicUsize = AtomicUsize::new(0);
 
@@ -442,15 +430,11 @@ impl BlobLog {
         crate::storage::dir::create_dir_all(fs.as_ref(), &dir)?;
         let lock = crate::storage::dir::lock(fs.as_ref(), &dir)?;
         let probe_block = probe_block_bytes(fs.as_ref(), &dir.join("LOCK"))?;
-        let config = Arc::new(Config {
-            durability: options.durability,
+        // The writer thread reads the options themselves, the segment size rounded to
+        // whole blocks of this directory.
+        let config = Arc::new(BlobOptions {
             max_segment_bytes: options.max_segment_bytes.next_multiple_of(probe_block as u64),
-            direct_io: options.direct_io,
-            zero_fill: options.zero_fill,
-            group_commit_bytes_max: options.group_commit_bytes_max,
-            on_persist: options.on_persist.clone(),
-            on_rotate: options.on_rotate.clone(),
-            on_drop: options.on_drop.clone(),
+            ..options.clone()
         });
         let start = recover(fs.as_ref(), &dir, &config, probe_block)?;
         let current_segment = Arc::new(AtomicU32::new(start.current));
@@ -696,7 +680,7 @@ fn probe_block_bytes(fs: &dyn Fs, path: &Path) -> Result<usize> {
 }
 
 /// Recovers the log in `dir` for the writer: see `recovery`.
-fn recover(fs: &dyn Fs, dir: &Path, config: &Config, probe_block: usize) -> Result<WriterStart> {
+fn recover(fs: &dyn Fs, dir: &Path, config: &BlobOptions, probe_block: usize) -> Result<WriterStart> {
     let numbers = list_segments(fs, dir, true)?;
     let mut segments = BTreeMap::new();
     let mut next_flush_seq = 0u32;

@@ -37,15 +37,13 @@ use super::location::Location;
 use super::reader::{Reader, SegmentFile};
 use super::recovery::is_record_start;
 use super::segment::{create_segment, open_segment, punch_hole, segment_path, write_state};
-use super::{BlobDropEvent, BlobPersistEvent, BlobRotateEvent, Config, SegmentInfo};
+use super::{BlobDropEvent, BlobOptions, BlobPersistEvent, BlobRotateEvent, SegmentInfo};
 use crate::error::{Error, Result};
 use crate::format::blob::{SegmentState, stamp_record};
 use crate::io::fs::{OpenFlags, direct_io_block_bytes, sync_dir};
+use crate::io::token::{Token, TokenKind};
 use crate::io::{AlignedBuf, Completion, Io, SyncMode};
 use crate::options::Durability;
-
-const BATCH_TOKEN: u64 = 1;
-const SYNC_TOKEN: u64 = 2;
 
 /// Answer to an append: the locations of its blobs.
 pub type AppendReply = oneshot::Sender<Result<Vec<Location>>>;
@@ -136,7 +134,7 @@ enum Fit {
 
 /// The writer thread's state; see the module docs.
 pub struct Writer {
-    config: Arc<Config>,
+    config: Arc<BlobOptions>,
     io: Box<dyn Io>,
     rx: Receiver<Request>,
     reader: Arc<Reader>,
@@ -163,7 +161,7 @@ pub struct Writer {
 impl Writer {
     /// A writer continuing where recovery left the log.
     pub fn new(
-        config: Arc<Config>,
+        config: Arc<BlobOptions>,
         io: Box<dyn Io>,
         rx: Receiver<Request>,
         reader: Arc<Reader>,
@@ -467,7 +465,7 @@ impl Writer {
             let want_sync = !self.sync_waiters.is_empty() || self.closing.is_some() || self.disconnected;
             if want_sync && self.unsynced.is_some() {
                 self.syncing = true;
-                self.io.fdatasync(self.current_file.file.fd(), SYNC_TOKEN);
+                self.io.fdatasync(self.current_file.file.fd(), Token::new(TokenKind::BlobSync, 0).encode());
                 return;
             }
             for w in self.sync_waiters.drain(..) {
@@ -493,12 +491,16 @@ impl Writer {
         let sync = if batch.dsync { SyncMode::Dsync } else { SyncMode::None };
         let buf = batch.buf.take().expect("checked above");
         let fd: RawFd = batch.file.file.fd();
-        self.io.write(fd, batch.offset, buf, write_len, sync, BATCH_TOKEN);
+        let token = Token::new(TokenKind::BlobWrite, u64::from(batch.flush_seq)).encode();
+        self.io.write(fd, batch.offset, buf, write_len, sync, token);
         self.in_flight = Some(batch);
     }
 
     fn complete(&mut self, c: Completion) {
-        if c.token == SYNC_TOKEN {
+        let token = Token::decode(c.token).expect("every completion of the blob log's ring carries a token");
+        if token.kind == TokenKind::BlobSync {
+            // One sync at a time: a sync completion with none outstanding means a lost request.
+            assert!(self.syncing, "a blob sync completion arrives only while a sync is in flight");
             self.syncing = false;
             match c.result {
                 Ok(_) => {
@@ -510,7 +512,10 @@ impl Writer {
             }
             return;
         }
+        assert_eq!(token.kind, TokenKind::BlobWrite, "the blob log's ring carries only blob tokens");
         let mut batch = self.in_flight.take().expect("a batch completion has a batch in flight");
+        // One flush in flight at a time: the completion must be that flush's.
+        assert_eq!(token.payload, u64::from(batch.flush_seq), "a blob write completion matches the batch in flight");
         if let Some(buf) = c.buf {
             let standard = (self.config.group_commit_bytes_max + self.block).next_multiple_of(self.block);
             if buf.capacity() == standard && self.pool.len() < 2 {

@@ -73,18 +73,37 @@ pub trait Io: Send {
     /// Submits everything queued; then, if `block`, waits until at least one completion
     /// arrives, a client wakes the shard, or `timeout` passes. Appends completions to
     /// `out` and returns whether the shard was woken.
+    ///
+    /// An `Err` does not mean `out` is untouched: completions reaped before the failure
+    /// (the io_uring backend's held-back ones) may already be in it, and the caller
+    /// routes them as after a successful wait.
     fn wait(&mut self, block: bool, timeout: Option<Duration>, out: &mut Vec<Completion>) -> Result<bool>;
 }
 
 /// Writes all of `bytes` at `offset`, retrying short writes and EINTR.
-pub fn pwrite_all(fd: RawFd, mut bytes: &[u8], mut offset: u64) -> io::Result<()> {
-    while !bytes.is_empty() {
+pub fn pwrite_all(fd: RawFd, bytes: &[u8], offset: u64) -> io::Result<()> {
+    let done = transfer(bytes.len(), offset, |done, at| {
+        let rest = &bytes[done..];
+        // SAFETY: `rest` is a valid readable slice for its length during the call.
+        unsafe { libc::pwrite(fd, rest.as_ptr().cast(), rest.len(), at) }
+    })?;
+    if done < bytes.len() {
+        return Err(io::Error::new(io::ErrorKind::WriteZero, "pwrite wrote nothing"));
+    }
+    Ok(())
+}
+
+/// Calls `call(done, offset)` (a `pread` or `pwrite` of the bytes from `done` on at
+/// `offset`) until `len` bytes moved or a call moved none, retrying EINTR; returns
+/// the bytes moved. Both short reads and short writes continue where they stopped.
+fn transfer(len: usize, mut offset: u64, mut call: impl FnMut(usize, libc::off_t) -> isize) -> io::Result<usize> {
+    let mut done = 0;
+    while done < len {
         #[expect(
             clippy::cast_possible_wrap,
             reason = "an offset past `i64::MAX` turns negative and the kernel refuses it with EINVAL"
         )]
-        // SAFETY: `bytes` is a valid readable slice for its length during the call.
-        let n = unsafe { libc::pwrite(fd, bytes.as_ptr().cast(), bytes.len(), offset as libc::off_t) };
+        let n = call(done, offset as libc::off_t);
         if n < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
@@ -93,14 +112,14 @@ pub fn pwrite_all(fd: RawFd, mut bytes: &[u8], mut offset: u64) -> io::Result<()
             return Err(e);
         }
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::WriteZero, "pwrite wrote nothing"));
+            break;
         }
         // Not negative: the error case returned above.
         let n = n.unsigned_abs();
-        bytes = &bytes[n..];
+        done += n;
         offset += n as u64;
     }
-    Ok(())
+    Ok(done)
 }
 
 /// `fdatasync(fd)`.
@@ -120,32 +139,13 @@ fn check_len(done: usize, expected: usize) -> io::Result<usize> {
 
 /// Reads at `offset` until `buf` is full or the file ends, retrying short reads and
 /// EINTR; returns the bytes read.
-pub fn pread_full(fd: RawFd, buf: &mut [u8], mut offset: u64) -> io::Result<usize> {
-    let mut done = 0;
-    while done < buf.len() {
+pub fn pread_full(fd: RawFd, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let len = buf.len();
+    transfer(len, offset, |done, at| {
         let rest = &mut buf[done..];
-        #[expect(
-            clippy::cast_possible_wrap,
-            reason = "an offset past `i64::MAX` turns negative and the kernel refuses it with EINVAL"
-        )]
         // SAFETY: `rest` is a valid writable slice for its length during the call.
-        let n = unsafe { libc::pread(fd, rest.as_mut_ptr().cast(), rest.len(), offset as libc::off_t) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if n == 0 {
-            break;
-        }
-        // Not negative: the error case returned above.
-        let n = n.unsigned_abs();
-        done += n;
-        offset += n as u64;
-    }
-    Ok(done)
+        unsafe { libc::pread(fd, rest.as_mut_ptr().cast(), rest.len(), at) }
+    })
 }
 
 /// Reads exactly `buf.len()` bytes at `offset`, retrying short reads and EINTR.

@@ -3,7 +3,8 @@
 //!
 //! A shard has one ring and one loop that waits on it, so every operation it
 //! queues (log writes and syncs, checkpoint I/O, reads for callers) comes back
-//! through the same `wait`. The token says whose it is: a [`TokenKind`] in the
+//! through the same `wait`; a blob log's writer thread has its own ring and uses
+//! the blob kinds. The token says whose it is: a [`TokenKind`] in the
 //! top byte and a payload of the owner's choosing below it. Kinds are an enum,
 //! so two owners can never pick overlapping bits, and a payload too large for
 //! its field is refused when the token is made rather than routed wrongly.
@@ -33,12 +34,23 @@ pub enum TokenKind {
     ReadPage = 4,
     /// A chunk read for a caller; the payload is a [`ReadSlot`].
     ReadChunk = 5,
+    /// A blob log batch write; the payload is the batch's flush number.
+    BlobWrite = 6,
+    /// A standalone fdatasync of the blob log's open segment; the payload is unused (0).
+    BlobSync = 7,
 }
 
 impl TokenKind {
     /// Every kind, for exhaustive checks.
-    pub const ALL: [TokenKind; 5] =
-        [TokenKind::LogWrite, TokenKind::LogSync, TokenKind::Checkpoint, TokenKind::ReadPage, TokenKind::ReadChunk];
+    pub const ALL: [TokenKind; 7] = [
+        TokenKind::LogWrite,
+        TokenKind::LogSync,
+        TokenKind::Checkpoint,
+        TokenKind::ReadPage,
+        TokenKind::ReadChunk,
+        TokenKind::BlobWrite,
+        TokenKind::BlobSync,
+    ];
 
     fn from_code(code: u8) -> Option<TokenKind> {
         TokenKind::ALL.into_iter().find(|k| *k as u8 == code)

@@ -123,15 +123,21 @@ impl Shard {
     /// arrived, and take the next steps.
     pub(super) fn drive_checkpoint(&mut self, completions: &mut Vec<Completion>) {
         debug_assert!(self.checkpoints.running(), "driven only while a checkpoint runs");
-        if let Err(e) = self.wait_io(true, None, completions) {
+        let waited = self.wait_io(true, None, completions);
+        // A failed wait may still have reaped completions (the io_uring backend hands
+        // back those it held before the failing submit): they are routed first, while
+        // the checkpoint still runs, so its own I/O reaches it and the rest is deferred
+        // and replayed by `finish_checkpoint`. Left in `completions`, they would meet
+        // the next wait's check that the last wait's completions were routed.
+        for completion in completions.drain(..) {
+            self.on_completion(completion);
+        }
+        if let Err(e) = waited {
             // Whatever the checkpoint still has in flight completes into nothing later
             // (see `on_checkpoint_io`).
             let run = self.checkpoints.running.take().expect("a checkpoint runs");
             self.finish_checkpoint(run.lsn(), Err(e));
             return;
-        }
-        for completion in completions.drain(..) {
-            self.on_completion(completion);
         }
         self.step_checkpoint();
     }

@@ -85,6 +85,9 @@ impl Shard {
                 self.on_outcome(outcome);
             }
             TokenKind::ReadPage | TokenKind::ReadChunk => self.on_read(token, completion),
+            TokenKind::BlobWrite | TokenKind::BlobSync => {
+                panic!("a blob log token on a shard's ring: blob I/O goes through the blob writer's own ring")
+            }
         }
     }
 
@@ -255,7 +258,8 @@ impl Shard {
         self.io.wait(block, timeout, completions)
     }
 
-    /// [`Shard::wait_io`] for the loop: a failed wait poisons the log.
+    /// [`Shard::wait_io`] for the loop: a failed wait poisons the log. Completions the
+    /// failed wait still reaped stay in `completions` for the loop to route.
     pub(super) fn wait_or_poison(
         &mut self,
         block: bool,

@@ -311,17 +311,11 @@ impl Shard {
         self.engage();
         let keys = match keys_of(&r.body, r.op_count) {
             Ok(keys) => keys,
-            Err(e) => {
-                self.tx.release(r.txid);
-                let _ = r.reply.send(Err(e));
-                return;
-            }
+            Err(e) => return self.refuse_tx(r, e),
         };
         if let Err(what) = self.validate(r.txid, &r.reads, &r.scans, &keys) {
             let e = self.conflict(what);
-            self.tx.release(r.txid);
-            let _ = r.reply.send(Err(e));
-            return;
+            return self.refuse_tx(r, e);
         }
         ShardCounters::add(&self.shared.tx_commits, 1);
         if keys.is_empty() {
@@ -351,11 +345,7 @@ impl Shard {
         let ops_body = r.body.slice(r.ops_at..);
         let keys = match keys_of(&ops_body, r.op_count) {
             Ok(keys) => keys,
-            Err(e) => {
-                self.tx.release(r.txid);
-                let _ = r.reply.send(Err(e));
-                return;
-            }
+            Err(e) => return self.refuse_tx(r, e),
         };
         if let Err(what) = self.validate(r.txid, &r.reads, &r.scans, &keys) {
             if r.wait && r.reads.is_empty() && r.scans.is_empty() {
@@ -367,11 +357,22 @@ impl Shard {
                 return;
             }
             let e = self.conflict(what);
-            self.tx.release(r.txid);
-            let _ = r.reply.send(Err(e));
-            return;
+            return self.refuse_tx(r, e);
         }
         self.prepare_validated(r, ops_body, &keys);
+    }
+
+    /// Answers a transaction's commit or prepare with `e` (its keys did not decode, or it
+    /// conflicts) and releases what it holds on this shard.
+    fn refuse_tx(&mut self, r: TxRequest, e: Error) {
+        // A prepared part is decided by its coordinator; refusing it here would leave
+        // the prepare record in the log with no answer recorded.
+        debug_assert!(
+            self.tx.txs.get(&r.txid).is_none_or(|t| t.prepared.is_none()),
+            "only a transaction not yet prepared on this shard is refused"
+        );
+        self.tx.release(r.txid);
+        let _ = r.reply.send(Err(e));
     }
 
     fn prepare_validated(&mut self, r: TxRequest, ops_body: Bytes, keys: &[Bytes]) {

@@ -5,8 +5,7 @@
 use std::collections::BTreeMap;
 use std::io;
 
-use super::disk::{Node, Pending, Rng, SECTOR_BYTES, SimDisk, State, eio, is_root, mix};
-use super::files::{apply_pending, apply_write};
+use super::disk::{Node, Pending, Rng, SECTOR_BYTES, SimDisk, State, apply_pending, apply_write, eio, is_root, mix};
 
 /// How a crash treats unsynced writes and directory changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

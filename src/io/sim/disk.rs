@@ -48,6 +48,23 @@ pub(super) struct Pending {
     pub(super) forced: bool,
 }
 
+/// Writes `bytes` at `offset` of `data`, growing it with zeros as needed.
+pub(super) fn apply_write(data: &mut Vec<u8>, offset: u64, bytes: &[u8]) {
+    let offset = offset as usize;
+    if data.len() < offset + bytes.len() {
+        data.resize(offset + bytes.len(), 0);
+    }
+    data[offset..offset + bytes.len()].copy_from_slice(bytes);
+}
+
+/// Applies one pending write or length change to `data`.
+pub(super) fn apply_pending(data: &mut Vec<u8>, p: &Pending) {
+    match p.set_len {
+        Some(len) => data.resize(len as usize, 0),
+        None => apply_write(data, p.offset, &p.bytes),
+    }
+}
+
 /// A file: the bytes a read sees (`data`), the bytes a power cut keeps (`durable`),
 /// and the writes between them.
 #[derive(Debug, Clone)]

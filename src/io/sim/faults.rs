@@ -5,8 +5,7 @@
 use std::os::fd::RawFd;
 use std::path::PathBuf;
 
-use super::disk::{Node, Rng, SimDisk, State, mix};
-use super::files::apply_pending;
+use super::disk::{Node, Rng, SimDisk, State, apply_pending, mix};
 
 /// Fault rates of a [`SimDisk`], each in parts per million of the operations it applies
 /// to. All zero (no faults) by default.

@@ -10,7 +10,9 @@ use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::disk::{FD_BASE, Inode, Node, Pending, SECTOR_BYTES, SimDisk, State, eio, is_root, mix};
+use super::disk::{
+    FD_BASE, Inode, Node, Pending, SECTOR_BYTES, SimDisk, State, apply_pending, apply_write, eio, is_root, mix,
+};
 use super::faults::{FAULT_ENOSPC, FAULT_PARTIAL, FAULT_READ_EIO, FAULT_SHORT, FAULT_SYNC_EIO, FAULT_WRITE_EIO};
 use crate::error::{Error, Result};
 use crate::io::SyncMode;
@@ -50,24 +52,27 @@ impl DirOp {
     }
 }
 
-/// Writes `bytes` at `offset` of `data`, growing it with zeros as needed.
-pub(super) fn apply_write(data: &mut Vec<u8>, offset: u64, bytes: &[u8]) {
-    let offset = offset as usize;
-    if data.len() < offset + bytes.len() {
-        data.resize(offset + bytes.len(), 0);
-    }
-    data[offset..offset + bytes.len()].copy_from_slice(bytes);
-}
-
-/// Applies one pending write or length change to `data`.
-pub(super) fn apply_pending(data: &mut Vec<u8>, p: &Pending) {
-    match p.set_len {
-        Some(len) => data.resize(len as usize, 0),
-        None => apply_write(data, p.offset, &p.bytes),
-    }
-}
-
 impl State {
+    /// The prologue of every change to a file: the handle's inode, the power-cut check
+    /// (`mutate`) and the file's operation count, which seeds its faults.
+    fn start_change(&mut self, fd: RawFd) -> io::Result<(u64, u64)> {
+        let inode = self.handle(fd)?;
+        self.mutate()?;
+        let ops = self.tick(inode);
+        Ok((inode, ops))
+    }
+
+    /// [`State::start_change`] for a change that may need space: an injected ENOSPC
+    /// refuses it before anything is written.
+    fn start_growth(&mut self, fd: RawFd) -> io::Result<(u64, u64)> {
+        let (inode, ops) = self.start_change(fd)?;
+        if self.fault(inode, ops, FAULT_ENOSPC, self.faults.enospc_ppm) {
+            self.stats.faults += 1;
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        Ok((inode, ops))
+    }
+
     pub(super) fn read(&mut self, fd: RawFd, buf: &mut [u8], offset: u64, allow_short: bool) -> io::Result<usize> {
         let inode = self.handle(fd)?;
         let ops = self.tick(inode);
@@ -95,13 +100,7 @@ impl State {
         sync: SyncMode,
         allow_short: bool,
     ) -> io::Result<usize> {
-        let inode = self.handle(fd)?;
-        self.mutate()?;
-        let ops = self.tick(inode);
-        if self.fault(inode, ops, FAULT_ENOSPC, self.faults.enospc_ppm) {
-            self.stats.faults += 1;
-            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
-        }
+        let (inode, ops) = self.start_growth(fd)?;
         let mut n = bytes.len();
         let mut failed = None;
         if self.fault(inode, ops, FAULT_WRITE_EIO, self.faults.write_eio_ppm) {
@@ -160,9 +159,7 @@ impl State {
     }
 
     pub(super) fn sync(&mut self, fd: RawFd) -> io::Result<()> {
-        let inode = self.handle(fd)?;
-        self.mutate()?;
-        let ops = self.tick(inode);
+        let (inode, ops) = self.start_change(fd)?;
         if self.fault(inode, ops, FAULT_SYNC_EIO, self.faults.sync_eio_ppm) || self.targeted_sync_failure(inode) {
             self.stats.faults += 1;
             self.sync_failed(inode);
@@ -173,13 +170,7 @@ impl State {
     }
 
     pub(super) fn set_len(&mut self, fd: RawFd, len: u64, only_grow: bool) -> io::Result<()> {
-        let inode = self.handle(fd)?;
-        self.mutate()?;
-        let ops = self.tick(inode);
-        if self.fault(inode, ops, FAULT_ENOSPC, self.faults.enospc_ppm) {
-            self.stats.faults += 1;
-            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
-        }
+        let (inode, _) = self.start_growth(fd)?;
         let node = self.inodes.get_mut(&inode).expect("checked by handle");
         if only_grow && node.data.len() as u64 >= len {
             return Ok(());

@@ -473,7 +473,7 @@ impl PageStore {
             } else {
                 let extent = self.pages[&id].extent;
                 let buf = aligned(extent.len as usize, self.mem_align);
-                io.write_or_read_checkpoint(fd, extent, buf, run.missing.len(), None);
+                queue_checkpoint_io(io, fd, extent, buf, run.missing.len(), None);
                 run.missing.push(id);
             }
         }
@@ -766,7 +766,7 @@ impl PageStore {
                 big
             };
             let extent = Extent { offset: g.offset, len: g.len };
-            io.write_or_read_checkpoint(fd, extent, buf, i, Some(SyncMode::None));
+            queue_checkpoint_io(io, fd, extent, buf, i, Some(SyncMode::None));
             run.in_flight += 1;
         }
     }
@@ -846,7 +846,7 @@ impl PageStore {
         buf.as_mut_slice()[..blob.len()].copy_from_slice(&blob);
         run.bytes_written += table_extent.len;
         run.table = Some((table_extent, blob.len() as u64, table_crc));
-        io.write_or_read_checkpoint(self.data.fd(), table_extent, buf, 0, Some(SyncMode::None));
+        queue_checkpoint_io(io, self.data.fd(), table_extent, buf, 0, Some(SyncMode::None));
         run.in_flight += 1;
         Ok(())
     }
@@ -1002,39 +1002,14 @@ impl CheckpointRun {
     }
 }
 
-/// Queuing checkpoint I/O with a checkpoint token.
-trait CheckpointIo {
-    /// Queues a write of `buf` to `extent` (with `sync`) or, with `sync` `None`, a read
-    /// of `extent` into `buf`; `op` numbers the operation within its step.
-    fn write_or_read_checkpoint(
-        &mut self,
-        fd: RawFd,
-        extent: Extent,
-        buf: AlignedBuf,
-        op: usize,
-        sync: Option<SyncMode>,
-    );
-}
-
-impl CheckpointIo for dyn Io + '_ {
-    fn write_or_read_checkpoint(
-        &mut self,
-        fd: RawFd,
-        extent: Extent,
-        buf: AlignedBuf,
-        op: usize,
-        sync: Option<SyncMode>,
-    ) {
-        debug_assert_eq!(
-            buf.as_slice().as_ptr() as usize % buf.align(),
-            0,
-            "checkpoint buffers are aligned for O_DIRECT"
-        );
-        let token = Token::new(TokenKind::Checkpoint, op as u64).encode();
-        let len = usize::try_from(extent.len).expect("an extent fits in memory");
-        match sync {
-            Some(sync) => self.write(fd, extent.offset, buf, len, sync, token),
-            None => self.read(fd, extent.offset, buf, len, token),
-        }
+/// Queues a write of `buf` to `extent` (with `sync`) or, with `sync` `None`, a read of
+/// `extent` into `buf`, under a checkpoint token; `op` numbers the operation within its step.
+fn queue_checkpoint_io(io: &mut dyn Io, fd: RawFd, extent: Extent, buf: AlignedBuf, op: usize, sync: Option<SyncMode>) {
+    debug_assert_eq!(buf.as_slice().as_ptr() as usize % buf.align(), 0, "checkpoint buffers are aligned for O_DIRECT");
+    let token = Token::new(TokenKind::Checkpoint, op as u64).encode();
+    let len = usize::try_from(extent.len).expect("an extent fits in memory");
+    match sync {
+        Some(sync) => io.write(fd, extent.offset, buf, len, sync, token),
+        None => io.read(fd, extent.offset, buf, len, token),
     }
 }
