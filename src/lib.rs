@@ -25,12 +25,15 @@
 //! declared with [`record!`](crate::record!)) addressed by a `u64` index, read in place with no
 //! deserialization, in the same shards.
 //!
-//! Layers, top to bottom, each using only those below it: the API (`db`,
-//! `transaction`, `table`, `batch`, `value`, `options`, `error`, `stats`; keys
-//! validated once, into `key`'s types) → `engine` (what the API types share:
-//! shards, registry, limits; writes, commits, reads, scans, typed tables) →
-//! `shard` (thread, queue, locks) → `storage` (index, pages, log) → `io`
-//! (io_uring or portable backend) and `format` (pure encoders and decoders).
+//! Layers, top to bottom, each using only those below it (`docs/ARCHITECTURE.md`,
+//! "Layers"; `tests/code_layers.rs` checks it): the API (`db`, `table`,
+//! `transaction`, `blob`) → `engine` (what the API types share: shards, registry,
+//! limits; writes, commits, reads, scans, typed tables) → `shard` (one thread per
+//! shard: loop, writes, reads, recovery, checkpoints, transactions, locks) →
+//! `storage` (directory, index, pages, log, segment files) → `io` (io_uring,
+//! portable or simulated backend; the file system) and `format` (pure encoders and
+//! decoders). `key`, `options`, `stats`, `value`, `batch` and `error` are the
+//! vocabulary every layer above them may use.
 
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
