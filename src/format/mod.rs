@@ -14,6 +14,7 @@ pub mod page;
 pub mod record;
 pub mod segment;
 pub mod table;
+pub mod tree;
 
 /// Version of the on-disk format written by this build (manifest, log segments,
 /// checkpoints, pages). Version 2 added the transaction record kinds of the log

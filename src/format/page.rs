@@ -75,7 +75,8 @@ pub struct ChunkRef {
 }
 
 impl ChunkRef {
-    fn encode(&self) -> [u8; CHUNK_REF_BYTES] {
+    /// The reference's 16 bytes.
+    pub fn encode(&self) -> [u8; CHUNK_REF_BYTES] {
         let mut out = [0u8; CHUNK_REF_BYTES];
         put_u64(&mut out, 0, self.offset);
         put_u32(&mut out, 8, self.len);
@@ -83,7 +84,8 @@ impl ChunkRef {
         out
     }
 
-    fn decode(bytes: &[u8]) -> ChunkRef {
+    /// Reads a reference from 16 bytes.
+    pub fn decode(bytes: &[u8]) -> ChunkRef {
         ChunkRef { offset: get_u64(bytes, 0), len: get_u32(bytes, 8), crc32: get_u32(bytes, 12) }
     }
 }

@@ -16,4 +16,5 @@ pub mod dir;
 pub mod index;
 pub mod page;
 pub mod segment;
+pub mod tree;
 pub mod wal;
