@@ -63,7 +63,7 @@ fn load(db: &Db, keys: u64, value_bytes: usize) {
     println!("checkpoint_seconds {secs:.4} s");
     println!("checkpoint_mb_s {:.1} MB/s", written as f64 / secs / 1e6);
     println!("data_file_bytes {} B", after.data_file_bytes);
-    println!("page_bytes {} B", after.page_bytes);
+    println!("nodes {}", after.pages);
     println!("live_bytes {} B", after.live_bytes);
 }
 

@@ -178,32 +178,34 @@ stats! {
     recovered_records: sum = counters.recovered_records,
     /// Time the slowest shard took to replay its log at open, in microseconds.
     recovery_us: max = counters.recovery_us,
-    /// Keys in the index.
+    /// Keys in the database (the trees' keys as of their checkpoints, corrected by the
+    /// memtables' entries, each looked up in its tree).
     keys: sum,
-    /// Estimated memory held by the index, keys and in-memory values included, in bytes.
+    /// Estimated memory held by the memtables (the keys written since the last
+    /// checkpoint, their values and per-entry overhead), in bytes.
     index_bytes: sum,
     /// Bytes of values written since the last checkpoint, held in memory until it.
     dirty_bytes: sum,
+    /// Entries in the memtables (keys written since the last checkpoint, deletes included).
+    memtable_keys: sum,
     /// Page reads served from the page cache.
     cache_hits: sum,
     /// Page reads that missed the page cache.
     cache_misses: sum,
     /// Bytes in the page caches.
     cache_bytes: sum,
-    /// Live pages.
+    /// Nodes (leaves and branches) in the trees.
     pages: sum,
-    /// Pages written by checkpoints.
+    /// Nodes written by checkpoints.
     pages_written: sum,
-    /// Pages read from disk for callers (cache misses).
+    /// Nodes read from disk for callers (cache misses).
     pages_read: sum = counters.pages_read,
     /// Chunks read from disk for callers.
     chunks_read: sum = counters.chunks_read,
     /// Chunks (values of their own) written by checkpoints.
     chunks_written: sum,
-    /// Free space written into pages for later updates (the padding to the page unit).
+    /// Bytes of padding written into nodes (to the page unit).
     bytes_padded: sum,
-    /// Pages with room for more records (the free-space heap).
-    heap_pages: sum,
     /// Checkpoints completed since open.
     checkpoints: sum,
     /// Duration of the latest checkpoint (the slowest shard's), in microseconds.
@@ -212,14 +214,13 @@ stats! {
     checkpoint_us_max: max,
     /// Bytes the latest checkpoint of each shard wrote to its data file, summed.
     checkpoint_bytes_last: sum,
-    /// Bytes all checkpoints wrote to the data files since open (pages, chunks, tables).
+    /// Bytes all checkpoints wrote to the data files since open (nodes, chunks, free lists).
     checkpoint_bytes_total: sum,
     /// Bytes of the data files in use.
     data_file_bytes: sum,
-    /// Bytes of live data in pages and chunks (records' bytes, not the pages' free space).
+    /// Bytes of the data files holding the trees' nodes, chunks and free lists (the rest
+    /// is free extents, reused by later checkpoints).
     live_bytes: sum,
-    /// Bytes of live pages (their capacity, designed free space included) and chunks.
-    page_bytes: sum,
     /// Log segment files on disk.
     wal_segments: sum = counters.wal_segments,
     /// Transaction parts committed, summed over shards (a transaction across three
@@ -256,13 +257,13 @@ impl Stats {
         if total == 0 { 0.0 } else { self.cache_hits as f64 / total as f64 }
     }
 
-    /// Data file bytes per live byte (space amplification, counting pages' designed free
-    /// space as overhead); 0 with no live data.
+    /// Data file bytes per byte in use (free extents counted as overhead); 0 with no
+    /// live data.
     pub fn space_amplification(&self) -> f64 {
         if self.live_bytes == 0 { 0.0 } else { self.data_file_bytes as f64 / self.live_bytes as f64 }
     }
 
-    /// Estimated index memory per key, in bytes (keys and values included).
+    /// Estimated memtable memory per key of the database, in bytes.
     pub fn index_bytes_per_key(&self) -> f64 {
         if self.keys == 0 { 0.0 } else { self.index_bytes as f64 / self.keys as f64 }
     }

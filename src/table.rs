@@ -453,7 +453,7 @@ impl<T: Record> Table<T> {
         let mut fresh = std::collections::HashSet::new();
         for (index, record) in records {
             let key = self.record_key(*index);
-            if !self.engine.contains(&key) {
+            if !self.engine.contains(&key)? {
                 fresh.insert(*index);
             }
             batch.put_key(Key::reserved(&key), bytemuck::bytes_of(record))?;

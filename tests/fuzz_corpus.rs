@@ -7,11 +7,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use ringdb::format::blob::{BlobSegmentHeader, SegmentState, decode_blob_record, encode_blob_record};
-use ringdb::format::checkpoint::{KeyEntry, KeyLocation, PageEntry, Slot, decode_table, encode_table, newest_slot};
+use ringdb::format::checkpoint::{Slot, decode_free_list, encode_free_list, newest_slot};
 use ringdb::format::manifest::{Manifest, decode_file};
-use ringdb::format::page::{
-    ChunkRef, PageRecord, Stored, chunk_bytes, decode_chunk, decode_page, encode_chunk, encode_page,
-};
+use ringdb::format::page::{ChunkRef, chunk_bytes, decode_chunk, encode_chunk};
+use ringdb::format::tree::{BranchItem, LeafItem, LeafValue, NodeRef, check_node, encode_branch, encode_leaf};
 use ringdb::format::record::{
     Decoded, HEADER_BYTES, KIND_OPS, OP_DELETE, OP_PUT, decode_ops, decode_record, encode_header, encode_op,
     record_bytes,
@@ -64,17 +63,24 @@ fn log_block() -> Seeds {
 
 fn page() -> Seeds {
     let mut s = Seeds::new();
-    let records = [
-        PageRecord { version: 4, key: b"alpha", value: Stored::Inline(b"one") },
-        PageRecord { version: 5, key: b"beta", value: Stored::Inline(&[3u8; 200]) },
-    ];
-    let mut image = vec![0u8; 1024];
-    let used = encode_page(17, &records, &mut image).expect("fits");
-    assert!(used <= image.len());
-    s.insert("page".into(), image);
     let value = vec![0x5au8; 900];
     let mut chunk = vec![0u8; chunk_bytes(value.len(), 1024)];
     let crc = encode_chunk(&value, &mut chunk);
+    let items = [
+        LeafItem { key: b"alpha", version: 4, value: LeafValue::Inline(b"one") },
+        LeafItem { key: b"beta", version: 5, value: LeafValue::Inline(&[3u8; 200]) },
+        LeafItem { key: b"gamma", version: 6, value: LeafValue::Chunk(ChunkRef { offset: 2048, len: 900, crc32: crc }) },
+    ];
+    let mut leaf = vec![0u8; 1024];
+    encode_leaf(17, &items, &mut leaf).expect("fits");
+    s.insert("leaf".into(), leaf);
+    let children = [
+        BranchItem { key: b"", child: NodeRef { id: 17, offset: 0, len: 1024 } },
+        BranchItem { key: b"m", child: NodeRef { id: 18, offset: 1024, len: 1024 } },
+    ];
+    let mut branch = vec![0u8; 1024];
+    encode_branch(19, 1, &children, &mut branch).expect("fits");
+    s.insert("branch".into(), branch);
     let mut with_ref = Vec::new();
     with_ref.extend_from_slice(&(value.len() as u32).to_le_bytes());
     with_ref.extend_from_slice(&crc.to_le_bytes());
@@ -84,34 +90,25 @@ fn page() -> Seeds {
         shard: 0,
         generation: 2,
         checkpoint_lsn: 40,
-        next_page_id: 18,
-        table_offset: 4096,
-        table_len: 100,
-        table_crc: 0x1234_5678,
+        next_node_id: 20,
+        root: (19, 3072, 1024),
+        root_level: 1,
+        keys: 3,
+        free_offset: 4096,
+        free_len: 48,
+        free_crc: 0x1234_5678,
         page_unit: 1024,
         file_end: 8192,
+        nodes: 3,
     };
     let older = Slot { generation: 1, ..slot };
     let mut slots = Vec::new();
     slots.extend_from_slice(&older.encode());
     slots.extend_from_slice(&slot.encode());
     s.insert("slots".into(), slots);
-    let pages = [PageEntry { page_id: 17, offset: 0, extent_len: 1024, capacity: 1024, used: used as u32, records: 2 }];
-    let keys = [
-        KeyEntry {
-            key: b"alpha",
-            version: 4,
-            location: KeyLocation::Page { page_id: 17, value_offset: 60, value_len: 3 },
-        },
-        KeyEntry {
-            key: b"gamma",
-            version: 6,
-            location: KeyLocation::Chunk { offset: 1024, value_len: 900, crc32: crc },
-        },
-    ];
-    let mut table = Vec::new();
-    encode_table(&pages, keys.into_iter(), &mut table);
-    s.insert("table".into(), table);
+    let mut free = Vec::new();
+    encode_free_list(&[(5120, 1024), (7168, 1024)], &mut free);
+    s.insert("free-list".into(), free);
     s
 }
 
@@ -161,7 +158,7 @@ fn check_valid(target: &str, name: &str, bytes: &[u8]) {
         },
         "log_block" => SegmentHeader::decode(bytes).is_ok(),
         "page" => match name {
-            "page" => decode_page(bytes).is_ok(),
+            "leaf" | "branch" => check_node(bytes).is_ok(),
             "chunk" => {
                 let r = ChunkRef {
                     offset: 0,
@@ -171,7 +168,7 @@ fn check_valid(target: &str, name: &str, bytes: &[u8]) {
                 decode_chunk(&bytes[8..], &r).is_ok()
             }
             "slots" => newest_slot(bytes).0.is_some_and(|s| s.generation == 2),
-            _ => decode_table(bytes).is_ok(),
+            _ => decode_free_list(bytes, 1024, 8192).is_ok(),
         },
         "manifest" => decode_file(bytes).is_ok(),
         "blob_frame" => match name {

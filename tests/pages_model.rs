@@ -6,7 +6,8 @@
 
 use std::collections::BTreeMap;
 
-use ringdb::format::checkpoint::{KeyLocation, decode_table, newest_slot};
+use ringdb::format::checkpoint::newest_slot;
+use ringdb::format::tree::{NodeView, check_node};
 use ringdb::{Db, Error, Options};
 
 mod common;
@@ -133,25 +134,27 @@ fn space_stays_bounded_under_overwrites_of_changing_size() {
         db.checkpoint().unwrap();
     }
     let stats = db.stats();
-    // The documented bound: a checkpoint that rewrites every page needs the old and the
-    // new copy at once, so the file holds at most twice the pages' footprint (records
-    // plus each page's designed free space), plus the table blob and a unit of slack
-    // per shard (256 KiB each, generously).
+    // The last round's records: 2000 keys of 6 bytes and values of its length.
+    let len = 40 + ((9 * 97) % 400) as u64;
+    let user = u64::from(keys) * (6 + len);
+    // The documented bound: the tree's leaves are at least half full and padded to the
+    // page unit, and a checkpoint that rewrites every leaf needs the old and the new
+    // copy at once, so the file holds at most about four times the records, plus a
+    // unit of slack per shard (256 KiB each, generously).
     let constant = 2 * (256 << 10);
-    assert!(
-        stats.data_file_bytes <= 2 * stats.page_bytes + constant,
-        "data file {} bytes for {} page bytes ({} live bytes, {} pages)",
+    println!(
+        "data file {} bytes for {} bytes of records ({:.2}x); {} bytes in use, {} nodes",
         stats.data_file_bytes,
-        stats.page_bytes,
+        user,
+        stats.data_file_bytes as f64 / user as f64,
         stats.live_bytes,
         stats.pages
     );
-    println!(
-        "data file {} bytes, pages {} bytes, records {} bytes: {:.2}x the records",
+    assert!(
+        stats.data_file_bytes <= 4 * user + constant,
+        "data file {} bytes for {} bytes of records",
         stats.data_file_bytes,
-        stats.page_bytes,
-        stats.live_bytes,
-        stats.data_file_bytes as f64 / stats.live_bytes as f64
+        user
     );
     db.close().unwrap();
 }
@@ -166,30 +169,44 @@ fn a_corrupt_page_is_reported_not_returned() {
     }
     db.checkpoint().unwrap();
     db.close().unwrap();
-    // Find the page holding k007 through the checkpoint's own table.
+    // Find the leaf holding k007 by walking the tree from the checkpoint's root.
     let shard = dir.path().join("shard-000");
     let slot = newest_slot(&std::fs::read(shard.join("CHECKPOINT")).unwrap()).0.unwrap();
     let data = std::fs::read(shard.join("pages.dat")).unwrap();
-    let table_bytes = &data[slot.table_offset as usize..(slot.table_offset + slot.table_len) as usize];
-    let table = decode_table(table_bytes).unwrap();
-    let entry = table.keys.iter().find(|k| k.key == b"k007").unwrap();
-    let KeyLocation::Page { page_id, value_offset, .. } = entry.location else { panic!("k007 is in a page") };
-    let page = table.pages.iter().find(|p| p.page_id == page_id).unwrap();
+    let node_at = |offset: u64, len: u32| {
+        let image = &data[offset as usize..(offset + u64::from(len)) as usize];
+        check_node(image).unwrap();
+        image
+    };
+    let (_, mut offset, mut len) = slot.root;
+    let leaf = loop {
+        let view = NodeView::new(node_at(offset, len));
+        if view.is_leaf() {
+            break view;
+        }
+        let child = view.child(view.child_for(b"k007"));
+        (offset, len) = (child.offset, child.len);
+    };
+    assert!(slot.root_level > 0, "40 keys of at most 4 per leaf make a tree of several nodes");
+    let n = leaf.search(b"k007").unwrap();
+    let (value_at, _) = leaf.value_span(n);
+    let other_key = (0..40u32)
+        .map(|i| format!("k{i:03}").into_bytes())
+        .find(|k| leaf.search(k).is_err())
+        .unwrap();
     let mut data = data.clone();
-    data[(page.offset + u64::from(value_offset)) as usize] ^= 0x10;
+    data[offset as usize + value_at] ^= 0x10;
     std::fs::write(shard.join("pages.dat"), &data).unwrap();
     let db = Db::open(dir.path(), opts()).unwrap();
     match db.get(b"k007") {
-        Err(Error::Corruption { file, offset, .. }) => {
+        Err(Error::Corruption { file, offset: at, .. }) => {
             assert!(file.ends_with("pages.dat"), "{file:?}");
-            assert_eq!(offset, page.offset);
+            assert_eq!(at, offset);
         }
         other => panic!("expected corruption, got {other:?}"),
     }
-    // Keys in other pages still read.
-    let other =
-        table.keys.iter().find(|k| matches!(k.location, KeyLocation::Page { page_id: p, .. } if p != page_id)).unwrap();
-    assert!(db.get(other.key).unwrap().is_some());
+    // Keys in other leaves still read.
+    assert!(db.get(&other_key).unwrap().is_some());
     db.close().unwrap();
 }
 

@@ -1,14 +1,30 @@
-//! The paged store's decoders from arbitrary bytes: a page, a chunk, the checkpoint
-//! slots and the checkpoint table. Never panic, never allocate from a length field.
+//! The paged store's decoders from arbitrary bytes: a tree node (checked, then every
+//! item read through its view), a chunk, the checkpoint slots and the free list.
+//! Never panic, never allocate from a length field.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ringdb::format::checkpoint::{Slot, decode_table, newest_slot};
-use ringdb::format::page::{ChunkRef, decode_chunk, decode_page};
+use ringdb::format::checkpoint::{Slot, decode_free_list, newest_slot};
+use ringdb::format::page::{ChunkRef, decode_chunk};
+use ringdb::format::tree::{NodeView, check_node};
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(page) = decode_page(data) {
-        assert!(page.records.len() <= data.len());
+    if let Ok(info) = check_node(data) {
+        assert!(info.used <= data.len() && info.count <= data.len());
+        let view = NodeView::new(data);
+        for n in 0..view.count() {
+            let key = view.key(n);
+            if view.is_leaf() {
+                let item = view.leaf_item(n);
+                assert_eq!(item.key, key);
+                assert_eq!(view.search(key), Ok(n));
+            } else {
+                let _ = view.child(n);
+                if n > 0 {
+                    assert_eq!(view.child_for(key), n);
+                }
+            }
+        }
     }
     if data.len() >= 8 {
         let reference = ChunkRef {
@@ -22,7 +38,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = Slot::decode(data);
     let _ = newest_slot(data);
-    if let Ok(table) = decode_table(data) {
-        assert!(table.pages.len() + table.keys.len() <= data.len());
+    if let Ok(free) = decode_free_list(data, 1024, u64::MAX) {
+        assert!(free.len() * 16 <= data.len());
     }
 });

@@ -1,8 +1,8 @@
 //! Ordered scans across shards.
 //!
-//! Each shard holds its keys in order (`index.rs`); a [`Scan`] reads a chunk
-//! of every shard's next keys from the shards' indexes, on the caller's thread
-//! (no hop to a shard unless values must be read from the disk), then merges
+//! Each shard holds its keys in order (its memtable and its tree); a [`Scan`]
+//! reads a chunk of every shard's next keys, on the caller's thread (no hop to
+//! a shard: nodes not cached are read by the caller), then merges
 //! the chunks in key order with a heap. When a shard's chunk runs out, the next
 //! chunk is read from just after its last key; chunks start at 16 entries and double up to
 //! `SCAN_CHUNK`, so a short scan costs little. Memory is bounded by
@@ -21,7 +21,7 @@ use bytes::Bytes;
 use crate::error::{Error, Result};
 use crate::key::{KeyRange, is_reserved};
 use crate::shard::ShardHandle;
-use crate::storage::index::{Versioned, range_chunk};
+use crate::storage::index::Versioned;
 use crate::value::Value;
 
 /// The smallest key after every reserved one (the reserved prefix with its last byte
@@ -108,7 +108,7 @@ impl Scan {
         let cursor = &self.cursors[shard];
         let mut chunk = Vec::with_capacity(cursor.next_limit);
         let (start, end) = cursor.rest.bounds();
-        range_chunk(self.shards[shard].index(), start, end, cursor.next_limit, &mut chunk);
+        self.shards[shard].data()?.range(start, end, cursor.next_limit, &mut chunk)?;
         let cursor = &mut self.cursors[shard];
         cursor.exhausted = chunk.len() < cursor.next_limit;
         cursor.next_limit = (cursor.next_limit * 2).min(self.chunk_max);
@@ -190,11 +190,17 @@ impl Iterator for Scan {
     }
 }
 
-/// Number of keys in `range` on every shard, counted from the indexes alone (no value
-/// is read).
-pub(crate) fn count_keys(shards: &[ShardHandle], range: &KeyRange) -> u64 {
-    let (start, end) = range.bounds();
-    shards.iter().map(|s| crate::storage::index::count_range(s.index(), start, end) as u64).sum()
+/// Number of keys in `range` on every shard, counted from the memtables and the trees'
+/// leaves (no value in a chunk is read).
+pub(crate) fn count_keys(shards: &[ShardHandle], range: &KeyRange) -> Result<u64> {
+    let mut count = 0;
+    for shard in shards {
+        for_each_chunk(shard, range, |chunk| {
+            count += chunk.len() as u64;
+            Ok(())
+        })?;
+    }
+    Ok(count)
 }
 
 /// Hands `f` every entry of `shard` in `range`, in key order, a chunk of at most
@@ -208,7 +214,7 @@ pub(crate) fn for_each_chunk(
     loop {
         let mut chunk = Vec::with_capacity(SCAN_CHUNK);
         let (start, end) = rest.bounds();
-        range_chunk(shard.index(), start, end, SCAN_CHUNK, &mut chunk);
+        shard.data()?.range(start, end, SCAN_CHUNK, &mut chunk)?;
         let exhausted = chunk.len() < SCAN_CHUNK;
         if let Some((last, _)) = chunk.last() {
             debug_assert!(range.contains(last), "a chunk holds keys of its range only");

@@ -9,9 +9,36 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::Engine;
 use crate::shard::ShardHandle;
 use crate::stats::{OpKind, Stats, new_histogram};
+use crate::storage::index::Stored;
 
 fn load(counter: &AtomicU64) -> u64 {
     counter.load(Ordering::Relaxed)
+}
+
+/// The shard's keys: its tree's, corrected by each memtable entry (a new key adds one,
+/// a delete of a key in the tree takes one away). Each entry is looked up in the tree
+/// of the root published now; the memtable is bounded, so this is too.
+fn keys(shard: &ShardHandle) -> u64 {
+    let Ok(data) = shard.data() else { return 0 };
+    let root = data.root.load().root;
+    let memtable: Vec<(bytes::Bytes, bool)> = {
+        let order = data.index.order();
+        order
+            .iter()
+            .filter_map(|k| data.index.get(k).map(|v| (k.clone(), v.stored != Stored::Tombstone)))
+            .collect()
+    };
+    let mut keys = root.keys;
+    for (key, live) in memtable {
+        // A key whose leaf cannot be read is counted as absent from the tree.
+        let in_tree = crate::storage::tree::get(&data, &root, &key).is_ok_and(|found| found.is_some());
+        match (live, in_tree) {
+            (true, false) => keys += 1,
+            (false, true) => keys = keys.saturating_sub(1),
+            _ => {}
+        }
+    }
+    keys
 }
 
 /// One shard's figures (its latencies aside).
@@ -21,7 +48,8 @@ fn shard_stats(shard: &ShardHandle) -> Stats {
     let (in_doubt_committed, in_doubt_aborted) = s.tx_in_doubt();
     let pc = &p.counters;
     let mut stats = Stats {
-        keys: s.index().len() as u64,
+        keys: keys(s),
+        memtable_keys: s.index().len() as u64,
         index_bytes: s.index().memory_bytes(),
         dirty_bytes: s.index().inline_bytes(),
         cache_hits: load(&s.cache().hits),
@@ -31,7 +59,6 @@ fn shard_stats(shard: &ShardHandle) -> Stats {
         pages_written: pc.pages_written,
         chunks_written: pc.chunks_written,
         bytes_padded: pc.bytes_padded,
-        heap_pages: p.heap_pages,
         checkpoints: pc.checkpoints,
         checkpoint_us_last: pc.checkpoint_us_last,
         checkpoint_us_max: pc.checkpoint_us_max,
@@ -39,7 +66,6 @@ fn shard_stats(shard: &ShardHandle) -> Stats {
         checkpoint_bytes_total: pc.checkpoint_bytes_total,
         data_file_bytes: p.file_bytes,
         live_bytes: p.live_bytes,
-        page_bytes: p.footprint_bytes,
         tx_commits: s.tx_commits(),
         tx_conflicts: s.tx_conflicts(),
         tx_in_doubt_committed: in_doubt_committed,

@@ -144,7 +144,7 @@ pub(crate) fn open(
         write_meta(engine, name, &requested)?;
         requested
     };
-    let len = super::scan::count_keys(engine.shards(), &record_range(meta.table_id));
+    let len = super::scan::count_keys(engine.shards(), &record_range(meta.table_id))?;
     let shared = Arc::new(TableShared {
         name: name.to_string(),
         dir: engine.dir().to_path_buf(),

@@ -1,55 +1,53 @@
-//! A shard's checkpoint: a two-slot `CHECKPOINT` file pointing at a table blob
-//! in the data file.
+//! A shard's checkpoint: a two-slot `CHECKPOINT` file naming the root of the
+//! shard's tree in the data file, and the data file's free extents.
 //!
-//! The table blob lists every live page (id, extent, capacity) and every key
-//! stored in a page or a chunk (the key directory), so recovery rebuilds the
-//! index by reading the blob alone, never the pages.
+//! Open reads a slot and the free list, never the tree: its cost does not grow
+//! with the key count.
 //!
 //! ```text
 //! CHECKPOINT: two slots of 4096 bytes; the valid one with the larger generation wins
 //! offset size field
-//!      0    8 magic           "RDBCKPT1"
+//!      0    8 magic           "RDBCKPT2"
 //!      8    4 format_version
 //!     12    4 shard
 //!     16    8 generation
-//!     24    8 checkpoint_lsn  every log record <= this is in the pages
-//!     32    8 next_page_id
-//!     40    8 table_offset    in pages.dat
-//!     48    8 table_len       bytes of the blob (before padding)
-//!     56    4 table_crc       crc32 of the blob
-//!     60    4 page_unit
-//!     64    8 file_end        bytes of pages.dat in use
-//!     72   20 reserved        zeros
-//!     92    4 crc32           of bytes 0..92
+//!     24    8 checkpoint_lsn  every log record <= this is in the tree
+//!     32    8 next_node_id    node ids (and chunk ids) below it were handed out
+//!     40    8 root_id         0: the tree is empty
+//!     48    8 root_offset
+//!     56    4 root_len
+//!     60    1 root_level
+//!     61    3 reserved        zeros
+//!     64    8 keys            keys in the tree
+//!     72    8 free_offset     the free list blob, in pages.dat
+//!     80    4 free_len        bytes of the blob (before padding)
+//!     84    4 free_crc        crc32 of the blob
+//!     88    4 page_unit
+//!     92    4 reserved        zero
+//!     96    8 file_end        bytes of pages.dat in use
+//!    104    8 nodes           nodes in the tree
+//!    112   12 reserved        zeros
+//!    124    4 crc32           of bytes 0..124
 //!
-//! table blob
-//!      0    8 magic           "RDBTABL1"
-//!      8    8 page_count
-//!     16    8 entry_count
-//!     24      page_count pages of 32 bytes:
-//!               page_id u64, offset u64, extent_len u32, capacity u32, used u32, records u16, flags u16
-//!       .     entry_count entries:
-//!               key_len u16, kind u8 (1 page, 2 chunk), reserved u8, version u64,
-//!               location u64 (page id, or chunk offset), value_offset u32 (in the page image),
-//!               value_len u32, chunk_crc u32 (0 for a page), key
+//! free list blob
+//!      0    8 magic           "RDBFREE1"
+//!      8    8 count
+//!     16      count extents of 16 bytes, by increasing offset, not touching:
+//!               offset u64, len u64   (whole page units, inside file_end)
 //! ```
 
-use super::{FORMAT_VERSION, get_u16, get_u32, get_u64, put_u16, put_u32, put_u64};
+use super::{FORMAT_VERSION, get_u32, get_u64, put_u32, put_u64};
 
 /// Magic of a checkpoint slot.
-pub const SLOT_MAGIC: &[u8; 8] = b"RDBCKPT1";
-/// Magic of a table blob.
-pub const TABLE_MAGIC: &[u8; 8] = b"RDBTABL1";
+pub const SLOT_MAGIC: &[u8; 8] = b"RDBCKPT2";
+/// Magic of a free list blob.
+pub const FREE_MAGIC: &[u8; 8] = b"RDBFREE1";
 /// Bytes per slot.
 pub const SLOT_BYTES: usize = 4096;
-/// Bytes of a page entry in the table.
-pub const PAGE_ENTRY_BYTES: usize = 32;
-/// Bytes of a key entry in the table, before the key.
-pub const KEY_ENTRY_BYTES: usize = 32;
-/// Entry kind: the value is in a page.
-pub const KIND_PAGE: u8 = 1;
-/// Entry kind: the value is in a chunk.
-pub const KIND_CHUNK: u8 = 2;
+/// Bytes of a slot covered by its checksum.
+const SLOT_CRC_AT: usize = 124;
+/// Bytes of an extent in the free list.
+pub const FREE_ENTRY_BYTES: usize = 16;
 
 /// What a checkpoint slot says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,20 +56,28 @@ pub struct Slot {
     pub shard: u32,
     /// Write generation.
     pub generation: u64,
-    /// Every log record with an LSN up to this one is in the pages.
+    /// Every log record with an LSN up to this one is in the tree.
     pub checkpoint_lsn: u64,
-    /// Next page id to hand out.
-    pub next_page_id: u64,
-    /// Offset of the table blob in the data file.
-    pub table_offset: u64,
-    /// Length of the table blob.
-    pub table_len: u64,
-    /// crc32 of the table blob.
-    pub table_crc: u32,
+    /// Next node id to hand out.
+    pub next_node_id: u64,
+    /// The root: (id, offset, length); id 0 for an empty tree.
+    pub root: (u64, u64, u32),
+    /// The root's level (0: a leaf).
+    pub root_level: u8,
+    /// Keys in the tree.
+    pub keys: u64,
+    /// Offset of the free list blob in the data file.
+    pub free_offset: u64,
+    /// Length of the free list blob.
+    pub free_len: u32,
+    /// crc32 of the free list blob.
+    pub free_crc: u32,
     /// Page unit in bytes.
     pub page_unit: u32,
     /// Bytes of the data file in use.
     pub file_end: u64,
+    /// Nodes in the tree.
+    pub nodes: u64,
 }
 
 impl Slot {
@@ -83,23 +89,35 @@ impl Slot {
         put_u32(&mut out, 12, self.shard);
         put_u64(&mut out, 16, self.generation);
         put_u64(&mut out, 24, self.checkpoint_lsn);
-        put_u64(&mut out, 32, self.next_page_id);
-        put_u64(&mut out, 40, self.table_offset);
-        put_u64(&mut out, 48, self.table_len);
-        put_u32(&mut out, 56, self.table_crc);
-        put_u32(&mut out, 60, self.page_unit);
-        put_u64(&mut out, 64, self.file_end);
-        let crc = crc32fast::hash(&out[..92]);
-        put_u32(&mut out, 92, crc);
+        put_u64(&mut out, 32, self.next_node_id);
+        put_u64(&mut out, 40, self.root.0);
+        put_u64(&mut out, 48, self.root.1);
+        put_u32(&mut out, 56, self.root.2);
+        out[60] = self.root_level;
+        put_u64(&mut out, 64, self.keys);
+        put_u64(&mut out, 72, self.free_offset);
+        put_u32(&mut out, 80, self.free_len);
+        put_u32(&mut out, 84, self.free_crc);
+        put_u32(&mut out, 88, self.page_unit);
+        put_u64(&mut out, 96, self.file_end);
+        put_u64(&mut out, 104, self.nodes);
+        let crc = crc32fast::hash(&out[..SLOT_CRC_AT]);
+        put_u32(&mut out, SLOT_CRC_AT, crc);
         out
     }
 
     /// Decodes one slot.
     pub fn decode(bytes: &[u8]) -> Result<Slot, String> {
-        if bytes.len() < 96 || &bytes[..8] != SLOT_MAGIC {
+        if bytes.len() < SLOT_CRC_AT + 4 || &bytes[..8] != SLOT_MAGIC {
+            if bytes.len() >= 8 && &bytes[..7] == b"RDBCKPT" {
+                return Err(format!(
+                    "a checkpoint of an older format (magic {:?}); this build reads format {FORMAT_VERSION}",
+                    String::from_utf8_lossy(&bytes[..8])
+                ));
+            }
             return Err("wrong magic".into());
         }
-        if crc32fast::hash(&bytes[..92]) != get_u32(bytes, 92) {
+        if crc32fast::hash(&bytes[..SLOT_CRC_AT]) != get_u32(bytes, SLOT_CRC_AT) {
             return Err("checksum mismatch".into());
         }
         let version = get_u32(bytes, 8);
@@ -110,12 +128,16 @@ impl Slot {
             shard: get_u32(bytes, 12),
             generation: get_u64(bytes, 16),
             checkpoint_lsn: get_u64(bytes, 24),
-            next_page_id: get_u64(bytes, 32),
-            table_offset: get_u64(bytes, 40),
-            table_len: get_u64(bytes, 48),
-            table_crc: get_u32(bytes, 56),
-            page_unit: get_u32(bytes, 60),
-            file_end: get_u64(bytes, 64),
+            next_node_id: get_u64(bytes, 32),
+            root: (get_u64(bytes, 40), get_u64(bytes, 48), get_u32(bytes, 56)),
+            root_level: bytes[60],
+            keys: get_u64(bytes, 64),
+            free_offset: get_u64(bytes, 72),
+            free_len: get_u32(bytes, 80),
+            free_crc: get_u32(bytes, 84),
+            page_unit: get_u32(bytes, 88),
+            file_end: get_u64(bytes, 96),
+            nodes: get_u64(bytes, 104),
         })
     }
 }
@@ -138,218 +160,114 @@ pub fn newest_slot(file: &[u8]) -> (Option<Slot>, Vec<String>) {
     (best, why)
 }
 
-/// A live page in the table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PageEntry {
-    /// Page id.
-    pub page_id: u64,
-    /// Offset of its extent.
-    pub offset: u64,
-    /// Length of its extent.
-    pub extent_len: u32,
-    /// Its capacity (bytes of the image).
-    pub capacity: u32,
-    /// Bytes used.
-    pub used: u32,
-    /// Records held.
-    pub records: u16,
+/// Bytes of a free list blob of `count` extents.
+pub fn free_list_bytes(count: usize) -> usize {
+    16 + count * FREE_ENTRY_BYTES
 }
 
-/// Where a key's value is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyLocation {
-    /// In page `page_id`, `value_len` bytes at `value_offset` of its image.
-    Page {
-        /// Page id.
-        page_id: u64,
-        /// Offset of the value in the page image.
-        value_offset: u32,
-        /// Value length.
-        value_len: u32,
-    },
-    /// In the chunk at `offset`.
-    Chunk {
-        /// Chunk offset in the data file.
-        offset: u64,
-        /// Value length.
-        value_len: u32,
-        /// crc32 of the value.
-        crc32: u32,
-    },
-}
-
-/// A key of the directory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyEntry<'a> {
-    /// The key.
-    pub key: &'a [u8],
-    /// Its version.
-    pub version: u64,
-    /// Where its value is.
-    pub location: KeyLocation,
-}
-
-/// Appends the table blob for `pages` and `keys` to `out`.
-pub fn encode_table<'a>(pages: &[PageEntry], keys: impl ExactSizeIterator<Item = KeyEntry<'a>>, out: &mut Vec<u8>) {
-    let mut header = [0u8; 24];
-    header[..8].copy_from_slice(TABLE_MAGIC);
-    put_u64(&mut header, 8, pages.len() as u64);
-    put_u64(&mut header, 16, keys.len() as u64);
-    out.extend_from_slice(&header);
-    for p in pages {
-        let mut e = [0u8; PAGE_ENTRY_BYTES];
-        put_u64(&mut e, 0, p.page_id);
-        put_u64(&mut e, 8, p.offset);
-        put_u32(&mut e, 16, p.extent_len);
-        put_u32(&mut e, 20, p.capacity);
-        put_u32(&mut e, 24, p.used);
-        put_u16(&mut e, 28, p.records);
-        out.extend_from_slice(&e);
+/// Encodes free extents `(offset, len)` (by increasing offset) as a free list blob.
+pub fn encode_free_list(extents: &[(u64, u64)], out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(FREE_MAGIC);
+    out.extend_from_slice(&(extents.len() as u64).to_le_bytes());
+    for &(offset, len) in extents {
+        out.extend_from_slice(&offset.to_le_bytes());
+        out.extend_from_slice(&len.to_le_bytes());
     }
-    for k in keys {
-        let mut e = [0u8; KEY_ENTRY_BYTES];
-        put_u16(&mut e, 0, u16::try_from(k.key.len()).expect("keys are at most 16 KiB"));
-        put_u64(&mut e, 4, k.version);
-        match k.location {
-            KeyLocation::Page { page_id, value_offset, value_len } => {
-                e[2] = KIND_PAGE;
-                put_u64(&mut e, 12, page_id);
-                put_u32(&mut e, 20, value_offset);
-                put_u32(&mut e, 24, value_len);
-            }
-            KeyLocation::Chunk { offset, value_len, crc32 } => {
-                e[2] = KIND_CHUNK;
-                put_u64(&mut e, 12, offset);
-                put_u32(&mut e, 24, value_len);
-                put_u32(&mut e, 28, crc32);
-            }
+}
+
+/// Decodes a free list blob, checking that its extents are whole units of `unit`,
+/// non-empty, in increasing order without touching or overlapping, and inside
+/// `file_end`.
+pub fn decode_free_list(bytes: &[u8], unit: u64, file_end: u64) -> Result<Vec<(u64, u64)>, String> {
+    if bytes.len() < 16 || &bytes[..8] != FREE_MAGIC {
+        return Err("wrong free list magic".into());
+    }
+    let count = get_u64(bytes, 8);
+    if usize::try_from(count).ok().and_then(|c| c.checked_mul(FREE_ENTRY_BYTES)).is_none_or(|b| b != bytes.len() - 16) {
+        return Err(format!("free list of {count} extents in {} bytes", bytes.len()));
+    }
+    let mut out = Vec::with_capacity(bytes.len() / FREE_ENTRY_BYTES);
+    let mut at_least = 0u64;
+    for entry in bytes[16..].chunks_exact(FREE_ENTRY_BYTES) {
+        let (offset, len) = (get_u64(entry, 0), get_u64(entry, 8));
+        let end = offset.checked_add(len).ok_or("free extent overflows")?;
+        if len == 0 || offset % unit != 0 || len % unit != 0 || offset < at_least || end > file_end {
+            return Err(format!("impossible free extent at {offset} of {len} bytes"));
         }
-        out.extend_from_slice(&e);
-        out.extend_from_slice(k.key);
+        // Touching extents would have been one.
+        at_least = end + 1;
+        out.push((offset, len));
     }
-}
-
-/// A decoded table blob.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Table<'a> {
-    /// Live pages.
-    pub pages: Vec<PageEntry>,
-    /// The key directory.
-    pub keys: Vec<KeyEntry<'a>>,
-}
-
-/// Decodes a table blob, checking every length against the blob.
-pub fn decode_table(bytes: &[u8]) -> Result<Table<'_>, String> {
-    if bytes.len() < 24 || &bytes[..8] != TABLE_MAGIC {
-        return Err("wrong table magic".into());
-    }
-    let page_count = get_u64(bytes, 8);
-    let key_count = get_u64(bytes, 16);
-    let rest = (bytes.len() - 24) as u64;
-    // Refuse counts the blob cannot hold before allocating for them.
-    if page_count
-        .saturating_mul(PAGE_ENTRY_BYTES as u64)
-        .saturating_add(key_count.saturating_mul(KEY_ENTRY_BYTES as u64))
-        > rest
-    {
-        return Err(format!("{page_count} pages and {key_count} keys cannot fit in {} bytes", bytes.len()));
-    }
-    let mut at = 24;
-    let mut pages = Vec::with_capacity(page_count as usize);
-    for _ in 0..page_count {
-        let e = &bytes[at..at + PAGE_ENTRY_BYTES];
-        pages.push(PageEntry {
-            page_id: get_u64(e, 0),
-            offset: get_u64(e, 8),
-            extent_len: get_u32(e, 16),
-            capacity: get_u32(e, 20),
-            used: get_u32(e, 24),
-            records: get_u16(e, 28),
-        });
-        at += PAGE_ENTRY_BYTES;
-    }
-    let mut keys = Vec::with_capacity(key_count as usize);
-    for i in 0..key_count {
-        if bytes.len() - at < KEY_ENTRY_BYTES {
-            return Err(format!("key entry {i} runs past the blob"));
-        }
-        let e = &bytes[at..at + KEY_ENTRY_BYTES];
-        let key_len = get_u16(e, 0) as usize;
-        let key_start = at + KEY_ENTRY_BYTES;
-        let key = bytes.get(key_start..key_start + key_len).ok_or(format!("key {i} runs past the blob"))?;
-        let location = match e[2] {
-            KIND_PAGE => {
-                KeyLocation::Page { page_id: get_u64(e, 12), value_offset: get_u32(e, 20), value_len: get_u32(e, 24) }
-            }
-            KIND_CHUNK => {
-                KeyLocation::Chunk { offset: get_u64(e, 12), value_len: get_u32(e, 24), crc32: get_u32(e, 28) }
-            }
-            other => return Err(format!("key {i} has unknown kind {other}")),
-        };
-        keys.push(KeyEntry { key, version: get_u64(e, 4), location });
-        at = key_start + key_len;
-    }
-    if at != bytes.len() {
-        return Err(format!("{} bytes after the last key entry", bytes.len() - at));
-    }
-    Ok(Table { pages, keys })
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn slots_round_trip_and_newest_wins() {
-        let a = Slot {
-            shard: 1,
-            generation: 3,
-            checkpoint_lsn: 77,
-            next_page_id: 9,
-            table_offset: 8192,
-            table_len: 100,
-            table_crc: 5,
+    fn slot() -> Slot {
+        Slot {
+            shard: 3,
+            generation: 9,
+            checkpoint_lsn: 1234,
+            next_node_id: 77,
+            root: (76, 8192, 4096),
+            root_level: 2,
+            keys: 1_000_000,
+            free_offset: 65536,
+            free_len: 48,
+            free_crc: 0xdead_beef,
             page_unit: 1024,
-            file_end: 16384,
-        };
-        let b = Slot { generation: 4, checkpoint_lsn: 90, ..a };
-        let mut file = Vec::new();
-        file.extend_from_slice(&b.encode());
-        file.extend_from_slice(&a.encode());
-        assert_eq!(newest_slot(&file).0, Some(b));
-        file[30] ^= 1;
-        let (slot, why) = newest_slot(&file);
-        assert_eq!(slot, Some(a));
-        assert_eq!(why.len(), 1);
-        assert_eq!(newest_slot(&[0u8; 8192]).0, None);
+            file_end: 1 << 30,
+            nodes: 300,
+        }
     }
 
     #[test]
-    fn tables_round_trip_and_reject_bad_counts() {
-        let pages = [PageEntry { page_id: 4, offset: 0, extent_len: 2048, capacity: 2048, used: 900, records: 3 }];
-        let keys = vec![
-            KeyEntry {
-                key: b"a",
-                version: 5,
-                location: KeyLocation::Page { page_id: 4, value_offset: 60, value_len: 10 },
-            },
-            KeyEntry {
-                key: b"bb",
-                version: 6,
-                location: KeyLocation::Chunk { offset: 4096, value_len: 9000, crc32: 1 },
-            },
-        ];
-        let mut blob = Vec::new();
-        encode_table(&pages, keys.clone().into_iter(), &mut blob);
-        let table = decode_table(&blob).unwrap();
-        assert_eq!(table.pages, pages);
-        assert_eq!(table.keys, keys);
-        let mut bad = blob.clone();
-        put_u64(&mut bad, 16, u64::MAX);
-        assert!(decode_table(&bad).is_err());
-        assert!(decode_table(&blob[..blob.len() - 1]).is_err());
-        for len in 0..blob.len() {
-            let _ = decode_table(&blob[..len]);
+    fn slots_round_trip_and_the_newest_wins() {
+        let a = slot();
+        assert_eq!(Slot::decode(&a.encode()).unwrap(), a);
+        let b = Slot { generation: 10, ..a };
+        let mut file = vec![0u8; 2 * SLOT_BYTES];
+        file[..SLOT_BYTES].copy_from_slice(&b.encode());
+        file[SLOT_BYTES..].copy_from_slice(&a.encode());
+        assert_eq!(newest_slot(&file).0, Some(b));
+        file[5] ^= 1;
+        let (best, why) = newest_slot(&file);
+        assert_eq!(best, Some(a));
+        assert_eq!(why.len(), 1);
+        for bit in 0..(SLOT_CRC_AT + 4) * 8 {
+            let mut bad = a.encode();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            assert!(Slot::decode(&bad).is_err(), "flip of bit {bit} not caught");
         }
+    }
+
+    #[test]
+    fn an_older_format_is_named() {
+        let mut old = a_v2_slot();
+        old[..8].copy_from_slice(b"RDBCKPT1");
+        assert!(Slot::decode(&old).unwrap_err().contains("older format"));
+    }
+
+    fn a_v2_slot() -> [u8; SLOT_BYTES] {
+        slot().encode()
+    }
+
+    #[test]
+    fn free_lists_round_trip_and_bad_ones_are_refused() {
+        let extents = vec![(0, 1024), (4096, 2048), (10240, 1024)];
+        let mut blob = Vec::new();
+        encode_free_list(&extents, &mut blob);
+        assert_eq!(blob.len(), free_list_bytes(3));
+        assert_eq!(decode_free_list(&blob, 1024, 16384).unwrap(), extents);
+        assert!(decode_free_list(&blob, 1024, 10240).is_err(), "past the file's end");
+        for bad in [vec![(0, 1024), (1024, 1024)], vec![(1024, 1024), (0, 1024)], vec![(0, 0)], vec![(100, 1024)]] {
+            encode_free_list(&bad, &mut blob);
+            assert!(decode_free_list(&blob, 1024, 1 << 20).is_err(), "{bad:?}");
+        }
+        assert!(decode_free_list(&blob[..20], 1024, 1 << 20).is_err());
+        assert!(decode_free_list(&[0xff; 40], 1024, 1 << 20).is_err());
     }
 }

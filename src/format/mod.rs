@@ -19,8 +19,11 @@ pub mod tree;
 /// Version of the on-disk format written by this build (manifest, log segments,
 /// checkpoints, pages). Version 2 added the transaction record kinds of the log
 /// (prepare, commit, abort) and dropped the chunk header (a chunk is the value alone);
-/// a version 1 directory is refused with `Error::Incompatible`.
-pub const FORMAT_VERSION: u32 = 2;
+/// a version 1 directory is refused with `Error::Incompatible`. Version 3 keeps each
+/// shard's keys in a copy-on-write B+tree (`tree`) whose root the checkpoint names,
+/// in place of pages listed with a key directory; an older directory is refused the
+/// same way.
+pub const FORMAT_VERSION: u32 = 3;
 /// Version of the blob log's segment format, which transactions did not change.
 pub const BLOB_FORMAT_VERSION: u32 = 1;
 

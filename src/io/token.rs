@@ -30,10 +30,8 @@ pub enum TokenKind {
     /// Checkpoint I/O (page loads and writes, the table write); the payload is the
     /// operation's index within its step.
     Checkpoint = 3,
-    /// A page read for a caller; the payload is a [`ReadSlot`].
-    ReadPage = 4,
-    /// A chunk read for a caller; the payload is a [`ReadSlot`].
-    ReadChunk = 5,
+    // 4 and 5 were callers' page and chunk reads on the shard's ring (callers read
+    // tree nodes and chunks themselves now); the codes stay unused.
     /// A blob log batch write; the payload is the batch's flush number.
     BlobWrite = 6,
     /// A standalone fdatasync of the blob log's open segment; the payload is unused (0).
@@ -42,12 +40,10 @@ pub enum TokenKind {
 
 impl TokenKind {
     /// Every kind, for exhaustive checks.
-    pub const ALL: [TokenKind; 7] = [
+    pub const ALL: [TokenKind; 5] = [
         TokenKind::LogWrite,
         TokenKind::LogSync,
         TokenKind::Checkpoint,
-        TokenKind::ReadPage,
-        TokenKind::ReadChunk,
         TokenKind::BlobWrite,
         TokenKind::BlobSync,
     ];
@@ -100,36 +96,6 @@ impl Token {
     }
 }
 
-/// Where a caller's read lands: the request (its slot in the shard's table of read
-/// jobs) and the page or chunk within it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReadSlot {
-    /// The read job.
-    pub job: u32,
-    /// The page or chunk within the job's request.
-    pub item: u32,
-}
-
-impl ReadSlot {
-    /// Bits of the payload that hold `item`.
-    pub const ITEM_BITS: u32 = 24;
-    /// Most pages and chunks one read job may ask for.
-    pub const ITEMS_MAX: usize = (1 << Self::ITEM_BITS) - 1;
-
-    /// The payload of a read token.
-    pub fn payload(self) -> u64 {
-        assert!((self.item as usize) <= Self::ITEMS_MAX, "read item {} overflows into the job", self.item);
-        (u64::from(self.job) << Self::ITEM_BITS) | u64::from(self.item)
-    }
-
-    /// The slot a read token's payload names.
-    pub fn from_payload(payload: u64) -> ReadSlot {
-        let job = u32::try_from(payload >> Self::ITEM_BITS).expect("a read job number fits in 32 bits");
-        let item = u32::try_from(payload & ((1 << Self::ITEM_BITS) - 1)).expect("masked to 24 bits");
-        ReadSlot { job, item }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,18 +134,5 @@ mod tests {
     #[should_panic(expected = "overflows into the kind")]
     fn oversized_payload_is_refused() {
         let _ = Token::new(TokenKind::LogWrite, PAYLOAD_MAX + 1);
-    }
-
-    #[test]
-    fn read_slot_round_trip() {
-        for slot in [
-            ReadSlot { job: 0, item: 0 },
-            ReadSlot { job: 3, item: 17 },
-            ReadSlot { job: u32::MAX, item: (1 << 24) - 1 },
-        ] {
-            let token = Token::new(TokenKind::ReadPage, slot.payload());
-            let back = Token::decode(token.encode()).expect("a token");
-            assert_eq!(ReadSlot::from_payload(back.payload), slot);
-        }
     }
 }

@@ -15,7 +15,9 @@ use super::Shard;
 use crate::error::{Error, Result};
 use crate::io::Completion;
 use crate::options::Durability;
-use crate::storage::page::store::CheckpointRun;
+use crate::storage::page::cache::CHUNK_KEY_BIT;
+use crate::storage::page::reader::Published;
+use crate::storage::page::store::{CheckpointRun, Finished};
 
 /// The shard's checkpoint schedule and the checkpoint running, if any.
 pub(super) struct Checkpoints {
@@ -73,7 +75,8 @@ impl Shard {
     pub(super) fn checkpoint_due(&self) -> bool {
         let appended = self.wal.appended_bytes - self.checkpoints.appended_at;
         appended >= self.options.checkpoint_wal_bytes
-            || (self.pages.dirty_keys() > 0 && self.checkpoints.last_at.elapsed() >= self.options.checkpoint_interval)
+            || self.shared.index.memory_bytes() >= self.shared.memtable_bytes_max
+            || (self.shared.index.len() > 0 && self.checkpoints.last_at.elapsed() >= self.options.checkpoint_interval)
     }
 
     /// Whether new requests wait until a due checkpoint has run (under Periodic and None,
@@ -114,9 +117,13 @@ impl Shard {
         // the pages already hold is harmless: each key ends at its last write.
         let lsn = self.applied_lsn.min(self.tx.oldest_undecided_prepare().map_or(u64::MAX, |p| p - 1));
         assert!(lsn <= self.wal.durable_lsn(), "a checkpoint covers only what the log holds durably");
-        let run = self.pages.start_checkpoint(self.io.as_mut(), &self.shared.index_writer(), &self.shared.cache, lsn);
-        self.checkpoints.running = Some(run);
-        self.step_checkpoint();
+        match self.pages.start_checkpoint(self.io.as_mut(), &self.shared.index_writer(), &self.shared.cache, lsn) {
+            Ok(run) => {
+                self.checkpoints.running = Some(run);
+                self.step_checkpoint();
+            }
+            Err(e) => self.finish_checkpoint(lsn, Err(e)),
+        }
     }
 
     /// One turn of the loop while a checkpoint runs: wait for its I/O, route what
@@ -160,8 +167,7 @@ impl Shard {
                 self.checkpoints.running = Some(run);
                 return;
             }
-            let mut writer = self.shared.index_writer();
-            match self.pages.advance_checkpoint(&mut run, self.io.as_mut(), &mut writer, &self.shared.cache) {
+            match self.pages.advance_checkpoint(&mut run, self.io.as_mut(), &self.shared.cache) {
                 Ok(false) => {}
                 Ok(true) => {
                     // The checkpoint lets recovery skip the log up to its LSN: records it
@@ -175,7 +181,34 @@ impl Shard {
                 Err(e) => break Err(e),
             }
         };
-        self.finish_checkpoint(run.lsn(), result);
+        let lsn = run.lsn();
+        if result.is_ok() {
+            self.publish_checkpoint(run.finish());
+        }
+        self.finish_checkpoint(lsn, result);
+    }
+
+    /// A durable checkpoint's tree goes to readers: its new nodes into the cache, its
+    /// root published, and only then what it merged out of the memtable (a reader
+    /// that misses a key in the memtable finds it in the root it loads next).
+    fn publish_checkpoint(&mut self, done: Finished) {
+        let cache = &self.shared.cache;
+        for (id, image) in done.images {
+            cache.insert(id, image);
+        }
+        self.shared.root.store(Published { generation: self.pages.generation(), root: done.root });
+        let mut writer = self.shared.index_writer();
+        for (key, version) in &done.merged {
+            writer.evict(key, *version);
+        }
+        // Freed extents stay intact until the next checkpoint reuses them; readers still
+        // on the old root read them from the disk meanwhile.
+        for id in done.freed_nodes {
+            cache.remove(id);
+        }
+        for chunk in done.freed_chunks {
+            cache.remove(CHUNK_KEY_BIT | chunk.offset);
+        }
     }
 
     /// After the checkpoint's last step (or its failure): drops the log segments it
@@ -195,6 +228,8 @@ impl Shard {
             self.on_outcome(outcome);
         }
         self.publish_log_stats();
+        // Published before the callers hear back, so their `stats()` shows this checkpoint.
+        self.publish_page_stats();
         self.checkpoints.answer(&result);
         // Completions that arrived during the checkpoint (a log flush among them, which
         // the log still counts as in flight) are handled now, before the loop may sleep
@@ -203,6 +238,5 @@ impl Shard {
             self.on_completion(completion);
         }
         self.answer_flush_waiters();
-        self.publish_page_stats();
     }
 }

@@ -22,10 +22,6 @@ use crate::storage::wal::writer::Outcome;
 /// Requests taken off the queue per loop turn at most, so completions are never starved.
 const DRAIN_MAX: usize = 4096;
 
-/// With at least this many reads in flight a completion wakes the shard within a few
-/// microseconds anyway, so callers are not asked to wake it through the eventfd.
-const READS_IN_FLIGHT_NO_WAKE: usize = 4;
-
 impl Shard {
     /// Serves requests until a shutdown (or every handle is gone) and everything
     /// appended is durable.
@@ -84,7 +80,6 @@ impl Shard {
                 let outcome = self.wal.complete(completion);
                 self.on_outcome(outcome);
             }
-            TokenKind::ReadPage | TokenKind::ReadChunk => self.on_read(token, completion),
             TokenKind::BlobWrite | TokenKind::BlobSync => {
                 panic!("a blob log token on a shard's ring: blob I/O goes through the blob writer's own ring")
             }
@@ -133,7 +128,6 @@ impl Shard {
                 }
             }
             Request::Shutdown(reply) => self.stop = Stop::Requested(reply),
-            Request::Read { pages, chunks, reply } => self.handle_read(pages, chunks, reply),
             Request::Checkpoint(reply) => self.checkpoints.ask(reply),
             Request::TxCommitOne(r) => self.handle_tx_commit_one(r),
             Request::TxPrepare(r) => self.handle_tx_prepare(r),
@@ -185,7 +179,7 @@ impl Shard {
     /// Spins briefly for the next request when nothing is in flight; returns whether one
     /// came (bounded by `Options::spin_us`; 0 disables).
     fn spin_for_request(&self) -> bool {
-        if self.stop.stopping() || self.wal.busy() || self.reads.in_flight() > 0 || self.options.spin.is_zero() {
+        if self.stop.stopping() || self.wal.busy() || self.options.spin.is_zero() {
             return false;
         }
         let deadline = Instant::now() + self.options.spin;
@@ -215,10 +209,7 @@ impl Shard {
         // Under Sync, a request that arrives while a flush is in flight cannot be answered
         // before the next flush anyway: don't ask clients to wake the shard for it. The
         // completion wakes the shard, which then takes everything queued in one go.
-        // Likewise while many reads are in flight: a completion is never far off, and the
-        // shard takes every queued request when it comes.
-        let announce = !(self.options.durability == Durability::Sync && self.wal.busy())
-            && self.reads.in_flight() < READS_IN_FLIGHT_NO_WAKE;
+        let announce = !(self.options.durability == Durability::Sync && self.wal.busy());
         if announce {
             self.shared.sleeping.store(true, Ordering::Relaxed);
             fence(Ordering::SeqCst);

@@ -22,13 +22,19 @@ use crate::stats::{ShardCounters, new_histogram};
 use crate::storage::index::{Index, IndexWriter};
 use crate::storage::page::cache::PageCache;
 use crate::storage::page::disk::DiskReader;
+use crate::storage::page::reader::{RootCell, ShardData};
 use crate::storage::page::store::PageCounters;
 
 /// State a shard shares with clients. Only the shard module reaches its fields;
 /// clients go through [`ShardHandle`]'s methods.
 pub(crate) struct ShardShared {
     pub(super) id: usize,
+    /// The memtable: keys written since the last checkpoint.
     pub(super) index: Index,
+    /// The root of the tree of the newest durable checkpoint, for readers.
+    pub(super) root: RootCell,
+    /// Memory the memtable may take before a checkpoint is due.
+    pub(super) memtable_bytes_max: u64,
     /// Set by the shard just before it sleeps in the kernel; see [`ShardShared::wake`].
     pub(super) sleeping: AtomicBool,
     pub(super) wake_fd: WakeFd,
@@ -40,8 +46,6 @@ pub(crate) struct ShardShared {
     pub(super) write_latency: Mutex<[Histogram<u64>; 3]>,
     /// The page cache, read by callers.
     pub(super) cache: PageCache,
-    /// The data file, for error reports.
-    pub(super) data_path: Mutex<PathBuf>,
     /// Callers' reads of uncached pages and chunks; set once the store is open.
     pub(super) disk: OnceLock<DiskReader>,
     /// Page-store figures, refreshed by the shard thread.
@@ -58,30 +62,44 @@ pub(crate) struct ShardShared {
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct PageStats {
     pub counters: PageCounters,
+    /// Nodes in the tree.
     pub pages: u64,
-    pub heap_pages: u64,
     pub file_bytes: u64,
     pub live_bytes: u64,
-    pub footprint_bytes: u64,
 }
 
 impl ShardShared {
-    fn new(id: usize, cache_bytes: u64) -> Result<ShardShared> {
+    fn new(id: usize, cache_bytes: u64, memtable_bytes_max: u64) -> Result<ShardShared> {
         Ok(ShardShared {
             id,
             index: Index::default(),
+            root: RootCell::default(),
+            memtable_bytes_max,
             sleeping: AtomicBool::new(false),
             wake_fd: WakeFd::new()?,
             counters: ShardCounters::default(),
             body_bytes_max: AtomicUsize::new(usize::MAX),
             write_latency: Mutex::new([new_histogram(), new_histogram(), new_histogram()]),
             cache: PageCache::new(cache_bytes),
-            data_path: Mutex::new(PathBuf::new()),
             disk: OnceLock::new(),
             page_stats: Mutex::new(PageStats::default()),
             tx_commits: AtomicU64::new(0),
             tx_conflicts: AtomicU64::new(0),
             tx_in_doubt: Default::default(),
+        })
+    }
+
+    /// The shard's data for reads: the memtable, then the tree. The store is open once
+    /// a handle exists; before that there is nothing to read.
+    pub(super) fn data(&self) -> Result<ShardData<'_>> {
+        let disk = self.disk.get().ok_or(Error::Closed)?;
+        Ok(ShardData {
+            index: &self.index,
+            root: &self.root,
+            cache: &self.cache,
+            disk,
+            nodes_read: &self.counters.pages_read,
+            chunks_read: &self.counters.chunks_read,
         })
     }
 
@@ -143,15 +161,9 @@ impl ShardHandle {
         &self.shared.counters
     }
 
-    /// Reads of uncached pages and chunks on the caller's thread (`None` until the page
-    /// store is open).
-    pub fn disk(&self) -> Option<&DiskReader> {
-        self.shared.disk.get()
-    }
-
-    /// The shard's data file, for error reports.
-    pub fn data_path(&self) -> PathBuf {
-        self.shared.data_path.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    /// The shard's data for reads from any thread: the memtable, then the tree.
+    pub fn data(&self) -> Result<ShardData<'_>> {
+        self.shared.data()
     }
 
     /// Largest record body the shard's log accepts now.
@@ -256,7 +268,11 @@ pub(crate) fn spawn(
     cpus: &[usize],
 ) -> Result<Starting> {
     assert!(id < shard_count, "a shard's id is below the shard count");
-    let shared = Arc::new(ShardShared::new(id, (options.cache_bytes / shard_count.max(1) as u64).max(64 << 10))?);
+    // One budget, `Options::cache_bytes`, split evenly among the shards; each shard's
+    // share goes three quarters to its page cache and a quarter to its memtable (a
+    // checkpoint is due once the memtable fills it).
+    let share = options.cache_bytes / shard_count.max(1) as u64;
+    let shared = Arc::new(ShardShared::new(id, (share / 4 * 3).max(64 << 10), (share / 4).max(1 << 20))?);
     let (tx, rx) = crossbeam_channel::bounded(options.queue_depth);
     let (ready_tx, ready_rx) = oneshot::channel();
     let (scanned, scanned_rx) = oneshot::channel();

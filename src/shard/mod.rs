@@ -18,7 +18,6 @@
 //!   it routes by their token's kind (log, checkpoint, read);
 //! - `writes`: plain puts, deletes and batches, and applying what the log made
 //!   durable;
-//! - `reads`: callers' reads of pages and chunks not in the cache;
 //! - `recovery`: opening, replaying the checkpoint and the log;
 //! - `checkpoint`: when a checkpoint runs, and driving its steps from the loop;
 //! - `stats`: figures published for `Db::stats`;
@@ -32,7 +31,6 @@ mod checkpoint;
 mod event_loop;
 mod handle;
 mod locks;
-mod reads;
 mod recovery;
 pub(crate) mod registry;
 mod stats;
@@ -55,7 +53,6 @@ use crate::storage::wal::writer::WalWriter;
 use handle::ShardShared;
 pub(crate) use handle::{Resolution, ShardHandle, Starting, allowed_cpus, spawn};
 pub(crate) use locks::KeyRange;
-pub(crate) use reads::ReadReply;
 pub(crate) use txn::{ScanRead, TxRequest};
 
 /// What a client asks of a shard.
@@ -66,9 +63,6 @@ pub(crate) enum Request {
     Flush(oneshot::Sender<Result<()>>),
     /// Make everything durable, stop, and answer.
     Shutdown(oneshot::Sender<Result<()>>),
-    /// Read pages (answered with their images, `None` for a page that no longer exists)
-    /// and chunks (answered with their raw bytes, checked by the caller) not in the cache.
-    Read { pages: Vec<u64>, chunks: Vec<(u64, u32)>, reply: oneshot::Sender<Result<ReadReply>> },
     /// Write a checkpoint now and answer when it is durable.
     Checkpoint(oneshot::Sender<Result<()>>),
     /// Validate a transaction that lives on this shard alone and write it in one record.
@@ -142,11 +136,10 @@ struct Shard {
     wal: WalWriter<Pending>,
     durable: Durable,
     stop: Stop,
-    /// The index's key order on disk (see `index`).
+    /// The tree on disk, and checkpoints into it.
     pages: PageStore,
-    /// Highest LSN applied to the index.
+    /// Highest LSN applied to the memtable.
     applied_lsn: u64,
-    reads: reads::Reads,
     checkpoints: checkpoint::Checkpoints,
     /// Transactions on this shard: locks, prepared writes, held-back writes.
     tx: txn::TxState,

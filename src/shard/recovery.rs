@@ -15,7 +15,7 @@ use super::checkpoint::Checkpoints;
 use super::handle::{OpenArgs, ShardShared};
 use super::registry::ScanReport;
 use super::writes::apply_ops;
-use super::{Durable, Resolution, Shard, Stop, reads, txn};
+use super::{Durable, Resolution, Shard, Stop, txn};
 use crate::error::{Error, Result};
 use crate::format::record::{KIND_ABORT, KIND_COMMIT, KIND_OPS, KIND_PREPARE, decode_ops, encode_tx_header};
 use crate::io::fs::Fs;
@@ -23,7 +23,8 @@ use crate::io::{self, Io, SyncMode};
 use crate::options::{Durability, Options, WalSync};
 use crate::stats::ShardCounters;
 use crate::storage::page::disk::DiskReader;
-use crate::storage::page::store::{PageConfig, PageStore};
+use crate::storage::page::reader::Published;
+use crate::storage::page::store::{NODE_BYTES, PageConfig, PageStore};
 use crate::storage::wal::recovery::{Recovered, Replayed, open_tail, recover};
 use crate::storage::wal::segment::{PreparedSegment, prepare_segment};
 use crate::storage::wal::writer::{WalWriter, WriterConfig, WriterStart};
@@ -60,8 +61,8 @@ impl Shard {
         crate::storage::dir::create_dir(fs.as_ref(), &shard_dir)?;
         crate::storage::dir::create_dir(fs.as_ref(), &wal_dir)?;
         let started = Instant::now();
-        let mut pages = open_pages(&shared, &fs, &shard_dir, &options)?;
-        let (mut replay, recovered) = replay_log(&shared, &mut pages, fs.as_ref(), &wal_dir)?;
+        let pages = open_pages(&shared, &fs, &shard_dir, &options)?;
+        let (mut replay, recovered) = replay_log(&shared, &pages, fs.as_ref(), &wal_dir)?;
         // Every shard's log is needed to decide the in-doubt transactions: report, and
         // wait for the decisions.
         scanned.send(std::mem::take(&mut replay.report)).map_err(|_| Error::Closed)?;
@@ -83,7 +84,6 @@ impl Shard {
             stop: Stop::Running,
             pages,
             applied_lsn: replay.applied_lsn,
-            reads: reads::Reads::default(),
             checkpoints: Checkpoints::new(),
             tx: txn::TxState::new(Arc::clone(&resolution.registry), replay.prepares),
         };
@@ -109,7 +109,7 @@ impl Shard {
             assert!(lsn > self.applied_lsn, "a decision is logged after everything replayed");
             if commit {
                 let ops = decode_ops(&s.body, s.op_count).expect("decoded once by replay");
-                apply_ops(&mut self.shared.index_writer(), &mut self.pages, &s.body, &ops, lsn);
+                apply_ops(&mut self.shared.index_writer(), &s.body, &ops, lsn);
                 self.tx.note_commit_marker(lsn, txid);
             }
             self.applied_lsn = lsn;
@@ -149,35 +149,25 @@ impl Shard {
     }
 }
 
-/// Opens the page store and loads its newest checkpoint's key directory into the index.
+/// Opens the page store at its newest checkpoint and publishes its tree's root to
+/// readers; nothing of the tree is read.
 fn open_pages(shared: &ShardShared, fs: &Arc<dyn Fs>, shard_dir: &Path, options: &Options) -> Result<PageStore> {
     let page_config = PageConfig {
         records_max: options.page_records_max,
-        free_space_factor: options.page_free_space_factor,
         chunk_threshold: options.page_chunk_bytes,
+        node_bytes: NODE_BYTES,
         direct: options.direct_io,
     };
-    let opened = PageStore::open(fs, shard_dir, shared.id, page_config)?;
-    let pages = opened.store;
-    shared.data_path.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone_from(&pages.data_path);
-    let _ = shared.disk.set(DiskReader::new(
-        Arc::clone(&pages.data),
-        pages.data_path.clone(),
-        pages.unit,
-        pages.mem_align,
-        pages.locations.clone(),
-    ));
-    debug_assert_eq!(shared.index.len(), 0, "the index fills from the checkpoint first");
-    let mut writer = shared.index_writer();
-    for (key, stored, version) in opened.entries {
-        writer.insert(key, stored, version);
-    }
+    let pages = PageStore::open(fs, shard_dir, shared.id, page_config)?;
+    let _ = shared.disk.set(DiskReader::new(Arc::clone(&pages.data), pages.data_path.clone(), pages.unit, pages.mem_align));
+    debug_assert_eq!(shared.index.len(), 0, "the memtable fills from the log only");
+    shared.root.store(Published { generation: pages.generation(), root: pages.root() });
     Ok(pages)
 }
 
 /// Replays the log: records after the checkpoint go into the index; transaction
 /// records anywhere in the retained log go into the report.
-fn replay_log(shared: &ShardShared, pages: &mut PageStore, fs: &dyn Fs, wal_dir: &Path) -> Result<(Replay, Recovered)> {
+fn replay_log(shared: &ShardShared, pages: &PageStore, fs: &dyn Fs, wal_dir: &Path) -> Result<(Replay, Recovered)> {
     let checkpoint_lsn = pages.checkpoint_lsn;
     let mut replay = Replay {
         checkpoint_lsn,
@@ -188,7 +178,7 @@ fn replay_log(shared: &ShardShared, pages: &mut PageStore, fs: &dyn Fs, wal_dir:
         prepares: Vec::new(),
     };
     let recovered = recover(fs, wal_dir, shared.id, |r: Replayed<'_>| {
-        replay.record(shared, pages, &r);
+        replay.record(shared, &r);
         Ok(())
     })?;
     // Records applied past the checkpoint came from this log, so the writer's next LSN
@@ -204,11 +194,11 @@ fn replay_log(shared: &ShardShared, pages: &mut PageStore, fs: &dyn Fs, wal_dir:
 
 impl Replay {
     /// Takes one replayed record.
-    fn record(&mut self, shared: &ShardShared, pages: &mut PageStore, r: &Replayed<'_>) {
+    fn record(&mut self, shared: &ShardShared, r: &Replayed<'_>) {
         assert!(r.lsn > self.applied_lsn || r.lsn <= self.checkpoint_lsn, "replay hands records in LSN order");
         let after = r.lsn > self.checkpoint_lsn;
         if r.tx.is_some() {
-            self.transaction_record(shared, pages, r, after);
+            self.transaction_record(shared, r, after);
         }
         // Records up to the checkpoint are in the pages already.
         if !after {
@@ -217,13 +207,13 @@ impl Replay {
         self.first_after.get_or_insert(r.lsn);
         if r.kind == KIND_OPS {
             let body = Bytes::copy_from_slice(r.body);
-            apply_ops(&mut shared.index_writer(), pages, &body, &r.ops, r.lsn);
+            apply_ops(&mut shared.index_writer(), &body, &r.ops, r.lsn);
         }
         self.applied_lsn = r.lsn;
     }
 
     /// Takes a prepare, commit or abort record.
-    fn transaction_record(&mut self, shared: &ShardShared, pages: &mut PageStore, r: &Replayed<'_>, after: bool) {
+    fn transaction_record(&mut self, shared: &ShardShared, r: &Replayed<'_>, after: bool) {
         let tx = r.tx.as_ref().expect("a transaction record has its header");
         self.report.max_txid = self.report.max_txid.max(tx.txid);
         let marks = self.report.marks.entry(tx.txid).or_default();
@@ -245,7 +235,7 @@ impl Replay {
                 // never covers an undecided prepare): nothing to do.
                 if let Some(s) = self.undecided.remove(&tx.txid).filter(|_| after) {
                     let ops = decode_ops(&s.body, s.op_count).expect("decoded once by replay");
-                    apply_ops(&mut shared.index_writer(), pages, &s.body, &ops, r.lsn);
+                    apply_ops(&mut shared.index_writer(), &s.body, &ops, r.lsn);
                 }
             }
             KIND_ABORT => {

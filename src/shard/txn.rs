@@ -21,7 +21,6 @@ use super::{Shard, WriteRequest};
 use crate::error::{Error, Result};
 use crate::format::record::{KIND_ABORT, KIND_COMMIT, KIND_PREPARE, decode_ops, encode_tx_header};
 use crate::stats::{OpKind, ShardCounters};
-use crate::storage::index::range_chunk;
 
 /// A range a transaction scanned on this shard, with the `(key, version)` list it saw.
 pub(crate) struct ScanRead {
@@ -266,11 +265,15 @@ impl Shard {
             return Err("writes from before the first transaction are still in flight");
         }
         let locks = &self.tx.locks;
+        // A failed read of the tree refuses the transaction; the caller's next read of
+        // that key meets the same failure as an error.
+        let data = self.shared.data().map_err(|_| "the shard's data is not open")?;
         for (key, seen) in reads {
             if let Some(why) = locks.read_conflict(txid, key) {
                 return Err(why);
             }
-            if self.shared.index.get(key).map(|v| v.version) != *seen {
+            let now = data.entry(key).map_err(|_| "reading the key's current version failed")?;
+            if now.map(|v| v.version) != *seen {
                 return Err("a key read was written since");
             }
         }
@@ -281,7 +284,8 @@ impl Shard {
             }
             now.clear();
             let (start, end) = scan.range.bounds();
-            range_chunk(&self.shared.index, start, end, scan.seen.len() + 1, &mut now);
+            data.range(start, end, scan.seen.len() + 1, &mut now)
+                .map_err(|_| "reading the scanned range's current keys failed")?;
             let same = now.len() == scan.seen.len()
                 && now.iter().zip(&scan.seen).all(|((k, v), (sk, sv))| k == sk && v.version == *sv);
             if !same {
@@ -451,7 +455,7 @@ impl Shard {
             };
             debug_assert!(lsn > p.lsn, "a commit follows its prepare in the log");
             let ops = decode_ops(&p.body, p.op_count).expect("ops checked at prepare");
-            apply_ops(&mut self.shared.index_writer(), &mut self.pages, &p.body, &ops, lsn);
+            apply_ops(&mut self.shared.index_writer(), &p.body, &ops, lsn);
             self.applied_lsn = self.applied_lsn.max(lsn);
             let mut latency = self.shared.write_latency();
             count_write(&self.shared.counters, &mut latency, OpKind::Batch, p.user_bytes, p.started);

@@ -17,7 +17,6 @@ use crate::format::record::{KIND_OPS, OP_DELETE, OP_PUT, Op, decode_ops};
 use crate::options::Durability;
 use crate::stats::{OpKind, ShardCounters, record};
 use crate::storage::index::{IndexWriter, Stored};
-use crate::storage::page::store::PageStore;
 
 impl Shard {
     /// Whether writes are applied only once durable (`Durability::Sync`).
@@ -61,7 +60,7 @@ impl Shard {
             Ok(lsn) => {
                 debug_assert!(lsn > self.applied_lsn, "a new record's LSN is above every applied one");
                 let ops = decode_ops(&w.body, w.op_count).expect("ops encoded by ringdb decode");
-                apply_ops(&mut self.shared.index_writer(), &mut self.pages, &w.body, &ops, lsn);
+                apply_ops(&mut self.shared.index_writer(), &w.body, &ops, lsn);
                 self.applied_lsn = self.applied_lsn.max(lsn);
                 let mut latency = self.shared.write_latency();
                 count_write(&self.shared.counters, &mut latency, w.kind, w.user_bytes, w.started);
@@ -119,7 +118,7 @@ impl Shard {
             previous_lsn = p.lsn;
             debug_assert!((first_lsn..=last_lsn).contains(&p.lsn), "a write belongs to the batch that flushed it");
             let ops = decode_ops(&p.body, p.op_count).expect("ops encoded by ringdb decode");
-            apply_ops(&mut shared.index_writer(), &mut self.pages, &p.body, &ops, p.lsn);
+            apply_ops(&mut shared.index_writer(), &p.body, &ops, p.lsn);
             // A commit marker applied out of order may be ahead already.
             self.applied_lsn = self.applied_lsn.max(p.lsn);
             self.note_applied(p.lsn, &p.body, p.op_count);
@@ -153,22 +152,20 @@ pub(super) fn count_write(
     record(&mut latency[slot], started.elapsed());
 }
 
-/// Applies decoded ops of the record with `lsn` to the index. Keys and values are
-/// slices of `body`.
-pub(super) fn apply_ops(index: &mut IndexWriter<'_>, pages: &mut PageStore, body: &Bytes, ops: &[Op<'_>], lsn: u64) {
+/// Applies decoded ops of the record with `lsn` to the memtable. Keys and values are
+/// slices of `body`. A delete leaves a tombstone, which hides the key in the tree
+/// until a checkpoint removes it there.
+pub(super) fn apply_ops(index: &mut IndexWriter<'_>, body: &Bytes, ops: &[Op<'_>], lsn: u64) {
     debug_assert!(lsn > 0, "LSNs start at 1");
     for op in ops {
         let key = body.slice(op.key_offset..op.key_offset + op.key.len());
         match op.kind {
             OP_PUT => {
                 let value = body.slice(op.value_offset..op.value_offset + op.value.len());
-                let old = index.insert(key.clone(), Stored::Inline(value), lsn);
-                pages.note_write(&key, old.as_ref());
+                index.insert(key, Stored::Inline(value), lsn);
             }
             OP_DELETE => {
-                if let Some(old) = index.remove(&key) {
-                    pages.note_write(&key, Some(&old));
-                }
+                index.insert(key, Stored::Tombstone, lsn);
             }
             other => unreachable!("op kind {other} passed decode_ops"),
         }

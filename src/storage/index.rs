@@ -1,4 +1,6 @@
-//! A shard's index: key to value and version.
+//! A shard's memtable: the keys written since the last checkpoint, each with its
+//! newest value (or a tombstone) and version. Every other key is in the shard's
+//! tree on disk (`tree.rs`); a read looks here first, then in the tree.
 //!
 //! Two structures, each suited to one kind of read:
 //! - a concurrent hash map (`papaya`: lock-free reads, one writer, the shard
@@ -17,9 +19,9 @@
 //! Each entry carries the LSN of the write that produced it (its version),
 //! which transactions validate against. Values share the bytes of the log
 //! record they came from (`Bytes` slices), so applying a write copies
-//! nothing. A value written since the last checkpoint lives here, in memory
-//! (`Stored::Inline`); the checkpoint moves it to a page or a chunk of the
-//! paged store and leaves its location here (`Stored::Page`, `Stored::Chunk`).
+//! nothing. A checkpoint merges the entries into the tree, then evicts them
+//! (`IndexWriter::evict`), so the memtable's size follows the writes since the
+//! last checkpoint, never the key count.
 
 use std::collections::BTreeSet;
 use std::ops::Bound;
@@ -31,13 +33,13 @@ use bytes::Bytes;
 /// Where a key's value is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Stored {
-    /// In memory: written since the last checkpoint (dirty).
+    /// In memory: the value itself (in the memtable, or a slice of a cached tree leaf).
     Inline(Bytes),
-    /// In a page image: `len` bytes at `offset`. Page images never change (a page that
-    /// changes gets a new id), so the location stays right for as long as the page lives.
-    Page { page_id: u64, offset: u32, len: u32 },
-    /// In a chunk of its own in the data file.
+    /// In a chunk of its own in the data file (found in a tree leaf).
     Chunk { offset: u64, len: u32, crc32: u32 },
+    /// Deleted since the last checkpoint (in the memtable only): the key may still be in
+    /// the tree, and this hides it.
+    Tombstone,
 }
 
 impl Stored {
@@ -86,11 +88,6 @@ impl Index {
     pub fn with<R>(&self, key: &[u8], f: impl FnOnce(Option<&Versioned>) -> R) -> R {
         let guard = self.map.guard();
         f(self.map.get(key, &guard))
-    }
-
-    pub fn contains(&self, key: &[u8]) -> bool {
-        let guard = self.map.guard();
-        self.map.contains_key(key, &guard)
     }
 
     pub fn len(&self) -> usize {
@@ -159,8 +156,8 @@ impl<'a> IndexWriter<'a> {
         old
     }
 
-    /// Removes `key`; returns where its value was.
-    pub fn remove(&mut self, key: &[u8]) -> Option<Stored> {
+    /// Removes `key`'s entry; returns where its value was.
+    fn remove(&mut self, key: &[u8]) -> Option<Stored> {
         let guard = self.index.map.guard();
         let old = self.index.map.remove(key, &guard).map(|o| o.stored.clone())?;
         debug_assert!(
@@ -174,35 +171,16 @@ impl<'a> IndexWriter<'a> {
         Some(old)
     }
 
-    /// Moves `key` to `stored` if its entry still has `version` (a checkpoint placing
-    /// a value it snapshotted). Returns whether it did.
-    pub fn relocate(&mut self, key: &[u8], version: u64, stored: Stored) -> bool {
+    /// Removes `key` if its entry still has `version` (a checkpoint evicting what it
+    /// merged into the tree). Returns whether it did.
+    pub fn evict(&mut self, key: &[u8], version: u64) -> bool {
         let guard = self.index.map.guard();
-        let Some((k, current)) = self.index.map.get_key_value(key, &guard) else { return false };
-        if current.version != version {
+        if self.index.map.get(key, &guard).is_none_or(|v| v.version != version) {
             return false;
         }
-        debug_assert!(!matches!(stored, Stored::Inline(_)), "a relocation moves a value out of memory");
-        let k = k.clone();
-        let old_inline = current.stored.inline_bytes();
-        let new_inline = stored.inline_bytes();
-        self.index.map.insert(k, Versioned { stored, version }, &guard);
-        self.index.inline_bytes.fetch_add(new_inline, Ordering::Relaxed);
-        self.index.inline_bytes.fetch_sub(old_inline, Ordering::Relaxed);
-        self.index.data_bytes.fetch_add(new_inline, Ordering::Relaxed);
-        self.index.data_bytes.fetch_sub(old_inline, Ordering::Relaxed);
-        true
+        drop(guard);
+        self.remove(key).is_some()
     }
-}
-
-/// Number of the shard's keys in `(start, end)`.
-pub(crate) fn count_range(index: &Index, start: Bound<&[u8]>, end: Bound<&[u8]>) -> usize {
-    // `BTreeSet::range` panics on some empty ranges (inverted, or one key excluded at
-    // both ends); an empty range holds nothing anyway.
-    if crate::key::bounds_are_empty(start, end) {
-        return 0;
-    }
-    index.order().range::<[u8], _>((start, end)).count()
 }
 
 /// Appends to `out` up to `limit` entries of the shard with keys in `(start, end)`, in

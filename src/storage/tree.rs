@@ -38,9 +38,10 @@ pub(crate) struct TreeRoot {
 /// Why a node could not be loaded.
 #[derive(Debug)]
 pub(crate) enum LoadError {
-    /// Its extent holds another node now: the version being read was superseded and
-    /// its nodes freed. A reader starts again from the newest root.
-    Gone,
+    /// Its extent does not hold it (`what`): either the version being read was
+    /// superseded and its nodes freed (a reader starts again from the newest root), or
+    /// the file is damaged (if the root it started from is still the newest).
+    Gone { offset: u64, what: String },
     /// The read failed, or the bytes are not a valid node.
     Failed(Error),
 }
@@ -587,7 +588,12 @@ mod tests {
 
     impl NodeSource for Mem {
         fn load(&self, node: &NodeRef) -> Result<Bytes, LoadError> {
-            let image = self.nodes.borrow().get(&node.id).cloned().ok_or(LoadError::Gone)?;
+            let image = self
+                .nodes
+                .borrow()
+                .get(&node.id)
+                .cloned()
+                .ok_or(LoadError::Gone { offset: node.offset, what: "freed".into() })?;
             let info = check_node(&image).map_err(|what| corrupt(node, what))?;
             assert_eq!(info.id, node.id);
             assert_eq!(image.len(), node.len as usize);

@@ -70,6 +70,40 @@ impl Allocator {
         a
     }
 
+    /// An allocator for a file of `file_end` bytes whose free extents are `free` (by
+    /// increasing offset, checked by the free list's decoder).
+    pub fn with_free(unit: u64, file_end: u64, free: impl IntoIterator<Item = Extent>) -> Allocator {
+        assert!(unit.is_power_of_two());
+        let mut a =
+            Allocator { unit, by_offset: BTreeMap::new(), by_len: BTreeSet::new(), retired: Vec::new(), file_end };
+        for e in free {
+            assert!(e.end() <= file_end, "a free extent lies inside the file");
+            a.insert_free(e);
+        }
+        a
+    }
+
+    /// The extents free once the checkpoint being written is durable (free now, and
+    /// retired by it), by increasing offset, neighbours joined.
+    pub fn free_after_checkpoint(&self) -> Vec<Extent> {
+        let mut all: Vec<Extent> =
+            self.by_offset.iter().map(|(&offset, &len)| Extent { offset, len }).chain(self.retired.iter().copied()).collect();
+        all.sort();
+        let mut out: Vec<Extent> = Vec::with_capacity(all.len());
+        for e in all {
+            match out.last_mut() {
+                Some(last) if last.end() == e.offset => last.len += e.len,
+                _ => out.push(e),
+            }
+        }
+        out
+    }
+
+    /// Free extents now and retired ones, counted (a bound on the free list's length).
+    pub fn extents_free_or_retired(&self) -> usize {
+        self.by_offset.len() + self.retired.len()
+    }
+
     /// Rounds `bytes` up to whole units.
     pub fn round(&self, bytes: u64) -> u64 {
         debug_assert!(self.unit.is_power_of_two(), "extents are whole units of a power of two");
@@ -147,7 +181,6 @@ impl Allocator {
     }
 
     /// Free bytes inside the file.
-    #[cfg(test)]
     pub fn free_bytes(&self) -> u64 {
         self.by_offset.values().sum()
     }

@@ -94,25 +94,11 @@ impl PageCache {
         self.find(page_id, true, |c| Some(c.image.clone()))
     }
 
-    /// Runs `f` on the image of `page_id` where it lies in the cache (no reference-count
-    /// change: the guard keeps the image alive while `f` runs), if cached. Counts a hit or
-    /// a miss like [`PageCache::get`].
-    pub fn with<R>(&self, page_id: u64, f: impl FnOnce(&Bytes) -> R) -> Option<R> {
-        debug_assert!(page_id & CHUNK_KEY_BIT == 0, "page ids stay below the chunk key bit");
-        self.find(page_id, true, |c| Some(f(&c.image)))
-    }
-
     /// The value of the chunk `chunk`, if cached (an image of another chunk that was at
     /// the same offset earlier counts as a miss).
     pub fn chunk(&self, chunk: &ChunkRef) -> Option<Bytes> {
         debug_assert!(chunk.offset & CHUNK_KEY_BIT == 0, "chunk offsets stay below the chunk key bit");
         self.find(CHUNK_KEY_BIT | chunk.offset, true, |c| c.chunk(chunk))
-    }
-
-    /// The value of the chunk `chunk`, if cached, without counting a hit or a miss.
-    pub fn peek_chunk(&self, chunk: &ChunkRef) -> Option<Bytes> {
-        debug_assert!(chunk.offset & CHUNK_KEY_BIT == 0, "chunk offsets stay below the chunk key bit");
-        self.find(CHUNK_KEY_BIT | chunk.offset, false, |c| c.chunk(chunk))
     }
 
     /// The image of `page_id`, if cached, without counting a hit or a miss (for the
@@ -235,7 +221,6 @@ mod tests {
         assert_eq!(cache.chunk(&chunk).as_deref(), Some(&b"abc"[..]));
         assert!(cache.chunk(&ChunkRef { crc32: 8, ..chunk }).is_none(), "another chunk once at that offset");
         assert!(cache.chunk(&ChunkRef { len: 9, ..chunk }).is_none(), "longer than the cached bytes");
-        assert!(cache.peek_chunk(&ChunkRef { crc32: 8, ..chunk }).is_none());
         assert!(cache.get(4096).is_none(), "page ids and chunk offsets do not collide");
     }
 }

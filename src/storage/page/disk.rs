@@ -1,45 +1,30 @@
-//! Reads of pages and chunks on the caller's thread.
+//! Reads of tree nodes and chunks on the caller's thread.
 //!
-//! A `get` whose page or chunk is not cached reads it itself, with one
+//! A `get` whose node or chunk is not cached reads it itself, with one
 //! positioned read of the data file (O_DIRECT when the store uses it), instead
 //! of asking the shard thread: no hand-off and no wake-up on either side, and
 //! as many reads in flight as there are callers, which keeps the device queue
 //! as deep as the clients make it.
 //!
-//! Reading without the shard is safe because of copy-on-write: a live page's
-//! or chunk's extent is never overwritten. The shard publishes where each live
-//! page lies ([`PageLoc`]); a caller that finds its page gone, or reads bytes
-//! that are not that page (the page was replaced and its extent reused between
-//! the look-up and the read), answers "moved", and the caller looks the key up
-//! again. Bytes that fail their checks while the page is still live there are
-//! corruption. A chunk is checked against its index entry by the caller (see
-//! `read.rs`).
+//! Reading without the shard is safe because of copy-on-write: a node or chunk
+//! the newest durable checkpoint references is never overwritten. A reader
+//! that holds an older root may find the extent reused (its node freed by a
+//! later checkpoint); the node's id (in its header, and in the reference that
+//! led there) or the chunk's checksum tells, and the reader starts again from
+//! the newest root (`reader.rs`).
 //!
 //! What a caller reads it caches itself (see `cache.rs` for why that is safe).
 
 use std::cell::RefCell;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
-use crate::format::page::{chunk_bytes, decode_page};
+use crate::format::page::chunk_bytes;
+use crate::format::tree::{NodeRef, check_node};
 use crate::io::AlignedBuf;
 use crate::io::fs::FileRef;
-
-/// Where a live page lies in the data file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct PageLoc {
-    pub offset: u64,
-    /// Bytes of its extent (what a read reads).
-    pub len: u32,
-    /// Bytes of its image (the extent may be longer).
-    pub capacity: u32,
-}
-
-/// Live pages by id, published by the shard thread for callers.
-pub(crate) type PageLocations = Arc<papaya::HashMap<u64, PageLoc, foldhash::fast::RandomState>>;
 
 /// See the module docs.
 pub(crate) struct DiskReader {
@@ -47,25 +32,28 @@ pub(crate) struct DiskReader {
     path: PathBuf,
     unit: usize,
     mem_align: usize,
-    locations: PageLocations,
 }
 
 impl DiskReader {
     /// A reader of `file` (the store's data file).
-    pub fn new(file: FileRef, path: PathBuf, unit: usize, mem_align: usize, locations: PageLocations) -> DiskReader {
+    pub fn new(file: FileRef, path: PathBuf, unit: usize, mem_align: usize) -> DiskReader {
         assert!(unit.is_power_of_two() && mem_align.is_power_of_two(), "O_DIRECT alignments are powers of two");
-        DiskReader { file, path, unit, mem_align, locations }
+        DiskReader { file, path, unit, mem_align }
+    }
+
+    /// The data file's path.
+    pub fn path(&self) -> &PathBuf {
+        &self.path
     }
 
     /// Reads `len` bytes at `offset`; none where the file ends before them, which only a
-    /// stale location can ask for and which then fails its checks.
+    /// stale reference can ask for and which then fails its checks.
     fn read_at(&self, offset: u64, len: usize) -> Result<Bytes> {
         // Extents are whole page units, so an O_DIRECT read of one is aligned in file
         // offset and length; a misaligned read would fail with EINVAL, not as corruption.
-        debug_assert!(
-            offset % self.unit as u64 == 0 && len % self.unit == 0,
-            "a read covers whole page units of the data file"
-        );
+        if offset % self.unit as u64 != 0 || len % self.unit != 0 || len == 0 {
+            return Ok(Bytes::new());
+        }
         let mut buf = take_buf(len.next_multiple_of(self.mem_align).max(self.mem_align), self.mem_align);
         match self.file.read_exact_at(&mut buf.as_mut_slice()[..len], offset) {
             Ok(()) => Ok(Bytes::from_owner(Pooled(Some(buf))).slice(..len)),
@@ -74,37 +62,23 @@ impl DiskReader {
         }
     }
 
-    /// The image of live page `page_id`, read from the disk; `None` if the page is
-    /// not live (any more).
-    pub fn read_page(&self, page_id: u64) -> Result<Option<Bytes>> {
-        let Some(loc) = self.location(page_id) else { return Ok(None) };
-        debug_assert!(loc.capacity <= loc.len, "a page's image fits inside its extent");
-        let raw = self.read_at(loc.offset, loc.len as usize)?;
-        let what = if raw.len() < loc.capacity as usize {
-            "page extends past the end of the file".to_string()
-        } else {
-            let image = raw.slice(..loc.capacity as usize);
-            match decode_page(&image) {
-                Ok(page) if page.page_id == page_id => return Ok(Some(image)),
-                Ok(page) => format!("page {} found where page {page_id} should be", page.page_id),
-                Err(what) => what,
-            }
-        };
-        // Replaced meanwhile (its extent may hold anything now), or corrupt.
-        if self.location(page_id) == Some(loc) {
-            Err(Error::Corruption { file: self.path.clone(), offset: loc.offset, what })
-        } else {
-            Ok(None)
+    /// The image of `node`, read from the disk and checked; `Ok(Err(what))` if the bytes
+    /// there are not that node (freed and reused, or damaged: the caller tells which).
+    pub fn read_node(&self, node: &NodeRef) -> Result<std::result::Result<Bytes, String>> {
+        let raw = self.read_at(node.offset, node.len as usize)?;
+        if raw.len() < node.len as usize {
+            return Ok(Err(format!("node {} lies past the end of the file", node.id)));
         }
+        Ok(match check_node(&raw) {
+            Ok(info) if info.id == node.id => Ok(raw),
+            Ok(info) => Err(format!("node {} found where node {} should be", info.id, node.id)),
+            Err(what) => Err(format!("node {}: {what}", node.id)),
+        })
     }
 
     /// The raw bytes of the chunk of a value of `len` bytes at `offset`, unchecked.
     pub fn read_chunk(&self, offset: u64, len: u32) -> Result<Bytes> {
         self.read_at(offset, chunk_bytes(len as usize, self.unit))
-    }
-
-    fn location(&self, page_id: u64) -> Option<PageLoc> {
-        self.locations.pin().get(&page_id).copied()
     }
 }
 

@@ -1,0 +1,281 @@
+//! Reads of a shard's data from any thread: the memtable first, then the tree
+//! from the newest published root.
+//!
+//! The shard publishes a new root (with a new generation) once a checkpoint is
+//! durable, and only then evicts from the memtable what the checkpoint merged.
+//! A reader looks in the memtable first and loads the root after, so a key it
+//! misses in the memtable is in the root it loads. Nodes and chunks come from
+//! the page cache or are read by the caller (`disk.rs`). A node or chunk that
+//! is not what its reference says means its extent was freed and reused after
+//! a newer root was published, unless the root is still the one the reader
+//! started from, which makes it damage: `Error::Corruption`.
+
+use std::ops::Bound;
+use std::sync::atomic::AtomicU64;
+
+use bytes::Bytes;
+use crossbeam_utils::atomic::AtomicCell;
+
+use super::cache::PageCache;
+use super::disk::DiskReader;
+use crate::error::{Error, Result};
+use crate::format::page::{ChunkRef, decode_chunk};
+use crate::format::tree::NodeRef;
+use crate::stats::ShardCounters;
+use crate::storage::index::{Index, Stored, Versioned, range_chunk as memtable_range};
+use crate::storage::tree::{self, Found, LoadError, NodeSource, Record, TreeRoot};
+
+/// Lookups of one key before giving up (each retry means a checkpoint freed what was
+/// being read and a later one reused it; more than a few in a row is a bug).
+const ATTEMPTS_MAX: usize = 16;
+
+/// A published root: the tree of the newest durable checkpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Published {
+    /// Counts checkpoints; a reader compares it to tell a freed node from damage.
+    pub generation: u64,
+    pub root: TreeRoot,
+}
+
+/// The root readers start from. Loads never write shared memory (a sequence lock).
+pub(crate) type RootCell = AtomicCell<Published>;
+
+/// Where a shard's readers find its data.
+pub(crate) struct ShardData<'a> {
+    pub index: &'a Index,
+    pub root: &'a RootCell,
+    pub cache: &'a PageCache,
+    pub disk: &'a DiskReader,
+    /// Counts nodes read from the disk.
+    pub nodes_read: &'a AtomicU64,
+    /// Counts chunks read from the disk.
+    pub chunks_read: &'a AtomicU64,
+}
+
+impl NodeSource for ShardData<'_> {
+    fn load(&self, node: &NodeRef) -> std::result::Result<Bytes, LoadError> {
+        if let Some(image) = self.cache.get(node.id) {
+            return Ok(image);
+        }
+        match self.disk.read_node(node)? {
+            Ok(image) => {
+                ShardCounters::add(self.nodes_read, 1);
+                self.cache.insert(node.id, image.clone());
+                Ok(image)
+            }
+            Err(what) => Err(LoadError::Gone { offset: node.offset, what }),
+        }
+    }
+}
+
+/// Nodes from the cache only: a miss fails the look-up.
+struct CachedOnly<'a>(&'a PageCache);
+
+impl NodeSource for CachedOnly<'_> {
+    fn load(&self, node: &NodeRef) -> std::result::Result<Bytes, LoadError> {
+        self.0.get(node.id).ok_or(LoadError::Gone { offset: node.offset, what: String::new() })
+    }
+}
+
+fn versioned(version: u64, found: Found) -> Versioned {
+    let stored = match found {
+        Found::Inline(v) => Stored::Inline(v),
+        Found::Chunk(c) => Stored::Chunk { offset: c.offset, len: c.len, crc32: c.crc32 },
+    };
+    Versioned { stored, version }
+}
+
+impl ShardData<'_> {
+    /// The outcome of a failed tree read that started at `started`: `Ok(())` to try
+    /// again (a newer root was published meanwhile), else the error.
+    fn retry_or(&self, started: &Published, e: LoadError) -> Result<()> {
+        match e {
+            LoadError::Failed(e) => Err(e),
+            LoadError::Gone { offset, what } => {
+                if self.root.load().generation == started.generation {
+                    Err(Error::Corruption { file: self.disk.path().clone(), offset, what })
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// `key`'s entry: from the memtable, else from the tree (a value in a leaf comes as
+    /// `Inline`, sharing the cached leaf's bytes). `None` if the key is absent.
+    pub fn entry(&self, key: &[u8]) -> Result<Option<Versioned>> {
+        for _ in 0..ATTEMPTS_MAX {
+            if let Some(v) = self.index.get(key) {
+                return Ok((v.stored != Stored::Tombstone).then_some(v));
+            }
+            let started = self.root.load();
+            match tree::get(self, &started.root, key) {
+                Ok(found) => return Ok(found.map(|(version, f)| versioned(version, f))),
+                Err(e) => self.retry_or(&started, e)?,
+            }
+        }
+        Err(moved(key))
+    }
+
+    /// `key`'s entry from the tree if every node on its path is cached (`Some`, holding
+    /// the entry or `None` for an absent key); `None` if a node would have to be read.
+    /// The caller has missed `key` in the memtable.
+    pub fn entry_if_cached(&self, key: &[u8]) -> Result<Option<Option<Versioned>>> {
+        let started = self.root.load();
+        Ok(tree::get(&CachedOnly(self.cache), &started.root, key)
+            .ok()
+            .map(|found| found.map(|(version, f)| versioned(version, f))))
+    }
+
+    /// `key`'s version and value, `None` if absent.
+    pub fn get(&self, key: &[u8]) -> Result<Option<(u64, Bytes)>> {
+        for _ in 0..ATTEMPTS_MAX {
+            let started = self.root.load();
+            let Some(entry) = self.entry(key)? else { return Ok(None) };
+            if let Some(value) = self.value(&started, &entry)? {
+                return Ok(Some((entry.version, value)));
+            }
+        }
+        Err(moved(key))
+    }
+
+    /// The value an entry names; `None` if it is a chunk freed and reused since the entry
+    /// was read under the root `started` (look the key up again).
+    pub fn value(&self, started: &Published, entry: &Versioned) -> Result<Option<Bytes>> {
+        match &entry.stored {
+            Stored::Inline(v) => Ok(Some(v.clone())),
+            Stored::Tombstone => unreachable!("a tombstone is never handed out as an entry"),
+            &Stored::Chunk { offset, len, crc32 } => {
+                let chunk = ChunkRef { offset, len, crc32 };
+                if let Some(value) = self.cache.chunk(&chunk) {
+                    return Ok(Some(value));
+                }
+                let raw = self.disk.read_chunk(offset, len)?;
+                ShardCounters::add(self.chunks_read, 1);
+                match decode_chunk(&raw, &chunk) {
+                    Ok(value) => {
+                        let start = value.as_ptr() as usize - raw.as_ptr() as usize;
+                        let value = raw.slice(start..start + value.len());
+                        self.cache.insert_chunk(&chunk, raw);
+                        Ok(Some(value))
+                    }
+                    Err(what) => {
+                        self.retry_or(started, LoadError::Gone { offset, what })?;
+                        Ok(None)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Appends to `out` up to `limit` live entries with keys in `(start, end)`, in key
+    /// order, from the memtable and the tree merged (the memtable's entry wins, and a
+    /// tombstone hides the key). Fewer than `limit` only when the range holds no more.
+    pub fn range(
+        &self,
+        start: Bound<&[u8]>,
+        end: Bound<&[u8]>,
+        limit: usize,
+        out: &mut Vec<(Bytes, Versioned)>,
+    ) -> Result<()> {
+        let mut from: Bound<Bytes> = bound_to_owned(start);
+        let mut attempts = 0;
+        while out.len() < limit {
+            let want = limit - out.len();
+            let from_ref = as_ref(&from);
+            if crate::key::bounds_are_empty(from_ref, end) {
+                return Ok(());
+            }
+            let mut mem = Vec::new();
+            memtable_range(self.index, from_ref, end, want, &mut mem);
+            let mem_more = mem.len() == want;
+            let started = self.root.load();
+            let mut disk: Vec<Record> = Vec::new();
+            let disk_more = match tree::range(self, &started.root, from_ref, end, want, &mut disk) {
+                Ok(more) => more,
+                Err(e) => {
+                    self.retry_or(&started, e)?;
+                    attempts += 1;
+                    if attempts >= ATTEMPTS_MAX {
+                        return Err(Error::InvalidArgument(format!(
+                            "a scan was restarted {ATTEMPTS_MAX} times by checkpoints (a ringdb bug)"
+                        )));
+                    }
+                    continue;
+                }
+            };
+            // Past the last key of a source that stopped at the limit, the other source's
+            // keys cannot be merged yet.
+            let cut: Option<Bytes> = match (mem_more, disk_more) {
+                (true, true) => Some(mem.last().expect("full").0.clone().min(disk.last().expect("full").key.clone())),
+                (true, false) => Some(mem.last().expect("full").0.clone()),
+                (false, true) => Some(disk.last().expect("full").key.clone()),
+                (false, false) => None,
+            };
+            merge_into(mem, disk, cut.as_deref(), limit, out);
+            match cut {
+                None => return Ok(()),
+                Some(cut) => from = Bound::Excluded(cut),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Merges memtable entries and tree records (each in key order) into `out`, up to
+/// `limit` entries and up to `cut` included.
+fn merge_into(
+    mem: Vec<(Bytes, Versioned)>,
+    disk: Vec<Record>,
+    cut: Option<&[u8]>,
+    limit: usize,
+    out: &mut Vec<(Bytes, Versioned)>,
+) {
+    let mut mem = mem.into_iter().peekable();
+    let mut disk = disk.into_iter().peekable();
+    while out.len() < limit {
+        let take_mem = match (mem.peek(), disk.peek()) {
+            (None, None) => return,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (Some((mk, _)), Some(r)) => mk[..] <= r.key[..],
+        };
+        let (key, entry) = if take_mem {
+            let (key, entry) = mem.next().expect("peeked");
+            // The memtable's entry supersedes the tree's record of the same key.
+            disk.next_if(|r| r.key == key);
+            (key, entry)
+        } else {
+            let r = disk.next().expect("peeked");
+            (r.key, versioned(r.version, r.value))
+        };
+        if cut.is_some_and(|c| &key[..] > c) {
+            return;
+        }
+        if entry.stored != Stored::Tombstone {
+            out.push((key, entry));
+        }
+    }
+}
+
+fn bound_to_owned(b: Bound<&[u8]>) -> Bound<Bytes> {
+    match b {
+        Bound::Included(k) => Bound::Included(Bytes::copy_from_slice(k)),
+        Bound::Excluded(k) => Bound::Excluded(Bytes::copy_from_slice(k)),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+fn as_ref(b: &Bound<Bytes>) -> Bound<&[u8]> {
+    match b {
+        Bound::Included(k) => Bound::Included(&k[..]),
+        Bound::Excluded(k) => Bound::Excluded(&k[..]),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+fn moved(key: &[u8]) -> Error {
+    Error::InvalidArgument(format!(
+        "key {key:?} was moved by checkpoints {ATTEMPTS_MAX} times while being read (a ringdb bug)"
+    ))
+}
