@@ -24,7 +24,9 @@
 //!      3    1 reserved     zero
 //!      4    4 value_len    bytes stored after the key (the value, or 16)
 //!      8    8 version      LSN of the write that produced the record
-//!     16    . key, then the value or chunk reference
+//!     16    . key, zeros to the next multiple of 8 (so every value starts 8-aligned in
+//!             the image, and a typed record can be read in place), then the value or
+//!             chunk reference
 //! branch item (24-byte header)
 //!      0    2 key_len      0 for the first item (it stands for every key below the second)
 //!      2    2 reserved     zero
@@ -112,9 +114,14 @@ pub struct BranchItem<'a> {
     pub child: NodeRef,
 }
 
+/// Where a leaf item's value starts, from the item's start.
+pub fn leaf_value_at(key_len: usize) -> usize {
+    (LEAF_ITEM_HEADER_BYTES + key_len).next_multiple_of(ITEM_ALIGN)
+}
+
 /// Bytes a leaf item takes in a node, its slot and alignment padding included.
 pub fn leaf_item_bytes(key_len: usize, stored_value_len: usize) -> usize {
-    SLOT_BYTES + (LEAF_ITEM_HEADER_BYTES + key_len + stored_value_len).next_multiple_of(ITEM_ALIGN)
+    SLOT_BYTES + (leaf_value_at(key_len) + stored_value_len).next_multiple_of(ITEM_ALIGN)
 }
 
 /// Bytes a branch item takes in a node, its slot and alignment padding included.
@@ -175,7 +182,8 @@ pub fn encode_leaf(id: u64, items: &[LeafItem<'_>], out: &mut [u8]) -> Result<us
         put_u64(out, at + 8, item.version);
         let key_at = at + LEAF_ITEM_HEADER_BYTES;
         out[key_at..key_at + item.key.len()].copy_from_slice(item.key);
-        let value_at = key_at + item.key.len();
+        let value_at = at + leaf_value_at(item.key.len());
+        out[key_at + item.key.len()..value_at].fill(0);
         match item.value {
             LeafValue::Inline(v) => out[value_at..value_at + v.len()].copy_from_slice(v),
             LeafValue::Chunk(c) => out[value_at..value_at + CHUNK_REF_BYTES].copy_from_slice(&c.encode()),
@@ -287,7 +295,11 @@ pub fn check_node(bytes: &[u8]) -> Result<NodeInfo, String> {
             {
                 return Err(format!("item {n} has bad flags"));
             }
-            (at + header).checked_add(key_len).and_then(|e| e.checked_add(stored))
+            let value_at = at + leaf_value_at(key_len);
+            if value_at > used || bytes[at + header + key_len..value_at].iter().any(|&b| b != 0) {
+                return Err(format!("item {n} runs past the node or has padding set"));
+            }
+            value_at.checked_add(stored)
         } else {
             if get_u16(bytes, at + 2) != 0 || (n == 0) != (key_len == 0) {
                 return Err(format!("item {n} has a bad key length or reserved bytes"));
@@ -363,7 +375,8 @@ impl<'a> NodeView<'a> {
         let key_len = get_u16(self.bytes, at) as usize;
         let stored = get_u32(self.bytes, at + 4) as usize;
         let key_at = at + LEAF_ITEM_HEADER_BYTES;
-        let value = &self.bytes[key_at + key_len..key_at + key_len + stored];
+        let value_at = at + leaf_value_at(key_len);
+        let value = &self.bytes[value_at..value_at + stored];
         let value =
             if self.bytes[at + 2] & FLAG_CHUNK != 0 { LeafValue::Chunk(ChunkRef::decode(value)) } else { LeafValue::Inline(value) };
         LeafItem { key: &self.bytes[key_at..key_at + key_len], version: get_u64(self.bytes, at + 8), value }
@@ -374,7 +387,7 @@ impl<'a> NodeView<'a> {
         let at = self.item_at(n);
         let key_len = get_u16(self.bytes, at) as usize;
         let stored = get_u32(self.bytes, at + 4) as usize;
-        (at + LEAF_ITEM_HEADER_BYTES + key_len, stored)
+        (at + leaf_value_at(key_len), stored)
     }
 
     /// Branch item `n`'s child.
@@ -452,7 +465,7 @@ mod tests {
         for (n, item) in items.iter().enumerate() {
             assert_eq!(view.leaf_item(n), *item);
             assert_eq!(view.search(item.key), Ok(n));
-            assert_eq!(view.key(n).as_ptr() as usize % 8, (16 + out.as_ptr() as usize) % 8);
+            assert_eq!(view.value_span(n).0 % 8, 0, "values start 8-aligned in the image");
         }
         assert_eq!(view.search(b"a"), Err(0));
         assert_eq!(view.search(b"key00001"), Err(1));
