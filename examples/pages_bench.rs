@@ -7,6 +7,10 @@
 //! pages_bench scan    DIR KEYS VALUE_BYTES
 //! pages_bench crash   DIR KEYS VALUE_BYTES WAL_BYTES    (loads, checkpoints, fills the log, aborts)
 //! pages_bench recover DIR                                (opens and reports the time)
+//! pages_bench costs   DIR KEYS VALUE_BYTES               (loads KEYS, checkpoints, closes)
+//! pages_bench reopen  DIR KEYS OVERWRITES                (in a fresh process: open time and
+//!                                                         memory, then the bytes one checkpoint
+//!                                                         writes after OVERWRITES random puts)
 //! ```
 //! Every line of output is `name value unit`, for the script to read.
 
@@ -67,10 +71,58 @@ fn load(db: &Db, keys: u64, value_bytes: usize) {
     println!("live_bytes {} B", after.live_bytes);
 }
 
+/// Resident memory of this process, in bytes (Linux `/proc/self/statm`).
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+/// Opens a loaded database in a fresh process: what open costs, and what one
+/// checkpoint writes after `overwrites` random puts.
+fn reopen(dir: &str, keys: u64, overwrites: u64) {
+    let before = rss_bytes();
+    let started = Instant::now();
+    let db = Db::open(dir, options(64 << 20)).unwrap();
+    let open_secs = started.elapsed().as_secs_f64();
+    let after = rss_bytes();
+    println!("open_seconds {open_secs:.4} s");
+    println!("open_rss_bytes {} B", after.saturating_sub(before));
+    println!("rss_after_open_bytes {after} B");
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut batch = WriteBatch::new();
+    for _ in 0..overwrites {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let i = x % keys;
+        batch.put(&key(i), &value(i ^ 1, 100)).unwrap();
+        if batch.len() == 100 {
+            db.write_batch(std::mem::take(&mut batch)).unwrap();
+        }
+    }
+    db.write_batch(batch).unwrap();
+    let user = overwrites * (16 + 100);
+    db.checkpoint().unwrap();
+    let stats = db.stats();
+    println!("checkpoint_bytes {} B", stats.checkpoint_bytes_last);
+    println!("checkpoint_bytes_per_user_byte {:.1}", stats.checkpoint_bytes_last as f64 / user as f64);
+    println!("checkpoint_seconds {:.4} s", stats.checkpoint_us_last as f64 / 1e6);
+    println!("keys {}", stats.keys);
+    println!("data_file_bytes {} B", stats.data_file_bytes);
+    db.close().unwrap();
+}
+
 fn main() {
     let mode = arg(1);
     let dir = arg(2);
     match mode.as_str() {
+        "costs" => {
+            let db = Db::open(&dir, options(64 << 20)).unwrap();
+            load(&db, num(3), num(4) as usize);
+            db.close().unwrap();
+        }
+        "reopen" => reopen(&dir, num(3), num(4)),
         "reads" => {
             let (keys, value_bytes, cache, threads, seconds) = (num(3), num(4) as usize, num(5), num(6), num(7));
             let batch: usize = std::env::args().nth(8).map_or(1, |b| b.parse().unwrap());

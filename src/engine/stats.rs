@@ -4,16 +4,10 @@
 //! database's by `Stats::merge`, which knows for each figure whether shards sum or
 //! the slowest one counts (see `stats.rs`).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use super::Engine;
 use crate::shard::ShardHandle;
 use crate::stats::{OpKind, Stats, new_histogram};
 use crate::storage::index::Stored;
-
-fn load(counter: &AtomicU64) -> u64 {
-    counter.load(Ordering::Relaxed)
-}
 
 /// The shard's keys: its tree's, corrected by each memtable entry (a new key adds one,
 /// a delete of a key in the tree takes one away). Each entry is looked up in the tree
@@ -52,8 +46,8 @@ fn shard_stats(shard: &ShardHandle) -> Stats {
         memtable_keys: s.index().len() as u64,
         index_bytes: s.index().memory_bytes(),
         dirty_bytes: s.index().inline_bytes(),
-        cache_hits: load(&s.cache().hits),
-        cache_misses: load(&s.cache().misses),
+        cache_hits: s.cache().hits.load(),
+        cache_misses: s.cache().misses.load(),
         cache_bytes: s.cache().bytes(),
         pages: p.pages,
         pages_written: pc.pages_written,

@@ -102,7 +102,8 @@ fn load_at(src: &dyn NodeSource, node: &NodeRef, level: u8) -> Result<Bytes, Loa
     Ok(image)
 }
 
-fn leaf_found(image: &Bytes, view: &NodeView<'_>, n: usize) -> Found {
+/// Leaf item `n`'s value: a slice of the leaf's image, or its chunk.
+pub(crate) fn leaf_found(image: &Bytes, view: &NodeView<'_>, n: usize) -> Found {
     match view.leaf_item(n).value {
         LeafValue::Inline(_) => {
             let (at, len) = view.value_span(n);

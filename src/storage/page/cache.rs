@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 
 use crate::format::page::ChunkRef;
+use crate::stats::StripedCounter;
 
 /// Cache keys of chunks: the chunk's offset with this bit set (page ids never reach it).
 pub(crate) const CHUNK_KEY_BIT: u64 = 1 << 63;
@@ -50,8 +51,8 @@ pub(crate) struct PageCache {
     budget_bytes: u64,
     /// The CLOCK ring of cached keys (and of removed ones not yet passed by the hand).
     clock: Mutex<VecDeque<u64>>,
-    pub hits: AtomicU64,
-    pub misses: AtomicU64,
+    pub hits: StripedCounter,
+    pub misses: StripedCounter,
 }
 
 impl PageCache {
@@ -61,8 +62,8 @@ impl PageCache {
             bytes: AtomicU64::new(0),
             budget_bytes,
             clock: Mutex::new(VecDeque::new()),
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
+            hits: StripedCounter::default(),
+            misses: StripedCounter::default(),
         }
     }
 
@@ -80,12 +81,19 @@ impl PageCache {
             if !c.referenced.load(Ordering::Relaxed) {
                 c.referenced.store(true, Ordering::Relaxed);
             }
-            self.hits.fetch_add(1, Ordering::Relaxed);
+            self.hits.add(1);
             Some(r)
         } else {
-            self.misses.fetch_add(1, Ordering::Relaxed);
+            self.misses.add(1);
             None
         }
+    }
+
+    /// Runs `f` on the image of `page_id` where it lies in the cache, without a
+    /// reference-count change, if it is cached.
+    pub fn with<R>(&self, page_id: u64, f: impl FnOnce(&Bytes) -> R) -> Option<R> {
+        debug_assert!(page_id & CHUNK_KEY_BIT == 0, "page ids stay below the chunk key bit");
+        self.find(page_id, true, |c| Some(f(&c.image)))
     }
 
     /// The image of `page_id`, if cached.

@@ -20,10 +20,10 @@ use super::cache::PageCache;
 use super::disk::DiskReader;
 use crate::error::{Error, Result};
 use crate::format::page::{ChunkRef, decode_chunk};
-use crate::format::tree::NodeRef;
+use crate::format::tree::{NodeRef, NodeView};
 use crate::stats::ShardCounters;
 use crate::storage::index::{Index, Stored, Versioned, range_chunk as memtable_range};
-use crate::storage::tree::{self, Found, LoadError, NodeSource, Record, TreeRoot};
+use crate::storage::tree::{self, Found, LoadError, NodeSource, Record, TreeRoot, leaf_found};
 
 /// Lookups of one key before giving up (each retry means a checkpoint freed what was
 /// being read and a later one reused it; more than a few in a row is a bug).
@@ -68,15 +68,6 @@ impl NodeSource for ShardData<'_> {
     }
 }
 
-/// Nodes from the cache only: a miss fails the look-up.
-struct CachedOnly<'a>(&'a PageCache);
-
-impl NodeSource for CachedOnly<'_> {
-    fn load(&self, node: &NodeRef) -> std::result::Result<Bytes, LoadError> {
-        self.0.get(node.id).ok_or(LoadError::Gone { offset: node.offset, what: String::new() })
-    }
-}
-
 fn versioned(version: u64, found: Found) -> Versioned {
     let stored = match found {
         Found::Inline(v) => Stored::Inline(v),
@@ -101,6 +92,41 @@ impl ShardData<'_> {
         }
     }
 
+    /// Runs `f` on the leaf of the tree at `root` that holds or would hold `key`, and
+    /// where `key` is or would go in it, if every node on the path is cached; `None` if
+    /// one is not (or is not at the level its parent says: the loading path reports
+    /// that). Nodes are read in place: no reference count changes on the way down.
+    pub fn with_cached_leaf<R>(
+        &self,
+        root: &TreeRoot,
+        key: &[u8],
+        f: impl FnOnce(&Bytes, &NodeView<'_>, std::result::Result<usize, usize>) -> R,
+    ) -> Option<R> {
+        let mut node = root.node?;
+        let mut level = root.level;
+        let mut f = Some(f);
+        loop {
+            let step = self.cache.with(node.id, |image| {
+                let view = NodeView::new(image);
+                if view.level() != level {
+                    return None;
+                }
+                Some(if view.is_leaf() {
+                    Ok(f.take().expect("called at the leaf only")(image, &view, view.search(key)))
+                } else {
+                    Err(view.child(view.child_for(key)))
+                })
+            })??;
+            match step {
+                Ok(r) => return Some(r),
+                Err(child) => {
+                    node = child;
+                    level -= 1;
+                }
+            }
+        }
+    }
+
     /// `key`'s entry: from the memtable, else from the tree (a value in a leaf comes as
     /// `Inline`, sharing the cached leaf's bytes). `None` if the key is absent.
     pub fn entry(&self, key: &[u8]) -> Result<Option<Versioned>> {
@@ -109,6 +135,12 @@ impl ShardData<'_> {
                 return Ok((v.stored != Stored::Tombstone).then_some(v));
             }
             let started = self.root.load();
+            let cached = self.with_cached_leaf(&started.root, key, |image, view, at| {
+                at.ok().map(|n| versioned(view.leaf_item(n).version, leaf_found(image, view, n)))
+            });
+            if let Some(found) = cached {
+                return Ok(found);
+            }
             match tree::get(self, &started.root, key) {
                 Ok(found) => return Ok(found.map(|(version, f)| versioned(version, f))),
                 Err(e) => self.retry_or(&started, e)?,
@@ -122,9 +154,9 @@ impl ShardData<'_> {
     /// The caller has missed `key` in the memtable.
     pub fn entry_if_cached(&self, key: &[u8]) -> Result<Option<Option<Versioned>>> {
         let started = self.root.load();
-        Ok(tree::get(&CachedOnly(self.cache), &started.root, key)
-            .ok()
-            .map(|found| found.map(|(version, f)| versioned(version, f))))
+        Ok(self.with_cached_leaf(&started.root, key, |image, view, at| {
+            at.ok().map(|n| versioned(view.leaf_item(n).version, leaf_found(image, view, n)))
+        }))
     }
 
     /// `key`'s version and value, `None` if absent.
