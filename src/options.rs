@@ -122,7 +122,6 @@ pub struct Options {
     pub(crate) client_spin: Duration,
     pub(crate) cache_bytes: u64,
     pub(crate) page_records_max: usize,
-    pub(crate) page_free_space_factor: usize,
     pub(crate) page_chunk_bytes: usize,
     pub(crate) checkpoint_wal_bytes: u64,
     pub(crate) checkpoint_interval: Duration,
@@ -149,7 +148,6 @@ impl Default for Options {
             client_spin: Duration::from_micros(100),
             cache_bytes: 256 << 20,
             page_records_max: 32,
-            page_free_space_factor: 2,
             page_chunk_bytes: 2048,
             checkpoint_wal_bytes: 64 << 20,
             checkpoint_interval: Duration::from_secs(60),
@@ -178,7 +176,6 @@ impl fmt::Debug for Options {
             .field("client_spin", &self.client_spin)
             .field("cache_bytes", &self.cache_bytes)
             .field("page_records_max", &self.page_records_max)
-            .field("page_free_space_factor", &self.page_free_space_factor)
             .field("page_chunk_bytes", &self.page_chunk_bytes)
             .field("checkpoint_wal_bytes", &self.checkpoint_wal_bytes)
             .field("checkpoint_interval", &self.checkpoint_interval)
@@ -297,31 +294,26 @@ impl Options {
         self
     }
 
-    /// Page cache budget for the whole database, split evenly among the shards, in
-    /// bytes. Default 256 MiB; range 64 KiB..=1 TiB. Values written since the last
-    /// checkpoint are held in memory outside this budget (see `checkpoint_wal_bytes`).
+    /// Memory budget for the whole database's data, split evenly among the shards, in
+    /// bytes: three quarters of each shard's share is its page cache (tree nodes and
+    /// chunks), a quarter its memtable (the values written since the last checkpoint;
+    /// a checkpoint is due once it fills that quarter, at least 1 MiB). Default 256 MiB;
+    /// range 64 KiB..=1 TiB.
     pub fn cache_bytes(mut self, bytes: u64) -> Options {
         self.cache_bytes = bytes;
         self
     }
 
-    /// Most records in one page (seed 000's N). Default 32; range 1..=4096. Fewer
-    /// records make smaller pages that are cheaper to rewrite.
+    /// Most records in one leaf of a shard's tree (N, besides the 4 KiB a node is filled
+    /// to). Default 32; range 1..=4096. Fewer records make smaller leaves that are
+    /// cheaper to rewrite.
     pub fn page_records_max(mut self, records: usize) -> Options {
         self.page_records_max = records;
         self
     }
 
-    /// Free space left in a page for later updates, in page units: a page holding `used`
-    /// bytes gets `((used + unit * factor) / unit) * unit` bytes. Default 2 (between one
-    /// and two units free); range 1..=16.
-    pub fn page_free_space_factor(mut self, factor: usize) -> Options {
-        self.page_free_space_factor = factor;
-        self
-    }
-
     /// Values longer than this many bytes get a chunk of their own instead of a place in
-    /// a page. Default 2048; range 64..=1 MiB.
+    /// a leaf. Default 2048; range 64..=1 MiB.
     pub fn page_chunk_bytes(mut self, bytes: usize) -> Options {
         self.page_chunk_bytes = bytes;
         self
@@ -375,10 +367,6 @@ impl Options {
         check(
             (1..=4096).contains(&self.page_records_max),
             format!("Options::page_records_max({}) is outside 1..=4096", self.page_records_max),
-        )?;
-        check(
-            (1..=16).contains(&self.page_free_space_factor),
-            format!("Options::page_free_space_factor({}) is outside 1..=16", self.page_free_space_factor),
         )?;
         check(
             (64..=1 << 20).contains(&self.page_chunk_bytes),

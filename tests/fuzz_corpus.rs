@@ -10,12 +10,12 @@ use ringdb::format::blob::{BlobSegmentHeader, SegmentState, decode_blob_record, 
 use ringdb::format::checkpoint::{Slot, decode_free_list, encode_free_list, newest_slot};
 use ringdb::format::manifest::{Manifest, decode_file};
 use ringdb::format::page::{ChunkRef, chunk_bytes, decode_chunk, encode_chunk};
-use ringdb::format::tree::{BranchItem, LeafItem, LeafValue, NodeRef, check_node, encode_branch, encode_leaf};
 use ringdb::format::record::{
     Decoded, HEADER_BYTES, KIND_OPS, OP_DELETE, OP_PUT, decode_ops, decode_record, encode_header, encode_op,
     record_bytes,
 };
 use ringdb::format::segment::SegmentHeader;
+use ringdb::format::tree::{BranchItem, LeafItem, LeafValue, NodeRef, check_node, encode_branch, encode_leaf};
 
 type Seeds = BTreeMap<String, Vec<u8>>;
 
@@ -69,7 +69,11 @@ fn page() -> Seeds {
     let items = [
         LeafItem { key: b"alpha", version: 4, value: LeafValue::Inline(b"one") },
         LeafItem { key: b"beta", version: 5, value: LeafValue::Inline(&[3u8; 200]) },
-        LeafItem { key: b"gamma", version: 6, value: LeafValue::Chunk(ChunkRef { offset: 2048, len: 900, crc32: crc }) },
+        LeafItem {
+            key: b"gamma",
+            version: 6,
+            value: LeafValue::Chunk(ChunkRef { offset: 2048, len: 900, crc32: crc }),
+        },
     ];
     let mut leaf = vec![0u8; 1024];
     encode_leaf(17, &items, &mut leaf).expect("fits");

@@ -193,10 +193,7 @@ fn a_corrupt_page_is_reported_not_returned() {
     assert!(slot.root_level > 0, "40 keys of at most 4 per leaf make a tree of several nodes");
     let n = leaf.search(b"k007").unwrap();
     let (value_at, _) = leaf.value_span(n);
-    let other_key = (0..40u32)
-        .map(|i| format!("k{i:03}").into_bytes())
-        .find(|k| leaf.search(k).is_err())
-        .unwrap();
+    let other_key = (0..40u32).map(|i| format!("k{i:03}").into_bytes()).find(|k| leaf.search(k).is_err()).unwrap();
     let mut data = data.clone();
     data[offset as usize + value_at] ^= 0x10;
     std::fs::write(shard.join("pages.dat"), &data).unwrap();

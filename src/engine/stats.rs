@@ -17,10 +17,7 @@ fn keys(shard: &ShardHandle) -> u64 {
     let root = data.root.load().root;
     let memtable: Vec<(bytes::Bytes, bool)> = {
         let order = data.index.order();
-        order
-            .iter()
-            .filter_map(|k| data.index.get(k).map(|v| (k.clone(), v.stored != Stored::Tombstone)))
-            .collect()
+        order.iter().filter_map(|k| data.index.get(k).map(|v| (k.clone(), v.stored != Stored::Tombstone))).collect()
     };
     let mut keys = root.keys;
     for (key, live) in memtable {

@@ -377,8 +377,11 @@ impl<'a> NodeView<'a> {
         let key_at = at + LEAF_ITEM_HEADER_BYTES;
         let value_at = at + leaf_value_at(key_len);
         let value = &self.bytes[value_at..value_at + stored];
-        let value =
-            if self.bytes[at + 2] & FLAG_CHUNK != 0 { LeafValue::Chunk(ChunkRef::decode(value)) } else { LeafValue::Inline(value) };
+        let value = if self.bytes[at + 2] & FLAG_CHUNK != 0 {
+            LeafValue::Chunk(ChunkRef::decode(value))
+        } else {
+            LeafValue::Inline(value)
+        };
         LeafItem { key: &self.bytes[key_at..key_at + key_len], version: get_u64(self.bytes, at + 8), value }
     }
 
@@ -394,7 +397,11 @@ impl<'a> NodeView<'a> {
     pub fn child(&self, n: usize) -> NodeRef {
         debug_assert!(!self.is_leaf(), "children are read from branches");
         let at = self.item_at(n);
-        NodeRef { id: get_u64(self.bytes, at + 8), offset: get_u64(self.bytes, at + 16), len: get_u32(self.bytes, at + 4) }
+        NodeRef {
+            id: get_u64(self.bytes, at + 8),
+            offset: get_u64(self.bytes, at + 16),
+            len: get_u32(self.bytes, at + 4),
+        }
     }
 
     /// Branch item `n` (its key empty for the first).
@@ -485,7 +492,10 @@ mod tests {
         let items: Vec<BranchItem<'_>> = keys
             .iter()
             .enumerate()
-            .map(|(i, k)| BranchItem { key: k, child: NodeRef { id: i as u64 + 1, offset: 4096 * i as u64, len: 4096 } })
+            .map(|(i, k)| BranchItem {
+                key: k,
+                child: NodeRef { id: i as u64 + 1, offset: 4096 * i as u64, len: 4096 },
+            })
             .collect();
         let bytes: usize = (0..items.len()).map(|n| branch_item_bytes(if n == 0 { 0 } else { keys[n].len() })).sum();
         let used = node_used_bytes(bytes, items.len());

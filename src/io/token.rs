@@ -40,13 +40,8 @@ pub enum TokenKind {
 
 impl TokenKind {
     /// Every kind, for exhaustive checks.
-    pub const ALL: [TokenKind; 5] = [
-        TokenKind::LogWrite,
-        TokenKind::LogSync,
-        TokenKind::Checkpoint,
-        TokenKind::BlobWrite,
-        TokenKind::BlobSync,
-    ];
+    pub const ALL: [TokenKind; 5] =
+        [TokenKind::LogWrite, TokenKind::LogSync, TokenKind::Checkpoint, TokenKind::BlobWrite, TokenKind::BlobSync];
 
     fn from_code(code: u8) -> Option<TokenKind> {
         TokenKind::ALL.into_iter().find(|k| *k as u8 == code)

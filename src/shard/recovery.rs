@@ -159,7 +159,8 @@ fn open_pages(shared: &ShardShared, fs: &Arc<dyn Fs>, shard_dir: &Path, options:
         direct: options.direct_io,
     };
     let pages = PageStore::open(fs, shard_dir, shared.id, page_config)?;
-    let _ = shared.disk.set(DiskReader::new(Arc::clone(&pages.data), pages.data_path.clone(), pages.unit, pages.mem_align));
+    let _ =
+        shared.disk.set(DiskReader::new(Arc::clone(&pages.data), pages.data_path.clone(), pages.unit, pages.mem_align));
     debug_assert_eq!(shared.index.len(), 0, "the memtable fills from the log only");
     shared.root.store(Published { generation: pages.generation(), root: pages.root() });
     Ok(pages)

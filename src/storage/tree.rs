@@ -513,7 +513,9 @@ fn split_evenly(sizes: &[usize], node_bytes: usize, count_max: usize, count_min:
     let (mut count, mut bytes) = (0, 0);
     for (n, &size) in sizes.iter().enumerate() {
         let full = count >= count_min && (bytes + size > room || count >= count_max);
-        let even = count >= count_min && bytes + size / 2 > target && count >= per_node.min(count_max).saturating_sub(1).max(1);
+        let even = count >= count_min
+            && bytes + size / 2 > target
+            && count >= per_node.min(count_max).saturating_sub(1).max(1);
         // Never leave fewer than `count_min` items for the last group.
         if (full || even) && sizes.len() - n >= count_min {
             groups.push((count, bytes));
@@ -707,7 +709,8 @@ mod tests {
             for _ in 0..n {
                 let k = key(next() % 20_000);
                 version += 1;
-                let op = if deletes && next() % 3 != 0 { ChangeOp::Delete } else { ChangeOp::Put(value_of(&k, version)) };
+                let op =
+                    if deletes && next() % 3 != 0 { ChangeOp::Delete } else { ChangeOp::Put(value_of(&k, version)) };
                 changes.insert(k.clone(), Change { key: k, version, op });
             }
             apply(&mem, &mut root, &mut model, changes.into_values().collect(), SHAPE);
@@ -767,8 +770,7 @@ mod tests {
                 .collect();
             apply(&mem, &mut root, &mut model, changes, shape);
         }
-        let leaves: Vec<Bytes> =
-            mem.nodes.borrow().values().filter(|i| NodeView::new(i).is_leaf()).cloned().collect();
+        let leaves: Vec<Bytes> = mem.nodes.borrow().values().filter(|i| NodeView::new(i).is_leaf()).cloned().collect();
         let used: usize = leaves.iter().map(|i| NodeView::new(i).used()).sum();
         let fill = used as f64 / (leaves.len() * 4096) as f64;
         assert!(fill > 0.6, "leaves are {:.0}% full after sequential loads", fill * 100.0);

@@ -86,8 +86,12 @@ impl Allocator {
     /// The extents free once the checkpoint being written is durable (free now, and
     /// retired by it), by increasing offset, neighbours joined.
     pub fn free_after_checkpoint(&self) -> Vec<Extent> {
-        let mut all: Vec<Extent> =
-            self.by_offset.iter().map(|(&offset, &len)| Extent { offset, len }).chain(self.retired.iter().copied()).collect();
+        let mut all: Vec<Extent> = self
+            .by_offset
+            .iter()
+            .map(|(&offset, &len)| Extent { offset, len })
+            .chain(self.retired.iter().copied())
+            .collect();
         all.sort();
         let mut out: Vec<Extent> = Vec::with_capacity(all.len());
         for e in all {

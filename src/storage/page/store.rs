@@ -221,14 +221,20 @@ impl PageStore {
         let node = (root_id != 0).then_some(NodeRef { id: root_id, offset: root_offset, len: root_len });
         if let Some(n) = node {
             let inside = n.offset.checked_add(u64::from(n.len)).is_some_and(|end| end <= slot.file_end);
-            if n.offset % unit != 0 || u64::from(n.len) % unit != 0 || n.len == 0 || !inside || n.id >= slot.next_node_id
+            if n.offset % unit != 0
+                || u64::from(n.len) % unit != 0
+                || n.len == 0
+                || !inside
+                || n.id >= slot.next_node_id
             {
                 return Err(corruption(&self.slot_path, 40, "the checkpoint's root lies outside the data file"));
             }
         }
         let free = self.read_free_list(slot)?;
-        self.alloc = Allocator::with_free(unit, slot.file_end, free.into_iter().map(|(offset, len)| Extent { offset, len }));
-        self.free_extent = Some(Extent { offset: slot.free_offset, len: u64::from(slot.free_len).next_multiple_of(unit) });
+        self.alloc =
+            Allocator::with_free(unit, slot.file_end, free.into_iter().map(|(offset, len)| Extent { offset, len }));
+        self.free_extent =
+            Some(Extent { offset: slot.free_offset, len: u64::from(slot.free_len).next_multiple_of(unit) });
         self.root = TreeRoot { node, level: slot.root_level, keys: slot.keys };
         self.nodes = slot.nodes;
         self.next_node_id = slot.next_node_id;
@@ -342,7 +348,14 @@ impl PageStore {
         for node in touched {
             if cache.peek(node.id).is_none() {
                 let extent = Extent { offset: node.offset, len: u64::from(node.len) };
-                queue_checkpoint_io(io, fd, extent, aligned(node.len as usize, self.mem_align), run.missing.len(), None);
+                queue_checkpoint_io(
+                    io,
+                    fd,
+                    extent,
+                    aligned(node.len as usize, self.mem_align),
+                    run.missing.len(),
+                    None,
+                );
                 run.missing.push(node);
             }
         }
@@ -455,7 +468,8 @@ impl PageStore {
         let changes = std::mem::take(&mut run.changes);
         let loaded = std::mem::take(&mut run.loaded);
         let outcome = {
-            let mut sink = StoreSink { alloc: &mut self.alloc, next_node_id: &mut self.next_node_id, writes: &mut run.writes };
+            let mut sink =
+                StoreSink { alloc: &mut self.alloc, next_node_id: &mut self.next_node_id, writes: &mut run.writes };
             let src = StoreReader {
                 data: &self.data,
                 data_path: &self.data_path,
@@ -494,7 +508,9 @@ impl PageStore {
                     g.len += extent.len;
                     g.parts.push((extent, buf, node));
                 }
-                _ => groups.push(WriteGroup { offset: extent.offset, len: extent.len, parts: vec![(extent, buf, node)] }),
+                _ => {
+                    groups.push(WriteGroup { offset: extent.offset, len: extent.len, parts: vec![(extent, buf, node)] })
+                }
             }
         }
         debug_assert!(groups.windows(2).all(|w| w[0].offset + w[0].len <= w[1].offset), "checkpoint writes overlap");
