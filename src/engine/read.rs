@@ -10,6 +10,7 @@ use bytes::Bytes;
 use crate::error::Result;
 use crate::shard::ShardHandle;
 use crate::storage::index::{Stored, Versioned};
+use crate::storage::page::reader::CachedEntry;
 
 /// A key's version and value, read from wherever it is; `None` if the key is absent.
 pub(crate) fn get_versioned(shard: &ShardHandle, key: &[u8]) -> Result<Option<(u64, Bytes)>> {
@@ -42,9 +43,9 @@ pub(crate) fn with_fast<R>(shard: &ShardHandle, key: &[u8], f: &mut impl FnMut(&
     if let Some(answer) = in_memtable {
         return answer;
     }
-    match shard.data().and_then(|d| d.entry_if_cached(key)) {
-        Ok(Some(Some(Versioned { stored: Stored::Inline(value), .. }))) => Fast::Done(f(&value)),
-        Ok(Some(None)) => Fast::Absent,
+    match shard.data().map(|d| d.entry_if_cached(key)) {
+        Ok(CachedEntry::Present(Versioned { stored: Stored::Inline(value), .. })) => Fast::Done(f(&value)),
+        Ok(CachedEntry::Absent) => Fast::Absent,
         _ => Fast::Slow,
     }
 }

@@ -313,11 +313,11 @@ pub(crate) fn merge(
             (0, m.write_leaves(puts))
         }
         Some(node) if root.level == 0 => (0, m.merge_leaf(&node, changes)?),
-        Some(node) => (root.level - 1, m.merge_children(&node, root.level, Bytes::new(), changes)?),
+        Some(node) => (root.level - 1, m.merge_children(&node, root.level, &Bytes::new(), changes)?),
     };
     while entries.len() > 1 {
         level += 1;
-        entries = m.write_branches(level, entries);
+        entries = m.write_branches(level, &entries);
     }
     let keys = (root.keys + m.keys_added).checked_sub(m.keys_removed).ok_or_else(|| {
         LoadError::Failed(Error::Corruption {
@@ -383,7 +383,7 @@ impl Merger<'_> {
         &mut self,
         node: &NodeRef,
         level: u8,
-        lower: Bytes,
+        lower: &Bytes,
         changes: &[Change],
     ) -> Result<Vec<Entry>, LoadError> {
         let image = load_at(self.src, node, level)?;
@@ -419,8 +419,8 @@ impl Merger<'_> {
                 }
                 children.append(&mut pieces);
             } else {
-                let grandchildren = self.merge_children(&child, level - 1, key, mine)?;
-                children.append(&mut self.write_branches(level - 1, grandchildren));
+                let grandchildren = self.merge_children(&child, level - 1, &key, mine)?;
+                children.append(&mut self.write_branches(level - 1, &grandchildren));
             }
         }
         Ok(children)
@@ -458,7 +458,7 @@ impl Merger<'_> {
 
     /// Writes `children` (in key order) as branches of `level`, at least two children
     /// each where there are two.
-    fn write_branches(&mut self, level: u8, children: Vec<Entry>) -> Vec<Entry> {
+    fn write_branches(&mut self, level: u8, children: &[Entry]) -> Vec<Entry> {
         let sizes: Vec<usize> =
             children.iter().enumerate().map(|(n, e)| branch_item_bytes(if n == 0 { 0 } else { e.key.len() })).collect();
         let groups = split_evenly(&sizes, self.shape.node_bytes, usize::from(u16::MAX), 2);
@@ -608,7 +608,7 @@ mod tests {
         fn allocate(&mut self, len: usize) -> NodeRef {
             let id = self.0.next_id.get() + 1;
             self.0.next_id.set(id);
-            NodeRef { id, offset: id * 1 << 20, len: len as u32 }
+            NodeRef { id, offset: id << 20, len: len as u32 }
         }
         fn write(&mut self, node: NodeRef, image: AlignedBuf) {
             let image = Bytes::copy_from_slice(&image.as_slice()[..node.len as usize]);
@@ -628,14 +628,14 @@ mod tests {
         mem: &Mem,
         root: &mut TreeRoot,
         model: &mut BTreeMap<Vec<u8>, (u64, Bytes)>,
-        changes: Vec<Change>,
+        changes: &[Change],
         shape: Shape,
     ) {
-        let outcome = merge(mem, &mut Sink(mem), root, &changes, shape).unwrap();
+        let outcome = merge(mem, &mut Sink(mem), root, changes, shape).unwrap();
         for freed in &outcome.freed_nodes {
             assert!(mem.nodes.borrow_mut().remove(&freed.id).is_some(), "a node is freed once");
         }
-        for c in &changes {
+        for c in changes {
             match &c.op {
                 ChangeOp::Put(v) => {
                     model.insert(c.key.to_vec(), (c.version, v.clone()));
@@ -713,14 +713,14 @@ mod tests {
                     if deletes && next() % 3 != 0 { ChangeOp::Delete } else { ChangeOp::Put(value_of(&k, version)) };
                 changes.insert(k.clone(), Change { key: k, version, op });
             }
-            apply(&mem, &mut root, &mut model, changes.into_values().collect(), SHAPE);
+            apply(&mem, &mut root, &mut model, &changes.into_values().collect::<Vec<_>>(), SHAPE);
         }
         assert!(root.level >= 2, "the test grew a tree of several levels (level {})", root.level);
         // Delete everything: the tree empties.
         version += 1;
         let changes: Vec<Change> =
             model.keys().map(|k| Change { key: Bytes::from(k.clone()), version, op: ChangeOp::Delete }).collect();
-        apply(&mem, &mut root, &mut model, changes, SHAPE);
+        apply(&mem, &mut root, &mut model, &changes, SHAPE);
         assert_eq!(root.node, None);
     }
 
@@ -735,7 +735,7 @@ mod tests {
                 Change { key: k.clone(), version: i + 1, op: ChangeOp::Put(value_of(&k, i)) }
             })
             .collect();
-        apply(&mem, &mut root, &mut model, changes, SHAPE);
+        apply(&mem, &mut root, &mut model, &changes, SHAPE);
         let keys = |s: Bound<&[u8]>, e: Bound<&[u8]>, limit| {
             let mut out = Vec::new();
             let more = range(&mem, &root, s, e, limit, &mut out).unwrap();
@@ -768,7 +768,7 @@ mod tests {
                     Change { key: k, version: i + 1, op: ChangeOp::Put(Bytes::from(vec![1u8; 100])) }
                 })
                 .collect();
-            apply(&mem, &mut root, &mut model, changes, shape);
+            apply(&mem, &mut root, &mut model, &changes, shape);
         }
         let leaves: Vec<Bytes> = mem.nodes.borrow().values().filter(|i| NodeView::new(i).is_leaf()).cloned().collect();
         let used: usize = leaves.iter().map(|i| NodeView::new(i).used()).sum();
@@ -787,7 +787,7 @@ mod tests {
                 Change { key: k.clone(), version: i + 1, op: ChangeOp::Put(value_of(&k, i)) }
             })
             .collect();
-        apply(&mem, &mut root, &mut model, changes, SHAPE);
+        apply(&mem, &mut root, &mut model, &changes, SHAPE);
         let changes: Vec<Change> = [5u64, 6, 900, 2999, 4000]
             .iter()
             .map(|i| {

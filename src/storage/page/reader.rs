@@ -37,6 +37,14 @@ pub(crate) struct Published {
     pub root: TreeRoot,
 }
 
+/// What the cache alone says of a key (see [`ShardData::entry_if_cached`]).
+pub(crate) enum CachedEntry {
+    Present(Versioned),
+    Absent,
+    /// A node on the key's path is not cached.
+    NotCached,
+}
+
 /// The root readers start from. Loads never write shared memory (a sequence lock).
 pub(crate) type RootCell = AtomicCell<Published>;
 
@@ -149,14 +157,18 @@ impl ShardData<'_> {
         Err(moved(key))
     }
 
-    /// `key`'s entry from the tree if every node on its path is cached (`Some`, holding
-    /// the entry or `None` for an absent key); `None` if a node would have to be read.
-    /// The caller has missed `key` in the memtable.
-    pub fn entry_if_cached(&self, key: &[u8]) -> Result<Option<Option<Versioned>>> {
+    /// `key`'s entry from the tree if every node on its path is cached. The caller has
+    /// missed `key` in the memtable.
+    pub fn entry_if_cached(&self, key: &[u8]) -> CachedEntry {
         let started = self.root.load();
-        Ok(self.with_cached_leaf(&started.root, key, |image, view, at| {
+        let found = self.with_cached_leaf(&started.root, key, |image, view, at| {
             at.ok().map(|n| versioned(view.leaf_item(n).version, leaf_found(image, view, n)))
-        }))
+        });
+        match found {
+            Some(Some(entry)) => CachedEntry::Present(entry),
+            Some(None) => CachedEntry::Absent,
+            None => CachedEntry::NotCached,
+        }
     }
 
     /// `key`'s version and value, `None` if absent.

@@ -509,7 +509,11 @@ impl PageStore {
                     g.parts.push((extent, buf, node));
                 }
                 _ => {
-                    groups.push(WriteGroup { offset: extent.offset, len: extent.len, parts: vec![(extent, buf, node)] })
+                    groups.push(WriteGroup {
+                        offset: extent.offset,
+                        len: extent.len,
+                        parts: vec![(extent, buf, node)],
+                    });
                 }
             }
         }
