@@ -125,6 +125,7 @@ fn every_workload_runs_on_the_compiled_peers() {
         ("fjall", cfg!(feature = "fjall")),
         ("redb", cfg!(feature = "redb")),
         ("sled", cfg!(feature = "sled")),
+        ("lmdb", cfg!(feature = "lmdb")),
         ("rocksdb", cfg!(any(feature = "rocksdb", feature = "rocksdb-system"))),
     ];
     for (engine, built) in peers {
