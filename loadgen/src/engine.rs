@@ -21,7 +21,14 @@ pub enum Durable {
 /// What the engine-independent flags ask of an engine (only the peers read it).
 #[derive(Debug, Clone)]
 #[cfg_attr(
-    not(any(feature = "rocksdb", feature = "rocksdb-system", feature = "fjall", feature = "redb", feature = "sled", feature = "lmdb")),
+    not(any(
+        feature = "rocksdb",
+        feature = "rocksdb-system",
+        feature = "fjall",
+        feature = "redb",
+        feature = "sled",
+        feature = "lmdb"
+    )),
     allow(dead_code)
 )]
 pub struct EngineConfig {
@@ -199,7 +206,14 @@ impl Engine for RingDb {
     }
 }
 
-#[cfg(any(feature = "rocksdb", feature = "rocksdb-system", feature = "fjall", feature = "redb", feature = "sled", feature = "lmdb"))]
+#[cfg(any(
+    feature = "rocksdb",
+    feature = "rocksdb-system",
+    feature = "fjall",
+    feature = "redb",
+    feature = "sled",
+    feature = "lmdb"
+))]
 mod peers {
     #[allow(unused_imports)]
     use super::{BoxError, Durable, Engine, EngineConfig};
