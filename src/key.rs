@@ -85,7 +85,8 @@ pub(crate) fn is_reserved(key: &[u8]) -> bool {
 /// A range of keys as [`Db::scan`](crate::Db::scan) and
 /// [`Transaction::scan`](crate::Transaction::scan) take it: `..`, `a..b`, `a..=b`, `a..`,
 /// `..b`, `..=b` or a `(Bound, Bound)` pair, whose keys are anything that is bytes
-/// (`AsRef<[u8]>`): byte-string literals, `&[u8]`, `&str`, `Vec<u8>`, `String`, `Bytes`.
+/// (`AsRef<[u8]>`): byte-string literals, `&[u8]`, `&str`, `Vec<u8>`, `String`, `Bytes`;
+/// or a reference to one of those ranges.
 ///
 /// Both ends of a Rust range have one type, so two byte-string literals of different
 /// lengths (`b"a"..b"bc"`: `&[u8; 1]` and `&[u8; 2]`) do not make a range; write them as
@@ -141,6 +142,14 @@ impl<K: AsRef<[u8]>> sealed::Sealed for (Bound<K>, Bound<K>) {}
 impl<K: AsRef<[u8]>> KeyBounds for (Bound<K>, Bound<K>) {
     fn key_bounds(&self) -> (Bound<&[u8]>, Bound<&[u8]>) {
         (self.0.as_ref().map(AsRef::as_ref), self.1.as_ref().map(AsRef::as_ref))
+    }
+}
+
+// A range held in a variable can be scanned again through a reference.
+impl<R: KeyBounds + ?Sized> sealed::Sealed for &R {}
+impl<R: KeyBounds + ?Sized> KeyBounds for &R {
+    fn key_bounds(&self) -> (Bound<&[u8]>, Bound<&[u8]>) {
+        (**self).key_bounds()
     }
 }
 

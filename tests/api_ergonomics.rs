@@ -195,6 +195,10 @@ fn scans_take_ranges_of_every_byte_type() {
     assert_eq!(keys(db.scan(Bytes::from_static(b"c")..=Bytes::from_static(b"z"))), k(&["c", "d"]));
     let start = b"b".to_vec();
     assert_eq!(keys(db.scan(&start..)), k(&["b", "ba", "c", "d"]));
+    // A range kept in a variable, scanned twice through a reference.
+    let kept = b"b".to_vec()..=b"c".to_vec();
+    assert_eq!(keys(db.scan(&kept)), k(&["b", "ba", "c"]));
+    assert_eq!(keys(db.scan(&kept)), k(&["b", "ba", "c"]));
     // Bound pairs.
     assert_eq!(keys(db.scan((Bound::Excluded("b"), Bound::Included("c")))), k(&["ba", "c"]));
     assert_eq!(keys(db.scan((Bound::Excluded(&b"b"[..]), Bound::Unbounded))), k(&["ba", "c", "d"]));
