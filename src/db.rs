@@ -145,10 +145,6 @@ impl Db {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[must_use = "a scan reads nothing until it is iterated"]
-    #[expect(
-        clippy::needless_pass_by_value,
-        reason = "a range is passed by value, as `BTreeMap::range` takes it, so `db.scan(a..b)` reads plainly; its bounds are copied"
-    )]
     pub fn scan(&self, range: impl KeyBounds) -> Scan {
         self.user_scan(&KeyRange::copied(&range))
     }

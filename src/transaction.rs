@@ -222,10 +222,6 @@ impl Transaction {
     /// `Options::tx_keys_max`), and at commit each shard checks that its part of the
     /// range still holds the same keys at the same versions, so a key inserted into the
     /// range meanwhile (a phantom) is a conflict.
-    #[expect(
-        clippy::needless_pass_by_value,
-        reason = "a range is passed by value, as `BTreeMap::range` takes it, so `db.scan(a..b)` reads plainly; its bounds are copied"
-    )]
     pub fn scan(&mut self, range: impl KeyBounds) -> Result<Vec<(Value, Value)>> {
         self.check_usable()?;
         let range = KeyRange::copied(&range);

@@ -140,7 +140,7 @@ fn help_lists_the_workloads_and_engines() {
     let out = loadgen(&["--help"]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for word in ["fill-seq", "read-random", "--rate", "--hlog", "--plot", "--engine", "rocksdb", "--cache"] {
+    for word in ["fill-seq", "read-random", "--rate", "--hlog", "--plot", "--engine", "rocksdb", "lmdb", "--cache"] {
         assert!(text.contains(word), "--help lacks {word}");
     }
 }
