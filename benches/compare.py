@@ -12,9 +12,9 @@ import math
 import os
 import sys
 
-ENGINE_ORDER = ["ringdb", "rocksdb", "fjall", "redb", "sled"]
+ENGINE_ORDER = ["ringdb", "rocksdb", "fjall", "redb", "sled", "lmdb"]
 WORKLOAD_ORDER = ["a", "b", "c", "d", "e", "f", "fill-random", "fill-seq", "read-random", "update", "mixed"]
-COLORS = {"ringdb": "#d62728", "rocksdb": "#1f77b4", "fjall": "#2ca02c", "redb": "#9467bd", "sled": "#ff7f0e"}
+COLORS = {"ringdb": "#d62728", "rocksdb": "#1f77b4", "fjall": "#2ca02c", "redb": "#9467bd", "sled": "#ff7f0e", "lmdb": "#8c564b"}
 
 
 def label(workload):

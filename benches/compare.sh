@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# ringdb beside its peer engines (RocksDB, fjall, redb, sled), one run, same flags for all:
+# ringdb beside its peer engines (RocksDB, fjall, redb, sled, LMDB), one run, same flags for all:
 # YCSB A, B, C, F and a durable fill, every engine the build includes. Prints a table
 # (throughput, p50, p99, p99.9 per operation) and writes an SVG plot.
 #
@@ -11,7 +11,7 @@
 # Environment (defaults in brackets):
 #   KEYS [100000]  DURATION [5] seconds per run  THREADS [16]  VALUE_SIZE [100]
 #   DURABILITY [sync]  CACHE [unset: engine defaults]  WORKLOADS ["a b c f fill-random"]
-#   FEATURES [fjall,redb,sled, plus rocksdb-system when librocksdb is installed]
+#   FEATURES [peers (fjall, redb, sled, lmdb), plus rocksdb-system when librocksdb is installed]
 #   ROCKSDB_LIB_DIR [/usr/lib/x86_64-linux-gnu when it has librocksdb.so]
 #   ENGINES [every engine the build includes]  PLOT [compare.svg in the current directory]
 #   KEEP=1 keeps the work directory with every run's JSON and text report.
@@ -34,7 +34,7 @@ done
 
 syslib=/usr/lib/x86_64-linux-gnu
 if [[ -z "${FEATURES+x}" ]]; then
-    FEATURES="fjall,redb,sled"
+    FEATURES="peers"
     if [[ -e "${ROCKSDB_LIB_DIR:-$syslib}/librocksdb.so" ]]; then
         FEATURES="$FEATURES,rocksdb-system"
         export ROCKSDB_LIB_DIR="${ROCKSDB_LIB_DIR:-$syslib}"

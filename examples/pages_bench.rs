@@ -48,7 +48,7 @@ fn load(db: &Db, keys: u64, value_bytes: usize) {
     let started = Instant::now();
     let mut batch = WriteBatch::new();
     for i in 0..keys {
-        batch.put(&key(i), &value(i, value_bytes)).unwrap();
+        batch.put(key(i), value(i, value_bytes)).unwrap();
         if batch.len() == 1000 {
             db.write_batch(std::mem::take(&mut batch)).unwrap();
         }
@@ -150,7 +150,7 @@ fn main() {
                                 keys_buf.push(key(x % keys));
                             }
                             if batch == 1 {
-                                let v = db.get(&keys_buf[0]).unwrap().expect("every key was loaded");
+                                let v = db.get(keys_buf[0]).unwrap().expect("every key was loaded");
                                 assert_eq!(v.len(), value_bytes);
                             } else {
                                 for v in db.multi_get(&keys_buf).unwrap() {
@@ -211,7 +211,7 @@ fn main() {
             while written < wal_bytes {
                 let mut batch = WriteBatch::new();
                 for _ in 0..per_batch {
-                    batch.put(&key(i % keys), &value(i + 7, value_bytes)).unwrap();
+                    batch.put(key(i % keys), value(i + 7, value_bytes)).unwrap();
                     i += 1;
                 }
                 db.write_batch(batch).unwrap();

@@ -13,7 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut lat = Vec::new();
     for i in 0..5000u32 {
         let t = std::time::Instant::now();
-        db.put(&i.to_le_bytes(), &[7u8; 100])?;
+        db.put(i.to_le_bytes(), [7u8; 100])?;
         lat.push(t.elapsed().as_micros() as u64);
     }
     lat.sort();

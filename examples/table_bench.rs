@@ -180,17 +180,17 @@ fn main() {
             for chunk in (0..records).collect::<Vec<_>>().chunks(2000) {
                 let mut batch = ringdb::WriteBatch::new();
                 for &i in chunk {
-                    batch.put(&kv_key(i), bytemuck::bytes_of(&tick(i))).unwrap();
+                    batch.put(kv_key(i), bytemuck::bytes_of(&tick(i))).unwrap();
                 }
                 db.write_batch(batch).unwrap();
             }
             db.checkpoint().unwrap();
             for i in (0..records).step_by(16) {
-                black_box(db.get(&kv_key(i)).unwrap());
+                black_box(db.get(kv_key(i)).unwrap());
             }
             let kv_get = rate(threads, seconds, &|x| {
                 let i = xorshift(x) % records;
-                let v = db.get(&kv_key(i)).unwrap().expect("loaded");
+                let v = db.get(kv_key(i)).unwrap().expect("loaded");
                 u64::from(v[0])
             });
             println!("with_per_s {:.0} ops/s", with.0);

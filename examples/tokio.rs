@@ -27,7 +27,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tasks.spawn(async move {
             for i in 0..50u32 {
                 let key = format!("task{task}/item{i}");
-                db.put_async(key.as_bytes(), &i.to_le_bytes()).await?;
+                db.put_async(key.as_bytes(), i.to_le_bytes()).await?;
                 let value = db.get_async(key.as_bytes()).await?;
                 assert_eq!(value.as_deref(), Some(&i.to_le_bytes()[..]));
             }

@@ -21,7 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let db = db.clone();
             handles.push(tokio_uring::spawn(async move {
                 for i in 0..100u32 {
-                    db.put_async(format!("task{task}/{i}").as_bytes(), &i.to_le_bytes()).await?;
+                    db.put_async(format!("task{task}/{i}").as_bytes(), i.to_le_bytes()).await?;
                 }
                 Ok::<(), ringdb::Error>(())
             }));

@@ -13,10 +13,13 @@ use crate::key::Key;
 /// of it or none of it. It never fails with a conflict: it waits for keys a transaction
 /// holds. See `docs/ARCHITECTURE.md`, "Batches and atomicity".
 ///
+/// Keys and values are anything that is bytes (`impl AsRef<[u8]>`); they are copied into
+/// the batch.
+///
 /// ```
 /// let mut batch = ringdb::WriteBatch::new();
-/// batch.put(b"a", b"1")?.delete(b"b")?;
-/// assert_eq!(batch.len(), 2);
+/// batch.put(b"a", b"1")?.delete(b"b")?.put("c", vec![3u8])?;
+/// assert_eq!(batch.len(), 3);
 /// # Ok::<(), ringdb::Error>(())
 /// ```
 #[derive(Debug, Clone, Default)]
@@ -58,14 +61,14 @@ impl WriteBatch {
 
     /// Adds a put. Fails (adding nothing) on a key or value over the limits, or a key
     /// reserved for typed tables.
-    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<&mut WriteBatch> {
-        self.put_key(Key::user(key)?, value)
+    pub fn put(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<&mut WriteBatch> {
+        self.put_key(Key::user(key.as_ref())?, value.as_ref())
     }
 
     /// Adds a delete. Fails (adding nothing) on a key over the limit, or a key reserved
     /// for typed tables.
-    pub fn delete(&mut self, key: &[u8]) -> Result<&mut WriteBatch> {
-        let key = Key::user(key)?;
+    pub fn delete(&mut self, key: impl AsRef<[u8]>) -> Result<&mut WriteBatch> {
+        let key = Key::user(key.as_ref())?;
         self.push(OP_DELETE, &key, &[]);
         Ok(self)
     }

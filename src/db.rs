@@ -4,7 +4,6 @@
 //! into the engine's types (`Key`, `KeyRange`), and hands it down.
 
 use std::future::{Future, Ready, ready};
-use std::ops::RangeBounds;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,7 +14,7 @@ use crate::engine::Engine;
 use crate::engine::scan::Scan;
 use crate::error::{Error, Result};
 use crate::format::record::{OP_DELETE, OP_PUT};
-use crate::key::{Key, KeyRange};
+use crate::key::{Key, KeyBounds, KeyRange};
 use crate::options::Options;
 use crate::stats::{OpKind, Stats};
 use crate::transaction::Transaction;
@@ -23,11 +22,17 @@ use crate::value::{Ack, Value};
 
 /// An open database. Cheap to clone; every clone is a handle on the same shards.
 ///
+/// Keys and values are anything that is bytes (`impl AsRef<[u8]>`): byte-string literals,
+/// `&[u8]`, `&str`, `Vec<u8>`, `String`, `Bytes`, a [`Value`] read back. Both are copied
+/// before a write call returns, whatever their type.
+///
 /// ```
 /// let dir = tempfile::tempdir()?;
 /// let db = ringdb::Db::open(dir.path(), ringdb::Options::default())?;
 /// db.put(b"hello", b"world")?;
+/// db.put("greeting", format!("{} {}", "hello", "world"))?;
 /// assert_eq!(db.get(b"hello")?.as_deref(), Some(&b"world"[..]));
+/// assert_eq!(db.get("greeting")?.as_deref(), Some(&b"hello world"[..]));
 /// db.close()?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -58,8 +63,8 @@ impl Db {
     }
 
     /// The shard that owns `key`.
-    pub fn shard_of(&self, key: &[u8]) -> usize {
-        self.engine.shard_of(key)
+    pub fn shard_of(&self, key: impl AsRef<[u8]>) -> usize {
+        self.engine.shard_of(key.as_ref())
     }
 
     fn single(&self, kind: u8, key: &[u8], value: &[u8], op: OpKind) -> Ack {
@@ -71,24 +76,24 @@ impl Db {
 
     /// Sets `key` to `value`. Returns when the write is acknowledged under the
     /// database's [`crate::Durability`] (by default: on stable storage).
-    pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
-        self.put_async(key, value).wait()
+    pub fn put(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<()> {
+        self.single(OP_PUT, key.as_ref(), value.as_ref(), OpKind::Put).wait()
     }
 
     /// [`Db::put`], returning an [`Ack`] to await (or [`Ack::wait`] on) instead of blocking.
     /// The key and value are copied before this returns.
-    pub fn put_async(&self, key: &[u8], value: &[u8]) -> Ack {
-        self.single(OP_PUT, key, value, OpKind::Put)
+    pub fn put_async(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Ack {
+        self.single(OP_PUT, key.as_ref(), value.as_ref(), OpKind::Put)
     }
 
     /// Removes `key` (removing an absent key is not an error).
-    pub fn delete(&self, key: &[u8]) -> Result<()> {
-        self.delete_async(key).wait()
+    pub fn delete(&self, key: impl AsRef<[u8]>) -> Result<()> {
+        self.single(OP_DELETE, key.as_ref(), &[], OpKind::Delete).wait()
     }
 
     /// [`Db::delete`], as an [`Ack`].
-    pub fn delete_async(&self, key: &[u8]) -> Ack {
-        self.single(OP_DELETE, key, &[], OpKind::Delete)
+    pub fn delete_async(&self, key: impl AsRef<[u8]>) -> Ack {
+        self.single(OP_DELETE, key.as_ref(), &[], OpKind::Delete)
     }
 
     /// Applies every op of `batch` in order, all or nothing, also across shards and
@@ -109,7 +114,12 @@ impl Db {
 
     /// The value of `key`, or `None`. Reads never wait for the shard thread: they see
     /// every acknowledged write.
-    pub fn get(&self, key: &[u8]) -> Result<Option<Value>> {
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Value>> {
+        self.get_bytes(key.as_ref())
+    }
+
+    /// [`Db::get`] once the key is bytes: one copy of the code for every key type.
+    fn get_bytes(&self, key: &[u8]) -> Result<Option<Value>> {
         let key = Key::user(key)?;
         self.engine.check_open()?;
         let started = Instant::now();
@@ -119,7 +129,9 @@ impl Db {
     }
 
     /// The entries with keys in `range`, in key order, across all shards. Memory stays
-    /// bounded whatever the range's size (see [`Scan`]).
+    /// bounded whatever the range's size (see [`Scan`]). `range` is any standard range
+    /// of byte-like keys, or `..` for every key (see [`KeyBounds`]); the scan reads
+    /// nothing until iterated.
     ///
     /// ```
     /// # let dir = tempfile::tempdir()?;
@@ -127,17 +139,20 @@ impl Db {
     /// db.put(b"a", b"1")?;
     /// db.put(b"b", b"2")?;
     /// db.put(b"c", b"3")?;
-    /// let keys: Vec<Vec<u8>> = db.scan(&b"a"[..]..&b"c"[..]).map(|e| e.map(|(k, _)| k.to_vec())).collect::<Result<_, _>>()?;
+    /// let keys: Vec<Vec<u8>> = db.scan(b"a"..b"c").map(|e| e.map(|(k, _)| k.to_vec())).collect::<Result<_, _>>()?;
     /// assert_eq!(keys, [b"a".to_vec(), b"b".to_vec()]);
+    /// assert_eq!(db.scan(..).count(), 3);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn scan<'a>(&self, range: impl RangeBounds<&'a [u8]>) -> Scan {
-        self.user_scan(&KeyRange::copied(range))
+    #[must_use = "a scan reads nothing until it is iterated"]
+    pub fn scan(&self, range: impl KeyBounds) -> Scan {
+        self.user_scan(&KeyRange::copied(&range))
     }
 
     /// The entries whose keys start with `prefix`, in key order.
-    pub fn scan_prefix(&self, prefix: &[u8]) -> Scan {
-        self.user_scan(&KeyRange::prefix(prefix))
+    #[must_use = "a scan reads nothing until it is iterated"]
+    pub fn scan_prefix(&self, prefix: impl AsRef<[u8]>) -> Scan {
+        self.user_scan(&KeyRange::prefix(prefix.as_ref()))
     }
 
     /// A caller's scan of `range`: the typed tables' reserved keys are left out.
@@ -158,8 +173,8 @@ impl Db {
     }
 
     /// [`Db::get`] as a future (it completes at once: reads do not wait on the shard).
-    pub fn get_async(&self, key: &[u8]) -> Ready<Result<Option<Value>>> {
-        ready(self.get(key))
+    pub fn get_async(&self, key: impl AsRef<[u8]>) -> Ready<Result<Option<Value>>> {
+        ready(self.get_bytes(key.as_ref()))
     }
 
     /// The values of several keys, in the order given.

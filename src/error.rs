@@ -14,7 +14,25 @@ use std::sync::Arc;
 /// Result alias used across ringdb.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Everything that can go wrong in ringdb.
+/// Everything that can go wrong in ringdb. Its `Display` says what happened, where, and
+/// what to do; match on the variant to act on it.
+///
+/// ```
+/// use ringdb::{Db, Error, KEY_BYTES_MAX, Options};
+///
+/// let dir = tempfile::tempdir()?;
+/// let db = Db::open(dir.path(), Options::default())?;
+/// let long_key = vec![b'k'; KEY_BYTES_MAX + 1];
+/// match db.put(&long_key, "v") {
+///     Err(Error::KeyTooLarge { len, max }) => assert_eq!((len, max), (KEY_BYTES_MAX + 1, KEY_BYTES_MAX)),
+///     other => panic!("expected KeyTooLarge, got {other:?}"),
+/// }
+/// // The directory stays locked while `db` is open, also to this process.
+/// let err = Db::open(dir.path(), Options::default()).err().expect("the directory is locked");
+/// assert!(matches!(err, Error::Locked { .. }), "{err}");
+/// db.close()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Error {

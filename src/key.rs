@@ -15,8 +15,13 @@
 //! its end refuses that key. This covers every range `BTreeMap::range` refuses
 //! (inverted, or one key excluded at both ends), so callers test it before
 //! walking an ordered map.
+//!
+//! [`KeyBounds`] is what the scans take from a caller: any of the standard ranges (and a
+//! pair of [`Bound`]s) over anything that is bytes (`&[u8]`, `&[u8; N]`, `&str`,
+//! `Vec<u8>`, `String`, `Bytes`, ...), or `..` for every key. [`KeyRange::copied`]
+//! turns it into a `KeyRange`.
 
-use std::ops::{Bound, Deref, RangeBounds};
+use std::ops::{Bound, Deref, Range, RangeBounds, RangeFrom, RangeFull, RangeInclusive, RangeTo, RangeToInclusive};
 
 use bytes::Bytes;
 
@@ -77,6 +82,85 @@ pub(crate) fn is_reserved(key: &[u8]) -> bool {
     key.starts_with(RESERVED_PREFIX)
 }
 
+/// A range of keys as [`Db::scan`](crate::Db::scan) and
+/// [`Transaction::scan`](crate::Transaction::scan) take it: `..`, `a..b`, `a..=b`, `a..`,
+/// `..b`, `..=b` or a `(Bound, Bound)` pair, whose keys are anything that is bytes
+/// (`AsRef<[u8]>`): byte-string literals, `&[u8]`, `&str`, `Vec<u8>`, `String`, `Bytes`;
+/// or a reference to one of those ranges.
+///
+/// Both ends of a Rust range have one type, so two byte-string literals of different
+/// lengths (`b"a"..b"bc"`: `&[u8; 1]` and `&[u8; 2]`) do not make a range; write them as
+/// slices (`&b"a"[..]..&b"bc"[..]`) or strings (`"a".."bc"`).
+///
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// # let db = ringdb::Db::open(dir.path(), ringdb::Options::default())?;
+/// for key in ["a", "b", "c", "d"] {
+///     db.put(key, "v")?;
+/// }
+/// let count = |scan: ringdb::Scan| scan.collect::<ringdb::Result<Vec<_>>>().map(|entries| entries.len());
+/// assert_eq!(count(db.scan(..))?, 4);
+/// assert_eq!(count(db.scan(b"b"..b"d"))?, 2);
+/// assert_eq!(count(db.scan("b"..="d"))?, 3);
+/// assert_eq!(count(db.scan(&b"a"[..]..&b"bb"[..]))?, 2);
+/// assert_eq!(count(db.scan(b"c".to_vec()..))?, 2);
+/// let (start, end) = (std::ops::Bound::Excluded("a"), std::ops::Bound::Unbounded);
+/// assert_eq!(count(db.scan((start, end)))?, 3);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub trait KeyBounds: sealed::Sealed {
+    /// The range's two bounds, as byte strings.
+    fn key_bounds(&self) -> (Bound<&[u8]>, Bound<&[u8]>);
+}
+
+mod sealed {
+    /// Keeps [`super::KeyBounds`] to the range types listed there, so more can be added
+    /// without breaking anyone.
+    pub trait Sealed {}
+}
+
+/// The bounds of any standard range over byte-like keys, as byte strings.
+fn byte_bounds<'a, K: AsRef<[u8]> + 'a>(range: &'a impl RangeBounds<K>) -> (Bound<&'a [u8]>, Bound<&'a [u8]>) {
+    (range.start_bound().map(AsRef::as_ref), range.end_bound().map(AsRef::as_ref))
+}
+
+/// Implements [`KeyBounds`] for standard ranges over any `K: AsRef<[u8]>`.
+macro_rules! key_bounds_for {
+    ($($range:ident),*) => {$(
+        impl<K: AsRef<[u8]>> sealed::Sealed for $range<K> {}
+        impl<K: AsRef<[u8]>> KeyBounds for $range<K> {
+            fn key_bounds(&self) -> (Bound<&[u8]>, Bound<&[u8]>) {
+                byte_bounds(self)
+            }
+        }
+    )*};
+}
+
+key_bounds_for!(Range, RangeInclusive, RangeFrom, RangeTo, RangeToInclusive);
+
+impl<K: AsRef<[u8]>> sealed::Sealed for (Bound<K>, Bound<K>) {}
+impl<K: AsRef<[u8]>> KeyBounds for (Bound<K>, Bound<K>) {
+    fn key_bounds(&self) -> (Bound<&[u8]>, Bound<&[u8]>) {
+        (self.0.as_ref().map(AsRef::as_ref), self.1.as_ref().map(AsRef::as_ref))
+    }
+}
+
+// A range held in a variable can be scanned again through a reference.
+impl<R: KeyBounds + ?Sized> sealed::Sealed for &R {}
+impl<R: KeyBounds + ?Sized> KeyBounds for &R {
+    fn key_bounds(&self) -> (Bound<&[u8]>, Bound<&[u8]>) {
+        (**self).key_bounds()
+    }
+}
+
+// `..` has no key type to infer, so it gets its own impl rather than one over `K`.
+impl sealed::Sealed for RangeFull {}
+impl KeyBounds for RangeFull {
+    fn key_bounds(&self) -> (Bound<&[u8]>, Bound<&[u8]>) {
+        (Bound::Unbounded, Bound::Unbounded)
+    }
+}
+
 /// A range of keys with owned bounds; see the module docs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct KeyRange {
@@ -95,10 +179,10 @@ impl KeyRange {
         KeyRange::new(Bound::Unbounded, Bound::Unbounded)
     }
 
-    /// A copy of a caller's range of borrowed keys.
-    pub fn copied<'a>(range: impl RangeBounds<&'a [u8]>) -> KeyRange {
-        let owned = |bound: Bound<&&[u8]>| bound.map(|k| Bytes::copy_from_slice(k));
-        KeyRange::new(owned(range.start_bound()), owned(range.end_bound()))
+    /// A copy of a caller's range.
+    pub fn copied(range: &impl KeyBounds) -> KeyRange {
+        let (start, end) = range.key_bounds();
+        KeyRange::new(start.map(Bytes::copy_from_slice), end.map(Bytes::copy_from_slice))
     }
 
     /// The keys that start with `prefix`.

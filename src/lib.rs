@@ -123,11 +123,33 @@ pub use blob::{
     BlobRotateEvent, BlobTransaction, Location, SegmentInfo,
 };
 pub use db::Db;
-pub use engine::scan::{SCAN_CHUNK, Scan};
+pub use engine::scan::SCAN_CHUNK;
+/// From [`Db::scan`] and [`Db::scan_prefix`]; each item is a `(key, value)` or the error
+/// that ended the scan.
+///
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// # let db = ringdb::Db::open(dir.path(), ringdb::Options::default())?;
+/// for (i, name) in ["ant", "bee", "cat", "cow"].into_iter().enumerate() {
+///     db.put(name, [u8::try_from(i)?])?;
+/// }
+/// let mut found = Vec::new();
+/// for entry in db.scan_prefix("c") {
+///     let (key, value) = entry?;
+///     found.push((String::from_utf8(key.to_vec())?, value[0]));
+/// }
+/// assert_eq!(found, [("cat".to_string(), 2), ("cow".to_string(), 3)]);
+/// // The first two keys from "b" on: an iterator like any other.
+/// let keys: Vec<ringdb::Value> = db.scan(b"b"..).take(2).map(|e| e.map(|(k, _)| k)).collect::<ringdb::Result<_>>()?;
+/// assert_eq!(keys, [b"bee", b"cat"]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[doc(inline)]
+pub use engine::scan::Scan;
 pub use error::{Error, Result};
 #[cfg(feature = "sim")]
 pub use io::sim::{CrashMode, SECTOR_BYTES, SimDisk, SimFaults, SimStats};
-pub use key::KEY_BYTES_MAX;
+pub use key::{KEY_BYTES_MAX, KeyBounds};
 pub use options::{
     Durability, IoBackend, Options, PersistCallback, PersistEvent, WAL_SEGMENT_BYTES_MAX, WAL_SEGMENT_BYTES_MIN,
     WalSync,

@@ -13,6 +13,21 @@ use crate::error::{Error, Result};
 use crate::io::Io;
 
 /// When an acknowledged write is on stable storage.
+///
+/// ```
+/// use std::time::Duration;
+/// use ringdb::{Db, Durability, Options};
+///
+/// let dir = tempfile::tempdir()?;
+/// // Acknowledge writes once buffered; make them durable at 1 MiB, 4096 records or 10 ms.
+/// let periodic = Durability::Periodic { bytes: 1 << 20, items: 4096, interval: Duration::from_millis(10) };
+/// let db = Db::open(dir.path(), Options::default().durability(periodic))?;
+/// db.put("k", "v")?; // visible to readers now, durable within 10 ms
+/// db.flush()?; // durable now
+/// assert_eq!(db.get("k")?.as_deref(), Some(&b"v"[..]));
+/// db.close()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
     /// A write returns after its log batch is on stable storage (write and device flush).
@@ -103,7 +118,28 @@ pub struct PersistEvent {
 /// Callback told of each durable log range; runs on the shard thread, so keep it short.
 pub type PersistCallback = Arc<dyn Fn(PersistEvent) + Send + Sync>;
 
-/// Configuration for [`crate::Db::open`].
+/// Configuration for [`crate::Db::open`]: start from `Options::default()` and chain the
+/// setters, each of which documents its default, unit and range. The values are checked
+/// when the database opens: one out of its range is [`Error::InvalidArgument`], naming
+/// the setter.
+///
+/// ```
+/// use std::time::Duration;
+/// use ringdb::{Db, Durability, Error, Options};
+///
+/// let dir = tempfile::tempdir()?;
+/// let options = Options::default()
+///     .shards(2)
+///     .cache_bytes(64 << 20)
+///     .checkpoint_interval(Duration::from_secs(5));
+/// let db = Db::open(dir.path(), options.clone())?;
+/// assert_eq!(db.shard_count(), 2);
+/// db.close()?;
+///
+/// let err = Db::open(dir.path(), options.cache_bytes(1)).err().expect("a 1-byte cache is refused");
+/// assert!(matches!(&err, Error::InvalidArgument(what) if what.contains("cache_bytes")), "{err}");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone)]
 pub struct Options {
     pub(crate) shards: usize,
@@ -194,12 +230,14 @@ impl Options {
     /// Number of shards (threads, rings, logs). Default 0: one per CPU this process may
     /// run on. Fixed when the directory is created; reopening with another non-zero
     /// count is [`Error::Incompatible`], and 0 takes the recorded count. Range 0..=1024.
+    #[must_use]
     pub fn shards(mut self, shards: usize) -> Options {
         self.shards = shards;
         self
     }
 
     /// When writes are durable. Default [`Durability::Sync`].
+    #[must_use]
     pub fn durability(mut self, durability: Durability) -> Options {
         self.durability = durability;
         self
@@ -208,18 +246,21 @@ impl Options {
     /// Open log files with O_DIRECT (bypassing the kernel page cache). Default `true`.
     /// Turn off for filesystems that refuse it (ramfs, tmpfs before Linux 6.6, some FUSE
     /// filesystems); durability is unchanged.
+    #[must_use]
     pub fn direct_io(mut self, direct_io: bool) -> Options {
         self.direct_io = direct_io;
         self
     }
 
     /// The I/O backend. Default [`IoBackend::Uring`].
+    #[must_use]
     pub fn io_backend(mut self, io_backend: IoBackend) -> Options {
         self.io_backend = io_backend;
         self
     }
 
     /// How a log batch is made durable. Default [`WalSync::Dsync`].
+    #[must_use]
     pub fn wal_sync(mut self, wal_sync: WalSync) -> Options {
         self.wal_sync = wal_sync;
         self
@@ -228,6 +269,7 @@ impl Options {
     /// Size of each preallocated log segment file, in bytes. Default 64 MiB; range
     /// 64 KiB..=1 GiB, rounded up to the block size. One log record (a put, or a whole
     /// write batch) must fit in a segment.
+    #[must_use]
     pub fn wal_segment_bytes(mut self, bytes: u64) -> Options {
         self.wal_segment_bytes = bytes;
         self
@@ -236,6 +278,7 @@ impl Options {
     /// Largest log batch one flush writes, in bytes. Default 1 MiB; range 4 KiB..=64 MiB.
     /// A single record larger than this is written alone. Group commit never waits to
     /// fill a batch: it flushes whatever is pending as soon as the previous flush is done.
+    #[must_use]
     pub fn group_commit_bytes_max(mut self, bytes: usize) -> Options {
         self.group_commit_bytes_max = bytes;
         self
@@ -243,12 +286,14 @@ impl Options {
 
     /// Most log batches a shard keeps queued (one in flight, the rest filling) before it
     /// stops taking requests off its queue (back-pressure). Default 4; range 2..=64.
+    #[must_use]
     pub fn group_commit_batches_max(mut self, batches: usize) -> Options {
         self.group_commit_batches_max = batches;
         self
     }
 
     /// Pin each shard thread to one CPU. Default `true`.
+    #[must_use]
     pub fn pin_threads(mut self, pin: bool) -> Options {
         self.pin_threads = pin;
         self
@@ -256,6 +301,7 @@ impl Options {
 
     /// Submission-queue entries of each shard's io_uring. Default 256; range 8..=4096,
     /// a power of two.
+    #[must_use]
     pub fn ring_entries(mut self, entries: u32) -> Options {
         self.ring_entries = entries;
         self
@@ -263,6 +309,7 @@ impl Options {
 
     /// Requests that may wait in each shard's queue before callers block. Default 4096;
     /// range 1..=1,048,576.
+    #[must_use]
     pub fn queue_depth(mut self, depth: usize) -> Options {
         self.queue_depth = depth;
         self
@@ -271,6 +318,7 @@ impl Options {
     /// Called on the shard thread after each log flush reaches stable storage, with the
     /// range of log sequence numbers it made durable (useful with
     /// [`Durability::Periodic`]). Default: none.
+    #[must_use]
     pub fn on_persist(mut self, callback: impl Fn(PersistEvent) + Send + Sync + 'static) -> Options {
         self.on_persist = Some(Arc::new(callback));
         self
@@ -280,6 +328,7 @@ impl Options {
     /// sleeps, in microseconds. Default 50; range 0..=10,000; 0 disables. Polling spares
     /// the next request a wake-up (a few to tens of microseconds) at the cost of CPU time
     /// after each burst of work.
+    #[must_use]
     pub fn spin_us(mut self, us: u64) -> Options {
         self.spin = Duration::from_micros(us);
         self
@@ -289,6 +338,7 @@ impl Options {
     /// `write_batch`, `flush`) polls for its answer before it sleeps, in microseconds, when
     /// fewer than half the CPUs' worth of threads are polling already. Default 100; range
     /// 0..=10,000; 0 disables. Awaiting an `Ack` as a future never polls.
+    #[must_use]
     pub fn client_spin_us(mut self, us: u64) -> Options {
         self.client_spin = Duration::from_micros(us);
         self
@@ -299,6 +349,7 @@ impl Options {
     /// chunks), a quarter its memtable (the values written since the last checkpoint;
     /// a checkpoint is due once it fills that quarter, at least 1 MiB). Default 256 MiB;
     /// range 64 KiB..=1 TiB.
+    #[must_use]
     pub fn cache_bytes(mut self, bytes: u64) -> Options {
         self.cache_bytes = bytes;
         self
@@ -307,6 +358,7 @@ impl Options {
     /// Most records in one leaf of a shard's tree (N, besides the 4 KiB a node is filled
     /// to). Default 32; range 1..=4096. Fewer records make smaller leaves that are
     /// cheaper to rewrite.
+    #[must_use]
     pub fn page_records_max(mut self, records: usize) -> Options {
         self.page_records_max = records;
         self
@@ -314,6 +366,7 @@ impl Options {
 
     /// Values longer than this many bytes get a chunk of their own instead of a place in
     /// a leaf. Default 2048; range 64..=1 MiB.
+    #[must_use]
     pub fn page_chunk_bytes(mut self, bytes: usize) -> Options {
         self.page_chunk_bytes = bytes;
         self
@@ -322,6 +375,7 @@ impl Options {
     /// A shard checkpoints once this many log bytes were appended since its last
     /// checkpoint. Default 64 MiB; range 64 KiB..=64 GiB. It bounds the log replayed at
     /// open and the memory held by values written since the last checkpoint.
+    #[must_use]
     pub fn checkpoint_wal_bytes(mut self, bytes: u64) -> Options {
         self.checkpoint_wal_bytes = bytes;
         self
@@ -329,6 +383,7 @@ impl Options {
 
     /// A shard with writes since its last checkpoint checkpoints at least this often.
     /// Default 60 s; range 10 ms..=1 day.
+    #[must_use]
     pub fn checkpoint_interval(mut self, interval: Duration) -> Options {
         self.checkpoint_interval = interval;
         self
@@ -344,6 +399,7 @@ impl Options {
     /// 1..=10,000,000. Past it, the operation fails with [`Error::TransactionTooLarge`]
     /// and the transaction must be rolled back. The read set lives in memory until commit
     /// and is validated key by key on the shard threads, which this bounds.
+    #[must_use]
     pub fn tx_keys_max(mut self, keys: usize) -> Options {
         self.tx_keys_max = keys;
         self
@@ -353,6 +409,7 @@ impl Options {
     /// 1 KiB..=1 GiB. Past it, the write fails with [`Error::TransactionTooLarge`].
     /// Independently, one shard's part of a transaction must fit in one log record
     /// ([`Error::BatchTooLarge`] at commit otherwise), as for a write batch.
+    #[must_use]
     pub fn tx_bytes_max(mut self, bytes: usize) -> Options {
         self.tx_bytes_max = bytes;
         self

@@ -142,6 +142,19 @@ macro_rules! stats {
         }
 
         /// A snapshot of a database's counters and latencies, from [`crate::Db::stats`].
+        ///
+        /// ```
+        /// # let dir = tempfile::tempdir()?;
+        /// let db = ringdb::Db::open(dir.path(), ringdb::Options::default())?;
+        /// db.put("a", "1")?;
+        /// db.get("a")?;
+        /// let stats = db.stats();
+        /// assert_eq!((stats.puts, stats.gets, stats.keys), (1, 1, 1));
+        /// let gets = stats.latency(ringdb::OpKind::Get).expect("gets are timed");
+        /// assert_eq!(gets.len(), 1);
+        /// println!("get p99 {} ns; {:.1} records per log batch", gets.value_at_quantile(0.99), stats.mean_batch_records());
+        /// # Ok::<(), Box<dyn std::error::Error>>(())
+        /// ```
         #[derive(Debug, Clone)]
         pub struct Stats {
             /// Shards.

@@ -295,6 +295,7 @@ fn view<T: Record, R>(shared: &TableShared, index: u64, bytes: &[u8], f: impl Fn
 }
 
 /// An iterator over `(index, record)` in index order; see [`Table::scan`].
+#[must_use = "a scan reads nothing until it is iterated"]
 pub struct TableScan<T: Record> {
     inner: Scan,
     shared: Arc<TableShared>,

@@ -12,7 +12,6 @@
 
 use std::collections::BTreeMap;
 use std::future::{Future, Ready, ready};
-use std::ops::RangeBounds;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +23,7 @@ use crate::engine::table::TableShared;
 use crate::engine::{Engine, block_on};
 use crate::error::{Error, Result};
 use crate::format::record::{OP_DELETE, OP_PUT};
-use crate::key::{Key, KeyRange, is_reserved};
+use crate::key::{Key, KeyBounds, KeyRange, is_reserved};
 use crate::value::Value;
 
 pub use crate::engine::commit::CommitInfo;
@@ -141,8 +140,8 @@ impl Transaction {
     /// The value of `key` as this transaction sees it: its own write if it made one, else
     /// the database's (the version seen is checked at commit). Reading a key again gives
     /// the same answer.
-    pub fn get(&mut self, key: &[u8]) -> Result<Option<Value>> {
-        self.get_key(Key::user(key)?)
+    pub fn get(&mut self, key: impl AsRef<[u8]>) -> Result<Option<Value>> {
+        self.get_key(Key::user(key.as_ref())?)
     }
 
     /// [`Transaction::get`] of a validated key (a caller's, or a typed table's own).
@@ -166,7 +165,7 @@ impl Transaction {
 
     /// [`Transaction::get`] as a future (it completes at once: reads do not wait on a
     /// shard thread).
-    pub fn get_async(&mut self, key: &[u8]) -> Ready<Result<Option<Value>>> {
+    pub fn get_async(&mut self, key: impl AsRef<[u8]>) -> Ready<Result<Option<Value>>> {
         ready(self.get(key))
     }
 
@@ -209,13 +208,13 @@ impl Transaction {
     }
 
     /// Sets `key` to `value` when the transaction commits.
-    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
-        self.write_key(Key::user(key)?, Some(value))
+    pub fn put(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<()> {
+        self.write_key(Key::user(key.as_ref())?, Some(value.as_ref()))
     }
 
     /// Removes `key` when the transaction commits.
-    pub fn delete(&mut self, key: &[u8]) -> Result<()> {
-        self.write_key(Key::user(key)?, None)
+    pub fn delete(&mut self, key: impl AsRef<[u8]>) -> Result<()> {
+        self.write_key(Key::user(key.as_ref())?, None)
     }
 
     /// The entries with keys in `range`, in key order, with this transaction's own
@@ -223,9 +222,9 @@ impl Transaction {
     /// `Options::tx_keys_max`), and at commit each shard checks that its part of the
     /// range still holds the same keys at the same versions, so a key inserted into the
     /// range meanwhile (a phantom) is a conflict.
-    pub fn scan<'a>(&mut self, range: impl RangeBounds<&'a [u8]>) -> Result<Vec<(Value, Value)>> {
+    pub fn scan(&mut self, range: impl KeyBounds) -> Result<Vec<(Value, Value)>> {
         self.check_usable()?;
-        let range = KeyRange::copied(range);
+        let range = KeyRange::copied(&range);
         let engine = Arc::clone(&self.engine);
         let mut seen = vec![Vec::new(); engine.shard_count()];
         let found = engine.scan_versioned(&range, |s, versions| {

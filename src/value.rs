@@ -18,6 +18,21 @@ use crate::error::{Error, Result};
 ///
 /// It shares memory with the database's own copy (no copy is made on a read), and stays
 /// valid after the key is overwritten or deleted.
+///
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// # let db = ringdb::Db::open(dir.path(), ringdb::Options::default())?;
+/// db.put("k", "hello")?;
+/// let value = db.get("k")?.expect("just written");
+/// assert_eq!(value, b"hello"); // compares with byte strings
+/// assert_eq!(&value[..2], b"he"); // derefs to [u8]
+/// db.put("k", "overwritten")?;
+/// assert_eq!(value, b"hello"); // still the value that was read
+/// db.put("copy", &value)?; // a Value is bytes: write it back as it is
+/// let owned: Vec<u8> = value.into();
+/// assert_eq!(owned, b"hello");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Value(pub(crate) Bytes);
 
@@ -77,6 +92,23 @@ impl fmt::Debug for Value {
 /// needs no particular runtime. Dropping it does not cancel the write. (A write batch
 /// spanning shards commits through the transaction protocol before
 /// `Db::write_batch_async` returns, so its `Ack` is complete from the start.)
+///
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// # let db = ringdb::Db::open(dir.path(), ringdb::Options::default())?;
+/// // Several writes in flight from one thread: the shards make them durable together.
+/// let acks: Vec<ringdb::Ack> = (0..8u8).map(|i| db.put_async([i], [i])).collect();
+/// for ack in acks {
+///     ack.wait()?;
+/// }
+/// assert_eq!(db.get([7u8])?.as_deref(), Some(&[7u8][..]));
+///
+/// // Or await it, on any executor.
+/// let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+/// runtime.block_on(async { db.put_async("k", "v").await })?;
+/// assert_eq!(db.get("k")?.as_deref(), Some(&b"v"[..]));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[must_use = "a write is acknowledged only when its Ack completes"]
 pub struct Ack {
     spin: Duration,

@@ -67,7 +67,7 @@ fn single_thread_round_trip_and_reopen() {
     // Binary keys and values, including zero bytes and a value of several blocks.
     let binary_key = [0u8, 255, 0, 1, 2];
     let big_value: Vec<u8> = (0..100_000u32).map(|i| (i * 7 + 3) as u8).collect();
-    db.put(&binary_key, &big_value).unwrap();
+    db.put(binary_key, &big_value).unwrap();
     assert_eq!(get(&db, &binary_key), Some(big_value.clone()));
 
     // A write batch across shards: mixed puts and deletes, later ops on a key win.
@@ -258,7 +258,7 @@ fn sixteen_threads_then_reopen() {
                         4 => {
                             let j = (t + i) % SHARED_KEYS;
                             let value = shared_value(t, i);
-                            db.put(&shared_key(j), &value).unwrap();
+                            db.put(shared_key(j), &value).unwrap();
                             let seen = get(&db, &shared_key(j)).expect("a shared key once written stays");
                             parse_shared(&seen);
                         }
@@ -268,7 +268,7 @@ fn sixteen_threads_then_reopen() {
                             batch.put(&key, b"overwritten in the same batch").unwrap();
                             batch.put(&key, &value).unwrap();
                             let j = (t * 3 + i) % SHARED_KEYS;
-                            batch.put(&shared_key(j), &shared_value(t, i)).unwrap();
+                            batch.put(shared_key(j), shared_value(t, i)).unwrap();
                             db.write_batch(batch).unwrap();
                             assert_eq!(get(&db, &key).as_ref(), Some(&value));
                             own.insert(key, Some(value));

@@ -128,7 +128,7 @@ async fn tokio_periodic_flush_async() {
         let db = db.clone();
         set.spawn(async move {
             for i in 0..20 {
-                db.put_async(&key(task, i), &value(task, i)).await.unwrap();
+                db.put_async(key(task, i), value(task, i)).await.unwrap();
             }
             // flush_async resolves once everything acknowledged before it is durable.
             db.flush_async().await.unwrap();
@@ -144,7 +144,7 @@ async fn tokio_periodic_flush_async() {
     let db = tokio::task::spawn_blocking(move || Db::open(path, opts())).await.unwrap().unwrap();
     for task in 0..16 {
         for i in 0..20 {
-            assert_eq!(db.get(&key(task, i)).unwrap().map(Vec::from), Some(value(task, i)));
+            assert_eq!(db.get(key(task, i)).unwrap().map(Vec::from), Some(value(task, i)));
         }
     }
     db.close_async().await.unwrap();
@@ -204,7 +204,7 @@ async fn close_async_releases_the_directory() {
     let dir = tempfile::tempdir().unwrap();
     for round in 0..10u32 {
         let db = Db::open(dir.path(), opts().shards(2)).unwrap();
-        db.put_async(b"round", &round.to_le_bytes()).await.unwrap();
+        db.put_async(b"round", round.to_le_bytes()).await.unwrap();
         db.close_async().await.unwrap();
         let reopened = Db::open(dir.path(), opts());
         assert!(reopened.is_ok(), "round {round}: reopen right after close_async().await: {:?}", reopened.err());
@@ -221,7 +221,7 @@ fn close_async_releases_the_directory_on_tokio_uring() {
     tokio_uring::start(async move {
         for round in 0..10u32 {
             let db = Db::open(&path, opts().shards(2)).unwrap();
-            db.put_async(b"round", &round.to_le_bytes()).await.unwrap();
+            db.put_async(b"round", round.to_le_bytes()).await.unwrap();
             db.close_async().await.unwrap();
             let reopened = Db::open(&path, opts());
             assert!(reopened.is_ok(), "round {round}: reopen right after close_async().await: {:?}", reopened.err());

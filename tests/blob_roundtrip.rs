@@ -134,7 +134,7 @@ fn a_db_opens_named_blob_logs_beside_its_data() {
     let db = Db::open(dir.path(), Options::default().shards(1)).unwrap();
     let log = db.blob_log("images", BlobOptions::default()).unwrap();
     let loc = log.append(b"png bytes").unwrap();
-    db.put(b"image:1", &loc.to_bytes()).unwrap();
+    db.put(b"image:1", loc.to_bytes()).unwrap();
     let stored = db.get(b"image:1").unwrap().unwrap();
     let loc2 = Location::from_bytes(stored[..].try_into().unwrap());
     assert_eq!(&*log.read(loc2).unwrap(), b"png bytes");

@@ -40,17 +40,17 @@ fn close_makes_acknowledged_writes_durable() {
     let dir = tempfile::tempdir().unwrap();
     let (db, _) = open(dir.path(), 2);
     for i in 0..500u32 {
-        db.put(&i.to_le_bytes(), &vec![b'n'; 300]).unwrap();
+        db.put(i.to_le_bytes(), vec![b'n'; 300]).unwrap();
     }
     let mut batch = WriteBatch::new();
-    batch.delete(&0u32.to_le_bytes()).unwrap();
+    batch.delete(0u32.to_le_bytes()).unwrap();
     db.write_batch(batch).unwrap();
     db.close().unwrap();
     let (db, _) = open(dir.path(), 2);
     assert_eq!(db.stats().recovered_records, 501);
-    assert_eq!(db.get(&0u32.to_le_bytes()).unwrap(), None);
+    assert_eq!(db.get(0u32.to_le_bytes()).unwrap(), None);
     for i in 1..500u32 {
-        assert_eq!(db.get(&i.to_le_bytes()).unwrap().map(|v| v.len()), Some(300), "key {i}");
+        assert_eq!(db.get(i.to_le_bytes()).unwrap().map(|v| v.len()), Some(300), "key {i}");
     }
     db.close().unwrap();
 }
@@ -65,7 +65,7 @@ fn on_persist_reports_what_flush_made_durable() {
     let mut records = vec![0u64; shards];
     for i in 0..200u32 {
         let key = format!("k{i}");
-        db.put(key.as_bytes(), &[b'v'; 200]).unwrap();
+        db.put(key.as_bytes(), [b'v'; 200]).unwrap();
         records[db.shard_of(key.as_bytes())] += 1;
     }
     db.flush().unwrap();

@@ -74,7 +74,7 @@ fn acknowledged_before_durable_then_flush_persists_everything() {
     let dir = tempfile::tempdir().unwrap();
     let (db, events) = open(dir.path(), 1, never());
     for i in 0..100u32 {
-        db.put(format!("k{i}").as_bytes(), &i.to_le_bytes()).unwrap();
+        db.put(format!("k{i}").as_bytes(), i.to_le_bytes()).unwrap();
     }
     let mut batch = WriteBatch::new();
     batch.put(b"b1", b"1").unwrap().delete(b"k0").unwrap();
@@ -101,7 +101,7 @@ fn acknowledged_before_durable_then_flush_persists_everything() {
 
     // More writes, then close (which persists them too).
     for i in 100..110u32 {
-        db.put(format!("k{i}").as_bytes(), &i.to_le_bytes()).unwrap();
+        db.put(format!("k{i}").as_bytes(), i.to_le_bytes()).unwrap();
     }
     db.close().unwrap();
     let reported = check_contiguous(&taken(&events), 1, &[1]);
@@ -123,7 +123,7 @@ fn item_limit_persists_without_flush() {
     let dir = tempfile::tempdir().unwrap();
     let (db, events) = open(dir.path(), 1, periodic(1 << 40, 8, Duration::from_secs(3600)));
     for i in 0..8u32 {
-        db.put(&i.to_le_bytes(), b"v").unwrap();
+        db.put(i.to_le_bytes(), b"v").unwrap();
     }
     wait_for(&events, "8 pending records reach items = 8", |e| e.last().is_some_and(|e| e.last_lsn >= 8));
     check_contiguous(&taken(&events), 1, &[1]);
@@ -135,7 +135,7 @@ fn byte_limit_persists_without_flush() {
     let dir = tempfile::tempdir().unwrap();
     let (db, events) = open(dir.path(), 1, periodic(16 << 10, 1 << 40, Duration::from_secs(3600)));
     db.put(b"small", b"v").unwrap();
-    db.put(b"large", &vec![7u8; 20 << 10]).unwrap();
+    db.put(b"large", vec![7u8; 20 << 10]).unwrap();
     wait_for(&events, "20 KiB pending reach bytes = 16 KiB", |e| e.last().is_some_and(|e| e.last_lsn >= 2));
     check_contiguous(&taken(&events), 1, &[1]);
     db.close().unwrap();
@@ -178,7 +178,7 @@ fn on_persist_ranges_cover_all_writes_of_many_threads() {
                         batch.put(key.as_bytes(), b"in a batch").unwrap();
                         db.write_batch(batch).unwrap();
                     } else {
-                        db.put(key.as_bytes(), &vec![b'v'; 100 + i % 300]).unwrap();
+                        db.put(key.as_bytes(), vec![b'v'; 100 + i % 300]).unwrap();
                     }
                 }
             });

@@ -253,7 +253,7 @@ fn portable_backend_round_trip_and_reopen() {
             let db = db.clone();
             s.spawn(move || {
                 for i in (t..2000).step_by(4) {
-                    db.put(format!("k{i}").as_bytes(), &value(i)).unwrap();
+                    db.put(format!("k{i}").as_bytes(), value(i)).unwrap();
                 }
             });
         }
@@ -310,7 +310,7 @@ fn batch_too_large_for_a_segment() {
     // Two ops whose body is one byte over the largest.
     let small_op = 8 + b"small".len() + 1;
     let mut batch = WriteBatch::new();
-    batch.put(b"small", b"s").unwrap().put(key, &value_for(max + 1 - small_op)).unwrap();
+    batch.put(b"small", b"s").unwrap().put(key, value_for(max + 1 - small_op)).unwrap();
     match db.write_batch(batch) {
         Err(Error::BatchTooLarge { bytes, max: limit }) => {
             assert_eq!((bytes, limit), (max + 1, max));
@@ -322,14 +322,14 @@ fn batch_too_large_for_a_segment() {
     assert_eq!(get(&db, b"small"), None, "no op of a refused batch is applied");
     assert_eq!(get(&db, key), None);
     // A single put too large for a segment is refused the same way.
-    match db.put(key, &vec![b'p'; max]) {
+    match db.put(key, vec![b'p'; max]) {
         Err(Error::BatchTooLarge { .. }) => {}
         other => panic!("expected BatchTooLarge for a put, got {other:?}"),
     }
 
     // A batch of exactly the largest body fits, and the log goes on normally after it.
     let mut batch = WriteBatch::new();
-    batch.put(key, &value_for(max)).unwrap();
+    batch.put(key, value_for(max)).unwrap();
     db.write_batch(batch).unwrap();
     db.put(b"after", b"y").unwrap();
     assert_eq!(get(&db, key).map(|v| v.len()), Some(max - 8 - key.len()));
@@ -356,7 +356,7 @@ fn batch_too_large_on_one_shard_writes_no_part_on_another() {
     let on_0 = keys.iter().find(|k| db.shard_of(k.as_bytes()) == 0).unwrap();
     let on_1 = keys.iter().find(|k| db.shard_of(k.as_bytes()) == 1).unwrap();
     let mut batch = WriteBatch::new();
-    batch.put(on_0.as_bytes(), b"small part").unwrap().put(on_1.as_bytes(), &vec![b'x'; max + 1]).unwrap();
+    batch.put(on_0.as_bytes(), b"small part").unwrap().put(on_1.as_bytes(), vec![b'x'; max + 1]).unwrap();
     match db.write_batch(batch) {
         Err(Error::BatchTooLarge { .. }) => {}
         other => panic!("expected BatchTooLarge, got {other:?}"),

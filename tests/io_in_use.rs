@@ -59,7 +59,7 @@ fn db_fds(dir: &Path) -> Vec<PathBuf> {
 
 fn write_some(db: &Db) {
     for i in 0..300u32 {
-        db.put(&i.to_le_bytes(), &vec![b'x'; 700]).unwrap();
+        db.put(i.to_le_bytes(), vec![b'x'; 700]).unwrap();
     }
     let mut batch = WriteBatch::new();
     batch.put(b"a", b"1").unwrap().delete(b"b").unwrap();

@@ -132,7 +132,7 @@ fn child_failed_checkpoint() {
     let Ok(dir) = std::env::var(FAIL_ENV) else { return };
     let db = Db::open(&dir, options()).unwrap();
     for i in 0..200u32 {
-        db.put(format!("before{i:03}").as_bytes(), &vec![b'b'; (i % 900) as usize]).unwrap();
+        db.put(format!("before{i:03}").as_bytes(), vec![b'b'; (i % 900) as usize]).unwrap();
     }
     let acked: Vec<u32> = std::thread::scope(|s| {
         let writers: Vec<_> = (0..4)

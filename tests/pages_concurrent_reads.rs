@@ -74,7 +74,7 @@ fn callers_reads_race_checkpoints_without_wrong_data() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(dir.path(), options()).unwrap();
     for k in 0..KEYS {
-        db.put(&key(k), &value(k, 0, 100)).unwrap();
+        db.put(key(k), value(k, 0, 100)).unwrap();
     }
     db.checkpoint().unwrap();
     let stop = AtomicBool::new(false);
@@ -95,7 +95,7 @@ fn callers_reads_race_checkpoints_without_wrong_data() {
                         n += 8;
                     } else {
                         let k = rng.range(0, KEYS - 1);
-                        check(k, &db.get(&key(k)).unwrap().expect("keys are never deleted"));
+                        check(k, &db.get(key(k)).unwrap().expect("keys are never deleted"));
                         n += 1;
                     }
                 }
@@ -112,7 +112,7 @@ fn callers_reads_race_checkpoints_without_wrong_data() {
                 1 => rng.range(1501, 3000) as usize,
                 _ => rng.range(3000, 9000) as usize,
             };
-            db.put(&key(k), &value(k, seq, len)).unwrap();
+            db.put(key(k), value(k, seq, len)).unwrap();
         }
         stop.store(true, Ordering::Relaxed);
     });

@@ -129,7 +129,7 @@ fn space_stays_bounded_under_overwrites_of_changing_size() {
     for round in 0..10u32 {
         let len = 40 + ((round * 97) % 400) as usize;
         for i in 0..keys {
-            db.put(format!("k{i:05}").as_bytes(), &vec![round as u8; len]).unwrap();
+            db.put(format!("k{i:05}").as_bytes(), vec![round as u8; len]).unwrap();
         }
         db.checkpoint().unwrap();
     }

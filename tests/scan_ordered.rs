@@ -103,7 +103,7 @@ fn long_scans_cross_chunk_boundaries_in_order() {
     let n = SCAN_CHUNK * 9 + 7;
     let mut batch = ringdb::WriteBatch::new();
     for i in 0..n {
-        batch.put(format!("key{i:06}").as_bytes(), &(i as u64).to_le_bytes()).unwrap();
+        batch.put(format!("key{i:06}").as_bytes(), (i as u64).to_le_bytes()).unwrap();
     }
     db.write_batch(batch).unwrap();
     let got: Vec<_> = db.scan(..).map(|e| e.unwrap()).collect();

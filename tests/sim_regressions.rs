@@ -50,7 +50,7 @@ fn bug_unsynced_log_write_taken_as_proof() {
         db.put(b"flushed", b"yes").unwrap();
         db.flush().unwrap();
         for i in 0..12u32 {
-            db.put(format!("k{i:02}").as_bytes(), &vec![b'v'; 100 + 300 * (i as usize % 4)]).unwrap();
+            db.put(format!("k{i:02}").as_bytes(), vec![b'v'; 100 + 300 * (i as usize % 4)]).unwrap();
         }
         disk.crash_with(CrashMode::Random, seed);
         drop(db);

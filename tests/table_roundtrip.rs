@@ -248,7 +248,7 @@ fn with_sees_the_latest_value_in_place() {
     }
     // User records of odd sizes, which sort before the table's and share its pages.
     for k in 0..7u8 {
-        db.put(&vec![b'k'; 1 + k as usize], &vec![k; 3 + 2 * k as usize]).unwrap();
+        db.put(vec![b'k'; 1 + k as usize], vec![k; 3 + 2 * k as usize]).unwrap();
     }
     db.checkpoint().unwrap();
     // Read every record where it lies in the page cache (the pages were just written,

@@ -50,7 +50,7 @@ fn bank_total_is_invariant() {
     let db = Db::open(dir.path(), Options::default().shards(4).wal_segment_bytes(1 << 20)).unwrap();
     let mut batch = WriteBatch::new();
     for i in 0..ACCOUNTS {
-        batch.put(&account(i), &INITIAL.to_le_bytes()).unwrap();
+        batch.put(account(i), INITIAL.to_le_bytes()).unwrap();
     }
     db.write_batch(batch).unwrap();
     let total = ACCOUNTS * INITIAL;
@@ -73,11 +73,11 @@ fn bank_total_is_invariant() {
                     }
                     let amount = rng.range(1, 200);
                     db.transact(|tx| {
-                        let a = balance(tx.get(&account(from))?);
-                        let b = balance(tx.get(&account(to))?);
+                        let a = balance(tx.get(account(from))?);
+                        let b = balance(tx.get(account(to))?);
                         if a >= amount {
-                            tx.put(&account(from), &(a - amount).to_le_bytes())?;
-                            tx.put(&account(to), &(b + amount).to_le_bytes())?;
+                            tx.put(account(from), (a - amount).to_le_bytes())?;
+                            tx.put(account(to), (b + amount).to_le_bytes())?;
                         }
                         Ok(())
                     })
@@ -101,7 +101,7 @@ fn bank_total_is_invariant() {
                             attempts += 1;
                             let mut sum = 0;
                             for i in 0..ACCOUNTS {
-                                sum += balance(tx.get(&account(i))?);
+                                sum += balance(tx.get(account(i))?);
                             }
                             Ok(sum)
                         })
@@ -121,7 +121,7 @@ fn bank_total_is_invariant() {
     // Writers go on until both readers are done, so the readers' commits happened among
     // theirs (500 or so on the development machine; at least one per writer on average).
     assert!(during >= WRITERS, "the writers ran while the readers read ({during} transfers)");
-    let sum_all = |db: &Db| (0..ACCOUNTS).map(|i| balance(db.get(&account(i)).unwrap())).sum::<u64>();
+    let sum_all = |db: &Db| (0..ACCOUNTS).map(|i| balance(db.get(account(i)).unwrap())).sum::<u64>();
     assert_eq!(sum_all(&db), total);
     db.close().unwrap();
     let db = Db::open(dir.path(), Options::default().wal_segment_bytes(1 << 20)).unwrap();

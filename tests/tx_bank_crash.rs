@@ -76,19 +76,19 @@ fn child_bank() {
         let db = db.clone();
         threads.push(std::thread::spawn(move || {
             let mut rng = Rng::for_parts(&[seed, gen_, w]);
-            let start = number(db.get(&mark(w)).unwrap());
+            let start = number(db.get(mark(w)).unwrap());
             for seq in start + 1.. {
                 let from = rng.range(0, ACCOUNTS - 1);
                 let to = (from + rng.range(1, ACCOUNTS - 1)) % ACCOUNTS;
                 let amount = rng.range(1, 300);
                 let result = db.transact(|tx| {
-                    let a = number(tx.get(&account(from))?);
-                    let b = number(tx.get(&account(to))?);
+                    let a = number(tx.get(account(from))?);
+                    let b = number(tx.get(account(to))?);
                     if a >= amount {
-                        tx.put(&account(from), &(a - amount).to_le_bytes())?;
-                        tx.put(&account(to), &(b + amount).to_le_bytes())?;
+                        tx.put(account(from), (a - amount).to_le_bytes())?;
+                        tx.put(account(to), (b + amount).to_le_bytes())?;
                     }
-                    tx.put(&mark(w), &seq.to_le_bytes())
+                    tx.put(mark(w), seq.to_le_bytes())
                 });
                 if let Err(e) = result {
                     eprintln!("child: transfer {w}/{seq} failed: {e}");
@@ -103,7 +103,7 @@ fn child_bank() {
         threads.push(std::thread::spawn(move || {
             loop {
                 let sum: ringdb::Result<u64> =
-                    db.transact(|tx| (0..ACCOUNTS).map(|i| tx.get(&account(i)).map(number)).sum());
+                    db.transact(|tx| (0..ACCOUNTS).map(|i| tx.get(account(i)).map(number)).sum());
                 match sum {
                     Ok(sum) if sum == ACCOUNTS * INITIAL => {}
                     other => {
@@ -120,7 +120,7 @@ fn child_bank() {
             let (x, y) = pair(&db);
             for seq in number(db.get(&x).unwrap()) + 1.. {
                 let mut batch = WriteBatch::new();
-                batch.put(&x, &seq.to_le_bytes()).unwrap().put(&y, &seq.to_le_bytes()).unwrap();
+                batch.put(&x, seq.to_le_bytes()).unwrap().put(&y, seq.to_le_bytes()).unwrap();
                 if let Err(e) = db.write_batch(batch) {
                     eprintln!("child: batch {seq} failed: {e}");
                     std::process::exit(3);
@@ -146,7 +146,7 @@ fn committed_transfers_survive_sigkill() {
         let db = Db::open(dir.path(), options()).unwrap();
         let mut batch = WriteBatch::new();
         for i in 0..ACCOUNTS {
-            batch.put(&account(i), &INITIAL.to_le_bytes()).unwrap();
+            batch.put(account(i), INITIAL.to_le_bytes()).unwrap();
         }
         db.write_batch(batch).unwrap();
         db.close().unwrap();
@@ -217,10 +217,10 @@ fn committed_transfers_survive_sigkill() {
         let stats = db.stats();
         in_doubt[0] += stats.tx_in_doubt_committed;
         in_doubt[1] += stats.tx_in_doubt_aborted;
-        let total: u64 = (0..ACCOUNTS).map(|i| number(db.get(&account(i)).unwrap())).sum();
+        let total: u64 = (0..ACCOUNTS).map(|i| number(db.get(account(i)).unwrap())).sum();
         assert_eq!(total, ACCOUNTS * INITIAL, "{context}: the total changed");
         for w in 0..WRITERS {
-            let found = number(db.get(&mark(w)).unwrap());
+            let found = number(db.get(mark(w)).unwrap());
             let ok = acked[w as usize];
             assert!(
                 found == ok || found == ok + 1,

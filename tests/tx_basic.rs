@@ -220,7 +220,7 @@ fn limits_give_a_clear_error() {
     assert!(!err.is_conflict());
     tx.put(b"c", b"overwriting a written key adds no key").unwrap();
     let mut tx = db.transaction();
-    let err = tx.put(b"big", &[0u8; 2000]).unwrap_err();
+    let err = tx.put(b"big", [0u8; 2000]).unwrap_err();
     assert!(matches!(err, Error::TransactionTooLarge { what: "bytes", .. }), "{err}");
     assert!(err.to_string().contains("tx_bytes_max"), "{err}");
     for i in 0..5 {
@@ -257,7 +257,7 @@ fn write_batch_across_shards_is_one_transaction() {
             for round in 0..200u32 {
                 let mut batch = WriteBatch::new();
                 for i in 1..32 {
-                    batch.put(format!("b{i}").as_bytes(), &round.to_le_bytes()).unwrap();
+                    batch.put(format!("b{i}").as_bytes(), round.to_le_bytes()).unwrap();
                 }
                 db.write_batch(batch).unwrap();
             }
@@ -363,7 +363,7 @@ fn plain_writes_wait_for_locks_and_never_fail() {
     let dir = tempfile::tempdir().unwrap();
     let db = open(dir.path(), 2);
     let (p, mirror) = keys_on(&db, "plain", false);
-    db.put(&p, &0u32.to_le_bytes()).unwrap();
+    db.put(&p, 0u32.to_le_bytes()).unwrap();
     let done = std::sync::atomic::AtomicBool::new(false);
     let read = |v: Option<ringdb::Value>| u32::from_le_bytes(v.unwrap()[..].try_into().unwrap());
     let seen: Vec<u32> = std::thread::scope(|s| {
@@ -371,7 +371,7 @@ fn plain_writes_wait_for_locks_and_never_fail() {
         let (p, mirror, done) = (&p, &mirror, &done);
         s.spawn(move || {
             for i in 1..=N {
-                db.put(p, &i.to_le_bytes()).expect("a plain put never fails beside transactions");
+                db.put(p, i.to_le_bytes()).expect("a plain put never fails beside transactions");
             }
             done.store(true, std::sync::atomic::Ordering::Relaxed);
         });
@@ -380,7 +380,7 @@ fn plain_writes_wait_for_locks_and_never_fail() {
             let v = db
                 .transact(|tx| {
                     let v = read(tx.get(p)?);
-                    tx.put(mirror, &v.to_le_bytes())?;
+                    tx.put(mirror, v.to_le_bytes())?;
                     Ok(v)
                 })
                 .unwrap();

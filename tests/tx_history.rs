@@ -181,11 +181,11 @@ fn list_append_history_is_serializable() {
                                 let element = t << 32 | attempt;
                                 let mut c = Committed { element, reads: Vec::new(), appends: Vec::new() };
                                 for &(k, append) in &ops {
-                                    let mut list = decode(tx.get(&key(k))?);
+                                    let mut list = decode(tx.get(key(k))?);
                                     c.reads.push((k, list.clone()));
                                     if append {
                                         list.push(element);
-                                        tx.put(&key(k), &encode(&list))?;
+                                        tx.put(key(k), encode(&list))?;
                                         c.appends.push(k);
                                     }
                                 }
@@ -200,7 +200,7 @@ fn list_append_history_is_serializable() {
             .collect();
         handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
     });
-    let finals: BTreeMap<u64, Vec<u64>> = (0..KEYS).map(|k| (k, decode(db.get(&key(k)).unwrap()))).collect();
+    let finals: BTreeMap<u64, Vec<u64>> = (0..KEYS).map(|k| (k, decode(db.get(key(k)).unwrap()))).collect();
     let appended: usize = finals.values().map(Vec::len).sum();
     println!("{} committed transactions, {appended} elements appended", history.len());
     assert!(appended > 100, "too few appends to test anything");

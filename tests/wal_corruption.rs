@@ -30,7 +30,7 @@ fn value(i: usize) -> Vec<u8> {
 fn write_keys(dir: &Path, shards: usize, segment_bytes: u64, n: usize) {
     let db = Db::open(dir, options(shards, segment_bytes)).unwrap();
     for i in 0..n {
-        db.put(&key(i), &value(i)).unwrap();
+        db.put(key(i), value(i)).unwrap();
     }
     db.close().unwrap();
 }

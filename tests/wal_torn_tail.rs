@@ -28,7 +28,7 @@ fn value(i: usize) -> Vec<u8> {
 fn write_keys(dir: &Path, segment_bytes: u64, from: usize, to: usize) {
     let db = Db::open(dir, options(segment_bytes)).unwrap();
     for i in from..to {
-        db.put(&key(i), &value(i)).unwrap();
+        db.put(key(i), value(i)).unwrap();
     }
     db.close().unwrap();
 }
@@ -38,10 +38,10 @@ fn write_keys(dir: &Path, segment_bytes: u64, from: usize, to: usize) {
 fn check_keys(dir: &Path, segment_bytes: u64, present: usize, absent: &[usize]) -> u64 {
     let db = Db::open(dir, options(segment_bytes)).expect("open after a torn tail");
     for i in 0..present {
-        assert_eq!(db.get(&key(i)).unwrap().map(Vec::from), Some(value(i)), "key {i}");
+        assert_eq!(db.get(key(i)).unwrap().map(Vec::from), Some(value(i)), "key {i}");
     }
     for &i in absent {
-        assert_eq!(db.get(&key(i)).unwrap(), None, "key {i} was cut with the tail");
+        assert_eq!(db.get(key(i)).unwrap(), None, "key {i} was cut with the tail");
     }
     let replayed = db.stats().recovered_records;
     db.close().unwrap();

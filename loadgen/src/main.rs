@@ -115,7 +115,8 @@ struct Args {
     shards: usize,
 
     /// Cache size (bytes; suffixes K, M, G for KiB, MiB, GiB): ringdb's page cache
-    /// (`Options::cache_bytes`, 64K..=1T) or the peers' block or page caches.
+    /// (`Options::cache_bytes`, 64K..=1T) or the peers' block or page caches (not LMDB,
+    /// which has none of its own).
     /// [default: each engine's own; ringdb's is 256 MiB]
     #[arg(long, value_name = "BYTES", value_parser = parse_size)]
     cache: Option<u64>,
@@ -203,6 +204,7 @@ enum EngineArg {
     Fjall,
     Redb,
     Sled,
+    Lmdb,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -466,7 +468,7 @@ fn run(args: &Args) -> Result<(), BoxError> {
         io_backend: value_name(&args.io_backend),
         wal_sync: value_name(&args.wal_sync),
         cache_bytes: args.cache,
-        cache_applied: args.cache.is_some(),
+        cache_applied: args.cache.is_some() && db.applies_cache(),
         keys: args.keys,
         key_size: args.key_size,
         value_size: args.value_size.to_string(),

@@ -74,7 +74,7 @@ pub fn preload(db: &Db, keys: u64, key_format: KeyFormat) -> Result<(), BoxError
         let mut batch = WriteBatch::new();
         for i in start..end {
             key_format.encode(i, &mut key);
-            batch.put(&key, &INITIAL.to_le_bytes())?;
+            batch.put(&key, INITIAL.to_le_bytes())?;
         }
         db.write_batch(batch)?;
         start = end;
@@ -157,8 +157,8 @@ pub fn run(spec: &Spec<'_>) -> Result<Outcome, BoxError> {
                             let from = balance(tx.get(&ka)?)?;
                             let to = balance(tx.get(&kb)?)?;
                             if from >= amount {
-                                tx.put(&ka, &(from - amount).to_le_bytes())?;
-                                tx.put(&kb, &(to + amount).to_le_bytes())?;
+                                tx.put(&ka, (from - amount).to_le_bytes())?;
+                                tx.put(&kb, (to + amount).to_le_bytes())?;
                             }
                             let commit_began = Instant::now();
                             match tx.commit() {

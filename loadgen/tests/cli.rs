@@ -125,6 +125,7 @@ fn every_workload_runs_on_the_compiled_peers() {
         ("fjall", cfg!(feature = "fjall")),
         ("redb", cfg!(feature = "redb")),
         ("sled", cfg!(feature = "sled")),
+        ("lmdb", cfg!(feature = "lmdb")),
         ("rocksdb", cfg!(any(feature = "rocksdb", feature = "rocksdb-system"))),
     ];
     for (engine, built) in peers {
@@ -139,7 +140,7 @@ fn help_lists_the_workloads_and_engines() {
     let out = loadgen(&["--help"]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for word in ["fill-seq", "read-random", "--rate", "--hlog", "--plot", "--engine", "rocksdb", "--cache"] {
+    for word in ["fill-seq", "read-random", "--rate", "--hlog", "--plot", "--engine", "rocksdb", "lmdb", "--cache"] {
         assert!(text.contains(word), "--help lacks {word}");
     }
 }

@@ -110,7 +110,24 @@ pub const BLOB_SEGMENT_BYTES_MIN: u64 = 1 << 20;
 /// Largest accepted segment, in bytes (one write covers at most a segment).
 pub const BLOB_SEGMENT_BYTES_MAX: u64 = 2 << 30;
 
-/// Configuration of a [`BlobLog`]. Every setter documents its default, unit and range.
+/// Configuration of a [`BlobLog`]. Every setter documents its default, unit and range;
+/// the values are checked when the log opens ([`Error::InvalidArgument`] names the
+/// setter).
+///
+/// ```
+/// use ringdb::{BlobLog, BlobOptions, Error};
+///
+/// let dir = tempfile::tempdir()?;
+/// let options = BlobOptions::default().max_segment_bytes(16 << 20).compression(Some(3));
+/// let log = BlobLog::open(dir.path().join("blobs"), options.clone())?;
+/// let at = log.append(&[7u8; 100_000])?;
+/// assert_eq!(log.read(at)?.len(), 100_000);
+/// log.close()?;
+///
+/// let err = BlobLog::open(dir.path().join("other"), options.max_segment_bytes(1)).err().expect("too small");
+/// assert!(matches!(&err, Error::InvalidArgument(what) if what.contains("max_segment_bytes")), "{err}");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone)]
 pub struct BlobOptions {
     durability: Durability,
@@ -171,6 +188,7 @@ impl BlobOptions {
     /// `Periodic` flushes by pending bytes, blobs or age; `None` writes when a batch fills
     /// and flushes only on [`BlobLog::sync`] and close. With either, an acknowledged blob
     /// is readable at once (from memory until written).
+    #[must_use]
     pub fn durability(mut self, durability: Durability) -> BlobOptions {
         self.durability = durability;
         self
@@ -179,6 +197,7 @@ impl BlobOptions {
     /// Size at which segments rotate, in bytes. Default 256 MiB; range 1 MiB..=2 GiB. Each
     /// segment is reserved at this size and shrunk to its records when sealed. A blob (or a
     /// transaction) must fit in one segment.
+    #[must_use]
     pub fn max_segment_bytes(mut self, bytes: u64) -> BlobOptions {
         self.max_segment_bytes = bytes;
         self
@@ -186,6 +205,7 @@ impl BlobOptions {
 
     /// Size of the frames a blob is cut into, in bytes: the unit of checksums, compression
     /// and range reads. Default 64 KiB; a power of two in 4 KiB..=16 MiB.
+    #[must_use]
     pub fn frame_bytes(mut self, bytes: usize) -> BlobOptions {
         self.frame_bytes = bytes;
         self
@@ -194,12 +214,14 @@ impl BlobOptions {
     /// Compress each frame with zstd at this level (`None`: no compression, the default).
     /// Range -7..=22; 1 to 3 suit most data. A blob whose frames do not shrink is stored
     /// as is. Reads of either kind work whatever this is set to.
+    #[must_use]
     pub fn compression(mut self, level: Option<i32>) -> BlobOptions {
         self.compression_level = level;
         self
     }
 
     /// Open segments with O_DIRECT. Default `true`. Turn off for filesystems that refuse it.
+    #[must_use]
     pub fn direct_io(mut self, direct_io: bool) -> BlobOptions {
         self.direct_io = direct_io;
         self
@@ -211,6 +233,7 @@ impl BlobOptions {
     /// the filesystem journal. Zero filling removes that (small `Sync` appends measured
     /// about 1.8x faster here) at the price of writing every segment twice and a pause at
     /// each rotation while the next segment is filled; leave it off for large blobs.
+    #[must_use]
     pub fn zero_fill(mut self, zero_fill: bool) -> BlobOptions {
         self.zero_fill = zero_fill;
         self
@@ -218,6 +241,7 @@ impl BlobOptions {
 
     /// The writer thread's I/O backend. Default [`IoBackend::Uring`]; a kernel that
     /// refuses io_uring gives [`Error::IoUringUnavailable`] at open.
+    #[must_use]
     pub fn io_backend(mut self, io_backend: IoBackend) -> BlobOptions {
         self.io_backend = io_backend;
         self
@@ -226,6 +250,7 @@ impl BlobOptions {
     /// Bytes after which a batch is written without waiting for more, and the size of a
     /// batch buffer. Default 4 MiB; range 4 KiB..=256 MiB. A larger blob or transaction
     /// is written alone.
+    #[must_use]
     pub fn group_commit_bytes_max(mut self, bytes: usize) -> BlobOptions {
         self.group_commit_bytes_max = bytes;
         self
@@ -233,6 +258,7 @@ impl BlobOptions {
 
     /// Requests that may wait for the writer thread before callers block. Default 1024;
     /// range 1..=1,048,576.
+    #[must_use]
     pub fn queue_depth(mut self, depth: usize) -> BlobOptions {
         self.queue_depth = depth;
         self
@@ -241,6 +267,7 @@ impl BlobOptions {
     /// Whether [`BlobLog::rtrim`], [`BlobLog::ltrim`] and [`BlobLog::drop_segment`] are
     /// allowed when the log opens. Default `false`; switch at run time with
     /// [`BlobLog::set_allow_overwrite`].
+    #[must_use]
     pub fn allow_overwrite(mut self, allow: bool) -> BlobOptions {
         self.allow_overwrite = allow;
         self
@@ -249,6 +276,7 @@ impl BlobOptions {
     /// Called on the writer thread after each flush reaches stable storage, with the
     /// blobs it made durable. Keep it short and do not call the log from it (the writer
     /// thread would wait for itself); send to a channel to handle events elsewhere.
+    #[must_use]
     pub fn on_persist(mut self, callback: impl Fn(BlobPersistEvent) + Send + Sync + 'static) -> BlobOptions {
         self.on_persist = Some(Arc::new(callback));
         self
@@ -256,6 +284,7 @@ impl BlobOptions {
 
     /// Called on the writer thread when a segment is sealed and the next one started
     /// (same rules as [`BlobOptions::on_persist`]).
+    #[must_use]
     pub fn on_rotate(mut self, callback: impl Fn(BlobRotateEvent) + Send + Sync + 'static) -> BlobOptions {
         self.on_rotate = Some(Arc::new(callback));
         self
@@ -263,6 +292,7 @@ impl BlobOptions {
 
     /// Called on the writer thread when a segment is dropped (same rules as
     /// [`BlobOptions::on_persist`]).
+    #[must_use]
     pub fn on_drop(mut self, callback: impl Fn(BlobDropEvent) + Send + Sync + 'static) -> BlobOptions {
         self.on_drop = Some(Arc::new(callback));
         self

@@ -71,10 +71,10 @@ pub fn child(durability: Durability) {
                         7 => db.delete(&key).unwrap(),
                         3 => {
                             let mut batch = WriteBatch::new();
-                            batch.put(&key, b"draft 2").unwrap().put(&key, &pre_value(gen_, t, i)).unwrap();
+                            batch.put(&key, b"draft 2").unwrap().put(&key, pre_value(gen_, t, i)).unwrap();
                             db.write_batch(batch).unwrap();
                         }
-                        _ => db.put(&key, &pre_value(gen_, t, i)).unwrap(),
+                        _ => db.put(&key, pre_value(gen_, t, i)).unwrap(),
                     }
                 }
             });
@@ -83,7 +83,7 @@ pub fn child(durability: Durability) {
     db.flush().unwrap();
     emit("flushed");
     for i in 0..POST_MAX {
-        db.put(&post_key(gen_, i), &post_value(gen_, i)).unwrap();
+        db.put(post_key(gen_, i), post_value(gen_, i)).unwrap();
     }
     emit("post done");
     loop {
