@@ -203,7 +203,7 @@ impl Meter<'_> {
 /// let report = ringdb::verify::check_dir(dir.path(), |_| {})?;
 /// assert!(!report.is_damaged());
 /// assert_eq!(report.count(ringdb::verify::FileKind::Manifest), 1);
-/// # Ok::<(), ringdb::Error>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn check_dir(dir: impl AsRef<Path>, mut progress: impl FnMut(&Progress<'_>)) -> Result<Report> {
     let dir = dir.as_ref();
