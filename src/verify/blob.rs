@@ -18,7 +18,8 @@ use super::{FileKind, Meter, Report, Severity, VerifiedFile, file_bytes, list_di
 use crate::error::{Error, Result};
 use crate::format::blob::{
     BlobSegmentHeader, Decoded, FRAME_SHIFT_MAX, FRAME_SHIFT_MIN, KIND_PLAIN, KIND_ZSTD, RECORD_ALIGN,
-    RECORD_HEADER_BYTES, STATE_SLOT_OFFSETS, SegmentState, check_meta, decode_header, frame_entry, parse_file_name,
+    RECORD_HEADER_BYTES, SLOT_BYTES, STATE_SLOT_OFFSETS, SegmentState, check_meta, decode_header, frame_entry,
+    parse_file_name,
 };
 use crate::format::compression::decompress_frame;
 
@@ -80,7 +81,7 @@ fn check_segment(
     report: &mut Report,
 ) -> std::io::Result<u64> {
     let path = win.path;
-    let head = win.get(0, RECORD_HEADER_BYTES.max(64))?.to_vec();
+    let head = win.get(0, SLOT_BYTES)?.to_vec();
     let header = match BlobSegmentHeader::decode(&head) {
         Ok(h) => h,
         Err(why) => {
@@ -102,13 +103,14 @@ fn check_segment(
         return Ok(0);
     };
     for at in STATE_SLOT_OFFSETS {
-        let slot = &block[at..at + crate::format::blob::SLOT_BYTES];
+        let slot = block.get(at..at + SLOT_BYTES).unwrap_or_default();
         if slot.iter().any(|&b| b != 0) && SegmentState::decode(slot).is_none() {
             report.add(Severity::Torn, path, at as u64, "state slot is not valid; the other slot is used");
         }
     }
     let limit = if state.sealed_end == 0 { win.len } else { state.sealed_end };
-    if state.data_start < u64::from(header.block_bytes) || state.data_start > limit || limit > win.len {
+    let misplaced = state.data_start < u64::from(header.block_bytes) || state.data_start % RECORD_ALIGN as u64 != 0;
+    if misplaced || state.data_start > limit || limit > win.len {
         let what = format!(
             "state gives data_start {} and sealed_end {} in a file of {} bytes",
             state.data_start, state.sealed_end, win.len

@@ -254,7 +254,9 @@ fn plan_database(dir: &Path, report: &mut Report) -> Result<Plan> {
             } else {
                 report.add(Severity::Note, &path, 0, "a shard folder beyond the manifest's shard count (not read)");
             }
-        } else if !["LOCK", "MANIFEST", "MANIFEST.tmp", "blobs"].contains(&name.as_str()) {
+        } else if name == "MANIFEST.tmp" {
+            report.add(Severity::Note, &path, 0, "a manifest of an interrupted creation (open rewrites it)");
+        } else if !["LOCK", "MANIFEST", "blobs"].contains(&name.as_str()) {
             report.add(Severity::Note, &path, 0, "a file this version does not know (not read)");
         }
     }
@@ -268,8 +270,12 @@ fn plan_database(dir: &Path, report: &mut Report) -> Result<Plan> {
     let blobs = dir.join("blobs");
     if blobs.is_dir() {
         for (_, path) in list_dir(&blobs)? {
-            bytes_total += blob::log_bytes(&path)?;
-            blob_logs.push(path);
+            if path.is_dir() {
+                bytes_total += blob::log_bytes(&path)?;
+                blob_logs.push(path);
+            } else {
+                report.add(Severity::Note, &path, 0, "a file where blob log folders live (not read)");
+            }
         }
     }
     Ok(Plan { shards, blob_logs, bytes_total })
@@ -285,7 +291,7 @@ fn check_database(plan: &Plan, report: &mut Report, meter: &mut Meter<'_>) -> Re
             report.not_verified.push(NotVerified { path: pages, why: PAGES_NOT_VERIFIED.to_string() });
         }
         for (name, path) in list_dir(shard_dir)? {
-            if !["wal", "pages.dat", "CHECKPOINT", "CHECKPOINT.tmp"].contains(&name.as_str()) {
+            if !["wal", "pages.dat", "CHECKPOINT"].contains(&name.as_str()) {
                 report.add(Severity::Note, &path, 0, "a file this version does not know (not read)");
             }
         }
