@@ -2,7 +2,8 @@
 //! offset, and calls damage exactly what an open refuses: damaged log records (before
 //! a later flush, and in a segment before the tail), a torn log tail (which the next
 //! open cuts), damaged and torn `MANIFEST` and `CHECKPOINT` slots, a missing shard
-//! folder, a damaged sealed blob segment, and damaged and torn open blob segments.
+//! folder, a damaged sealed blob segment, and damaged and torn open blob segments; and
+//! that a database closed cleanly under every durability mode has no finding.
 
 use std::path::{Path, PathBuf};
 
@@ -271,4 +272,26 @@ fn blob_segments_sealed_damaged_and_open_torn_or_damaged() {
     assert_eq!(damage.len(), 1, "{:#?}", report.findings);
     assert_eq!((damage[0].file.clone(), damage[0].offset), (segment(earlier.segment), earlier.offset));
     assert_corruption_in(BlobLog::open(dir.path(), blob_options()), &segment(earlier.segment));
+}
+
+#[test]
+fn every_durability_mode_checks_clean_after_close() {
+    let modes = [
+        ringdb::Durability::Sync,
+        ringdb::Durability::Periodic { bytes: 4096, items: 4, interval: std::time::Duration::from_millis(5) },
+        ringdb::Durability::None,
+    ];
+    for mode in modes {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), options().shards(2).durability(mode)).unwrap();
+        let acks: Vec<_> = (0..300).map(|i| db.put_async(format!("key:{i:04}").as_bytes(), &value(i))).collect();
+        for ack in acks {
+            ack.wait().unwrap();
+        }
+        db.flush().unwrap();
+        db.close().unwrap();
+        let report = check(dir.path());
+        assert!(report.findings.is_empty(), "{mode:?}: {:#?}", report.findings);
+        assert_eq!(report.verified.iter().map(|f| f.records).sum::<u64>(), 300, "{mode:?}: one record per put");
+    }
 }
