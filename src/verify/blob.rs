@@ -66,7 +66,7 @@ pub(super) fn check_log(dir: &Path, report: &mut Report, meter: &mut Meter<'_>) 
         let mut window = Window { file: &file, path, len, buf: Vec::new(), start: 0, read_end: 0, meter };
         let records =
             check_segment(&mut window, *number, i == last, report).map_err(|e| Error::io("read", path.clone(), e))?;
-        let unread = len - window.read_end;
+        let unread = len.saturating_sub(window.read_end);
         meter.advance(path, unread);
         report.verified.push(VerifiedFile { path: path.clone(), kind: FileKind::BlobSegment, bytes: len, records });
     }
