@@ -33,7 +33,9 @@
 //! `storage` (directory, index, pages, log, segment files) → `io` (io_uring,
 //! portable or simulated backend; the file system) and `format` (pure encoders and
 //! decoders). `key`, `options`, `stats`, `value`, `batch` and `error` are the
-//! vocabulary every layer above them may use.
+//! vocabulary every layer above them may use. [`verify`], beside the API, checks a
+//! directory offline: it reads the files with `std::fs` and decodes them with `format`
+//! alone.
 
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -116,6 +118,7 @@ mod storage;
 mod table;
 mod transaction;
 mod value;
+pub mod verify;
 
 pub use batch::WriteBatch;
 pub use blob::{
@@ -166,3 +169,8 @@ pub use value::{Ack, Value};
 
 /// Longest value accepted, in bytes.
 pub const VALUE_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+// The README's Rust snippets, compiled and run as doctests (`cargo test --doc`).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+mod readme_doctests {}

@@ -33,7 +33,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("storage", &["storage"]),
     ("shards", &["shard"]),
     ("engine core", &["engine"]),
-    ("API: transactions and the blob log", &["transaction", "blob"]),
+    ("API: transactions, the blob log, offline verification", &["transaction", "blob", "verify"]),
     ("API: typed tables", &["table"]),
     ("API: the database", &["db"]),
 ];
@@ -46,6 +46,11 @@ const NOT_USED_DIRECTLY: &[(&str, &[&str], &str)] = &[
     ("db", &["shard", "storage"], "the API reaches shards and storage through the engine core"),
     ("transaction", &["shard", "storage"], "the API reaches shards and storage through the engine core"),
     ("table", &["shard", "storage"], "the API reaches shards and storage through the engine core"),
+    (
+        "verify",
+        &["engine", "shard", "storage"],
+        "offline verification reads files with std::fs and decodes them with format: it runs no engine and changes nothing",
+    ),
 ];
 
 /// A module path below the crate root (`["storage", "page", "store"]`).
