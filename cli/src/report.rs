@@ -14,12 +14,10 @@ fn stats_figures(stats: &Stats) -> Vec<(&'static str, Value)> {
     vec![
         ("shards", json!(stats.shards)),
         ("keys", json!(stats.keys)),
+        ("memtable_keys", json!(stats.memtable_keys)),
         ("index_bytes", json!(stats.index_bytes)),
-        ("index_bytes_per_key", json!(round2(stats.index_bytes_per_key()))),
         ("dirty_bytes", json!(stats.dirty_bytes)),
         ("pages", json!(stats.pages)),
-        ("heap_pages", json!(stats.heap_pages)),
-        ("page_bytes", json!(stats.page_bytes)),
         ("live_bytes", json!(stats.live_bytes)),
         ("data_file_bytes", json!(stats.data_file_bytes)),
         ("space_amplification", json!(round2(stats.space_amplification()))),
