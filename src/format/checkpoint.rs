@@ -109,10 +109,12 @@ impl Slot {
     /// Decodes one slot.
     pub fn decode(bytes: &[u8]) -> Result<Slot, String> {
         if bytes.len() < SLOT_CRC_AT + 4 || &bytes[..8] != SLOT_MAGIC {
-            if bytes.len() >= 8 && &bytes[..7] == b"RDBCKPT" {
+            // A valid slot of format 2 (its own magic and checksum) is an older database,
+            // not damage.
+            if bytes.len() >= 96 && &bytes[..8] == b"RDBCKPT1" && crc32fast::hash(&bytes[..92]) == get_u32(bytes, 92) {
                 return Err(format!(
-                    "a checkpoint of an older format (magic {:?}); this build reads format {FORMAT_VERSION}",
-                    String::from_utf8_lossy(&bytes[..8])
+                    "a checkpoint of an older format (format {}); this build reads format {FORMAT_VERSION}",
+                    get_u32(bytes, 8)
                 ));
             }
             return Err("wrong magic".into());
@@ -246,13 +248,18 @@ mod tests {
 
     #[test]
     fn an_older_format_is_named() {
-        let mut old = a_v2_slot();
+        let mut old = [0u8; SLOT_BYTES];
         old[..8].copy_from_slice(b"RDBCKPT1");
+        put_u32(&mut old, 8, 2);
+        let crc = crc32fast::hash(&old[..92]);
+        put_u32(&mut old, 92, crc);
         assert!(Slot::decode(&old).unwrap_err().contains("older format"));
-    }
-
-    fn a_v2_slot() -> [u8; SLOT_BYTES] {
-        slot().encode()
+        // The same bytes damaged are not an older format, nor is a damaged current slot.
+        old[20] ^= 1;
+        assert!(!Slot::decode(&old).unwrap_err().contains("older format"));
+        let mut flipped = slot().encode();
+        flipped[7] ^= 4;
+        assert!(!Slot::decode(&flipped).unwrap_err().contains("older format"));
     }
 
     #[test]

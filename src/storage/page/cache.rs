@@ -90,10 +90,22 @@ impl PageCache {
     }
 
     /// Runs `f` on the image of `page_id` where it lies in the cache, without a
-    /// reference-count change, if it is cached.
+    /// reference-count change, if it is cached. A found image is marked referenced;
+    /// nothing is counted (the caller counts its hits with [`PageCache::count_hits`]
+    /// once it knows its look-ups are all answered here).
     pub fn with<R>(&self, page_id: u64, f: impl FnOnce(&Bytes) -> R) -> Option<R> {
         debug_assert!(page_id & CHUNK_KEY_BIT == 0, "page ids stay below the chunk key bit");
-        self.find(page_id, true, |c| Some(f(&c.image)))
+        let guard = self.map.guard();
+        let c = self.map.get(&page_id, &guard)?;
+        if !c.referenced.load(Ordering::Relaxed) {
+            c.referenced.store(true, Ordering::Relaxed);
+        }
+        Some(f(&c.image))
+    }
+
+    /// Counts `n` hits of look-ups made with [`PageCache::with`].
+    pub fn count_hits(&self, n: u64) {
+        self.hits.add(n);
     }
 
     /// The image of `page_id`, if cached.

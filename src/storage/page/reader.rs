@@ -113,6 +113,7 @@ impl ShardData<'_> {
         let mut node = root.node?;
         let mut level = root.level;
         let mut f = Some(f);
+        let mut hits = 1;
         loop {
             let step = self.cache.with(node.id, |image| {
                 let view = NodeView::new(image);
@@ -126,10 +127,14 @@ impl ShardData<'_> {
                 })
             })??;
             match step {
-                Ok(r) => return Some(r),
+                Ok(r) => {
+                    self.cache.count_hits(hits);
+                    return Some(r);
+                }
                 Err(child) => {
                     node = child;
                     level -= 1;
+                    hits += 1;
                 }
             }
         }
