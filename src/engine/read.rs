@@ -34,15 +34,19 @@ pub(crate) enum Fast<R> {
 /// image), with no copy, if it is there; `f` is not called when the answer is
 /// [`Fast::Slow`] or [`Fast::Absent`].
 pub(crate) fn with_fast<R>(shard: &ShardHandle, key: &[u8], f: &mut impl FnMut(&[u8]) -> R) -> Fast<R> {
-    let in_memtable = shard.index().with(key, |entry| match entry {
-        None => None,
-        Some(Versioned { stored: Stored::Inline(value), .. }) => Some(Fast::Done(f(value))),
-        Some(Versioned { stored: Stored::Tombstone, .. }) => Some(Fast::Absent),
-        Some(Versioned { stored: Stored::Chunk { .. }, .. }) => Some(Fast::Slow),
-    });
-    if let Some(answer) = in_memtable {
-        return answer;
+    let view = shard.view();
+    for memtable in view.memtables() {
+        let in_memtable = memtable.with(key, |entry| match entry {
+            None => None,
+            Some(Versioned { stored: Stored::Inline(value), .. }) => Some(Fast::Done(f(value))),
+            Some(Versioned { stored: Stored::Tombstone, .. }) => Some(Fast::Absent),
+            Some(Versioned { stored: Stored::Chunk { .. }, .. }) => Some(Fast::Slow),
+        });
+        if let Some(answer) = in_memtable {
+            return answer;
+        }
     }
+    drop(view);
     match shard.data().map(|d| d.entry_if_cached(key)) {
         Ok(CachedEntry::Present(Versioned { stored: Stored::Inline(value), .. })) => Fast::Done(f(&value)),
         Ok(CachedEntry::Absent) => Fast::Absent,
@@ -62,7 +66,7 @@ pub(crate) fn resolve_many(
     entries: Vec<(Bytes, Versioned)>,
 ) -> Result<Vec<(Bytes, Option<Bytes>)>> {
     let data = shard.data()?;
-    let started = data.root.load();
+    let started = data.views.load().root;
     let mut out = Vec::with_capacity(entries.len());
     for (key, entry) in entries {
         let value = match data.value(&started, &entry)? {

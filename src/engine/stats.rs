@@ -14,11 +14,19 @@ use crate::storage::index::Stored;
 /// of the root published now; the memtable is bounded, so this is too.
 fn keys(shard: &ShardHandle) -> u64 {
     let Ok(data) = shard.data() else { return 0 };
-    let root = data.root.load().root;
-    let memtable: Vec<(bytes::Bytes, bool)> = {
-        let order = data.index.order();
-        order.iter().filter_map(|k| data.index.get(k).map(|v| (k.clone(), v.stored != Stored::Tombstone))).collect()
-    };
+    let view = shard.view();
+    let root = view.root.root;
+    // Each key once, with its newest entry (the active memtable's over the frozen one's).
+    let mut memtable: std::collections::BTreeMap<bytes::Bytes, bool> = std::collections::BTreeMap::new();
+    for m in view.memtables() {
+        let order = m.order();
+        for k in order.iter() {
+            if !memtable.contains_key(k) {
+                memtable.insert(k.clone(), m.get(k).is_some_and(|v| v.stored != Stored::Tombstone));
+            }
+        }
+    }
+    drop(view);
     let mut keys = root.keys;
     for (key, live) in memtable {
         // A key whose leaf cannot be read is counted as absent from the tree.
@@ -40,9 +48,9 @@ fn shard_stats(shard: &ShardHandle) -> Stats {
     let pc = &p.counters;
     let mut stats = Stats {
         keys: keys(s),
-        memtable_keys: s.index().len() as u64,
-        index_bytes: s.index().memory_bytes(),
-        dirty_bytes: s.index().inline_bytes(),
+        memtable_keys: s.view().memtables().map(|m| m.len() as u64).sum(),
+        index_bytes: s.view().memtables().map(|m| m.memory_bytes()).sum(),
+        dirty_bytes: s.view().memtables().map(|m| m.inline_bytes()).sum(),
         cache_hits: s.cache().hits.load(),
         cache_misses: s.cache().misses.load(),
         cache_bytes: s.cache().bytes(),

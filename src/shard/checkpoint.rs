@@ -1,14 +1,17 @@
 //! When the shard writes a checkpoint, and driving it from the shard's loop.
 //!
-//! A checkpoint is due after `Options::checkpoint_wal_bytes` of log or, with dirty
-//! keys, after `Options::checkpoint_interval`, or when a caller asks. It starts
-//! only once everything applied is durable in the log. The page store runs it as
-//! a sequence of steps ([`CheckpointRun`]); each step queues its I/O, and the
-//! shard's loop waits for it (through the one waiter, `Shard::wait_io`), hands
-//! the checkpoint's completions to the page store and moves to the next step.
-//! Meanwhile new requests wait and the log's and reads' completions are held
-//! back, since they would change the index the checkpoint is reading.
+//! A checkpoint is due once the memtable fills its share of the memory budget,
+//! after `Options::checkpoint_wal_bytes` of log, with writes pending after
+//! `Options::checkpoint_interval`, or when a caller asks. It starts only once
+//! everything applied is durable in the log. It freezes the memtable (readers
+//! see it behind a new, empty one that takes the writes from then on) and the
+//! page store merges the frozen one into the tree as a sequence of steps
+//! ([`CheckpointRun`]); each step queues its I/O, and the shard's loop goes on
+//! serving requests, flushing the log and applying writes meanwhile, routes
+//! the checkpoint's completions to it and takes its next step once its I/O is
+//! in. When it is durable, readers get the new root and the frozen memtable goes.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::Shard;
@@ -16,7 +19,8 @@ use crate::error::{Error, Result};
 use crate::io::Completion;
 use crate::options::Durability;
 use crate::storage::page::cache::CHUNK_KEY_BIT;
-use crate::storage::page::reader::Published;
+use crate::storage::index::Index;
+use crate::storage::page::reader::{Published, View};
 use crate::storage::page::store::{CheckpointRun, Finished};
 
 /// The shard's checkpoint schedule and the checkpoint running, if any.
@@ -26,9 +30,8 @@ pub(super) struct Checkpoints {
     last_at: Instant,
     /// `WalWriter::appended_bytes` when the last checkpoint started.
     appended_at: u64,
-    running: Option<CheckpointRun>,
-    /// Completions of other I/O that arrived while the checkpoint ran.
-    deferred: Vec<Completion>,
+    /// The checkpoint running, and the callers that asked for it.
+    running: Option<(CheckpointRun, Vec<oneshot::Sender<Result<()>>>)>,
 }
 
 impl Checkpoints {
@@ -38,7 +41,6 @@ impl Checkpoints {
             last_at: Instant::now(),
             appended_at: 0,
             running: None,
-            deferred: Vec::new(),
         }
     }
 
@@ -52,20 +54,14 @@ impl Checkpoints {
         !self.waiters.is_empty()
     }
 
-    /// A caller asks for a checkpoint.
+    /// A caller asks for a checkpoint: one that starts after this (a running one froze
+    /// the memtable before the caller's latest writes may have been applied).
     pub fn ask(&mut self, reply: oneshot::Sender<Result<()>>) {
-        debug_assert!(self.running.is_none(), "requests, checkpoint asks among them, wait while a checkpoint runs");
         self.waiters.push(reply);
     }
 
-    /// Holds a completion of other I/O until the running checkpoint ends.
-    pub fn defer(&mut self, completion: Completion) {
-        debug_assert!(self.running(), "completions are held back only while a checkpoint runs");
-        self.deferred.push(completion);
-    }
-
-    fn answer(&mut self, result: &Result<()>) {
-        for reply in self.waiters.drain(..) {
+    fn answer(waiters: Vec<oneshot::Sender<Result<()>>>, result: &Result<()>) {
+        for reply in waiters {
             let _ = reply.send(result.clone());
         }
     }
@@ -75,15 +71,23 @@ impl Shard {
     pub(super) fn checkpoint_due(&self) -> bool {
         let appended = self.wal.appended_bytes - self.checkpoints.appended_at;
         appended >= self.options.checkpoint_wal_bytes
-            || self.shared.index.memory_bytes() >= self.shared.memtable_bytes_max
-            || (self.shared.index.len() > 0 && self.checkpoints.last_at.elapsed() >= self.options.checkpoint_interval)
+            || self.shared.view().active.memory_bytes() >= self.shared.memtable_bytes_max
+            || (self.shared.view().active.len() > 0
+                && self.checkpoints.last_at.elapsed() >= self.options.checkpoint_interval)
     }
 
-    /// Whether new requests wait until a due checkpoint has run (under Periodic and None,
-    /// so that what is applied stops outrunning what is durable; see `maybe_checkpoint`).
+    /// Whether new requests wait: under Periodic and None until a due checkpoint can
+    /// start (what is applied stops outrunning what is durable; see `maybe_checkpoint`),
+    /// and in every mode while a running checkpoint is outrun by writes that filled
+    /// the new memtable to twice its share (memory stays bounded).
     pub(super) fn paused_for_checkpoint(&self) -> bool {
+        if self.wal.poisoned().is_some() {
+            return false;
+        }
+        if self.checkpoints.running() {
+            return self.shared.view().active.memory_bytes() >= 2 * self.shared.memtable_bytes_max;
+        }
         self.options.durability != Durability::Sync
-            && self.wal.poisoned().is_none()
             && self.wal.durable_lsn() < self.applied_lsn
             && (self.checkpoints.asked() || self.checkpoint_due())
     }
@@ -92,10 +96,12 @@ impl Shard {
     /// flight, and everything applied also durable in the log (so the log never misses
     /// a record the pages hold).
     pub(super) fn maybe_checkpoint(&mut self) {
-        debug_assert!(!self.checkpoints.running(), "one checkpoint runs at a time");
         if let Some(cause) = self.wal.poisoned() {
             let err = Error::Poisoned { shard: self.shared.id, cause: cause.to_string() };
-            self.checkpoints.answer(&Err(err));
+            Checkpoints::answer(std::mem::take(&mut self.checkpoints.waiters), &Err(err));
+            return;
+        }
+        if self.checkpoints.running() {
             return;
         }
         if self.stop.stopping() || (!self.checkpoints.asked() && !self.checkpoint_due()) {
@@ -104,8 +110,8 @@ impl Shard {
         // Everything applied must be durable in the log, or a crash could leave pages
         // holding a write the log lost, with older durable versions already dropped.
         // Under Sync that always holds (a write is applied only once durable), so the
-        // checkpoint may run while a flush is in flight: its completion is held back.
-        // Otherwise `take_requests` pauses new writes and `submit` flushes until it holds.
+        // checkpoint may start while a flush is in flight. Otherwise `take_requests`
+        // pauses new writes and `submit` flushes until it holds.
         if self.wal.durable_lsn() < self.applied_lsn {
             return;
         }
@@ -117,54 +123,58 @@ impl Shard {
         // the pages already hold is harmless: each key ends at its last write.
         let lsn = self.applied_lsn.min(self.tx.oldest_undecided_prepare().map_or(u64::MAX, |p| p - 1));
         assert!(lsn <= self.wal.durable_lsn(), "a checkpoint covers only what the log holds durably");
-        match self.pages.start_checkpoint(self.io.as_mut(), &self.shared.index_writer(), &self.shared.cache, lsn) {
+        let frozen = self.freeze_memtable();
+        let waiters = std::mem::take(&mut self.checkpoints.waiters);
+        match self.pages.start_checkpoint(self.io.as_mut(), &frozen, &self.shared.cache, lsn) {
             Ok(run) => {
-                self.checkpoints.running = Some(run);
+                self.checkpoints.running = Some((run, waiters));
                 self.step_checkpoint();
             }
-            Err(e) => self.finish_checkpoint(lsn, Err(e)),
+            Err(e) => self.finish_checkpoint(lsn, Err(e), waiters),
         }
     }
 
-    /// One turn of the loop while a checkpoint runs: wait for its I/O, route what
-    /// arrived, and take the next steps.
-    pub(super) fn drive_checkpoint(&mut self, completions: &mut Vec<Completion>) {
-        debug_assert!(self.checkpoints.running(), "driven only while a checkpoint runs");
-        let waited = self.wait_io(true, None, completions);
-        // A failed wait may still have reaped completions (the io_uring backend hands
-        // back those it held before the failing submit): they are routed first, while
-        // the checkpoint still runs, so its own I/O reaches it and the rest is deferred
-        // and replayed by `finish_checkpoint`. Left in `completions`, they would meet
-        // the next wait's check that the last wait's completions were routed.
-        for completion in completions.drain(..) {
-            self.on_completion(completion);
+    /// Makes the memtable the frozen one readers see behind a new, empty memtable that
+    /// takes the writes from now on; returns the frozen one.
+    fn freeze_memtable(&self) -> Arc<Index> {
+        let view = self.shared.view();
+        debug_assert!(view.frozen.is_none(), "one checkpoint, and so one frozen memtable, at a time");
+        let frozen = Arc::clone(&view.active);
+        self.shared.publish_view(View {
+            active: Arc::new(Index::default()),
+            frozen: Some(Arc::clone(&frozen)),
+            root: view.root,
+        });
+        frozen
+    }
+
+    /// At a stop with the log poisoned: a checkpoint still running will not finish; its
+    /// callers hear why.
+    pub(super) fn abandon_running_checkpoint(&mut self) {
+        if let Some((_, waiters)) = self.checkpoints.running.take() {
+            self.pages.abandon_checkpoint();
+            let cause = self.wal.poisoned().map_or_else(|| "the shard stopped".to_string(), |c| c.to_string());
+            Checkpoints::answer(waiters, &Err(Error::Poisoned { shard: self.shared.id, cause }));
         }
-        if let Err(e) = waited {
-            // Whatever the checkpoint still has in flight completes into nothing later
-            // (see `on_checkpoint_io`).
-            let run = self.checkpoints.running.take().expect("a checkpoint runs");
-            self.finish_checkpoint(run.lsn(), Err(e));
-            return;
-        }
-        self.step_checkpoint();
     }
 
     /// Hands a completion of checkpoint I/O to the running checkpoint.
     pub(super) fn on_checkpoint_io(&mut self, completion: Completion) {
         match self.checkpoints.running.as_mut() {
-            Some(run) => self.pages.checkpoint_completion(run, completion),
-            // Left over from a checkpoint that failed when waiting failed: the log is
-            // poisoned; the buffer is simply dropped.
+            Some((run, _)) => self.pages.checkpoint_completion(run, completion),
+            // Left over from a checkpoint that failed: the log is poisoned; the buffer is
+            // simply dropped.
             None => debug_assert!(self.wal.poisoned().is_some(), "checkpoint I/O outlived a healthy checkpoint"),
         }
     }
 
-    /// Takes the running checkpoint's steps until it waits for I/O or ends.
-    fn step_checkpoint(&mut self) {
-        let Some(mut run) = self.checkpoints.running.take() else { return };
+    /// Takes the running checkpoint's steps until it waits for I/O or ends (the loop
+    /// calls this every turn).
+    pub(super) fn step_checkpoint(&mut self) {
+        let Some((mut run, waiters)) = self.checkpoints.running.take() else { return };
         let result = loop {
             if run.in_flight() > 0 {
-                self.checkpoints.running = Some(run);
+                self.checkpoints.running = Some((run, waiters));
                 return;
             }
             match self.pages.advance_checkpoint(&mut run, self.io.as_mut(), &self.shared.cache) {
@@ -185,22 +195,23 @@ impl Shard {
         if result.is_ok() {
             self.publish_checkpoint(run.finish());
         }
-        self.finish_checkpoint(lsn, result);
+        self.finish_checkpoint(lsn, result, waiters);
     }
 
-    /// A durable checkpoint's tree goes to readers: its new nodes into the cache, its
-    /// root published, and only then what it merged out of the memtable (a reader
-    /// that misses a key in the memtable finds it in the root it loads next).
+    /// A durable checkpoint's tree goes to readers: its new nodes into the cache, then
+    /// one new view with its root in place of the old one and the frozen memtable it
+    /// merged (readers of the old view keep both until they are done).
     fn publish_checkpoint(&mut self, done: Finished) {
         let cache = &self.shared.cache;
         for (id, image) in done.images {
             cache.insert(id, image);
         }
-        self.shared.root.store(Published { generation: self.pages.generation(), root: done.root });
-        let mut writer = self.shared.index_writer();
-        for (key, version) in &done.merged {
-            writer.evict(key, *version);
-        }
+        let active = Arc::clone(&self.shared.view().active);
+        self.shared.publish_view(View {
+            active,
+            frozen: None,
+            root: Published { generation: self.pages.generation(), root: done.root },
+        });
         // Freed extents stay intact until the next checkpoint reuses them; readers still
         // on the old root read them from the disk meanwhile.
         for id in done.freed_nodes {
@@ -212,8 +223,9 @@ impl Shard {
     }
 
     /// After the checkpoint's last step (or its failure): drops the log segments it
-    /// covers, answers the callers, and routes what was held back.
-    fn finish_checkpoint(&mut self, lsn: u64, result: Result<()>) {
+    /// covers and answers the callers. After a failure the frozen memtable stays in the
+    /// view, so reads still see everything; writes are refused until a reopen.
+    fn finish_checkpoint(&mut self, lsn: u64, result: Result<()>, waiters: Vec<oneshot::Sender<Result<()>>>) {
         debug_assert!(!self.checkpoints.running(), "the checkpoint ended");
         // Segments holding the prepare of a transaction some participant of which may lack
         // its durable commit marker stay, so recovery can still find every prepare.
@@ -230,13 +242,7 @@ impl Shard {
         self.publish_log_stats();
         // Published before the callers hear back, so their `stats()` shows this checkpoint.
         self.publish_page_stats();
-        self.checkpoints.answer(&result);
-        // Completions that arrived during the checkpoint (a log flush among them, which
-        // the log still counts as in flight) are handled now, before the loop may sleep
-        // waiting for them.
-        for completion in std::mem::take(&mut self.checkpoints.deferred) {
-            self.on_completion(completion);
-        }
+        Checkpoints::answer(waiters, &result);
         self.answer_flush_waiters();
     }
 }

@@ -28,15 +28,12 @@ impl Shard {
     pub(super) fn run(mut self) {
         let mut completions = Vec::with_capacity(64);
         loop {
-            if self.checkpoints.running() {
-                // New requests and flushes wait while a checkpoint runs (it reads the
-                // index, which they would change).
-                self.drive_checkpoint(&mut completions);
-                continue;
-            }
             let took = self.take_requests();
             self.submit();
-            if self.stop.stopping() && !self.wal.busy() && self.nothing_pending() {
+            // A running checkpoint ends before the shard stops, unless the log is poisoned
+            // (a failed wait may have lost the checkpoint's completions).
+            let checkpoint_done = !self.checkpoints.running() || self.wal.poisoned().is_some();
+            if self.stop.stopping() && !self.wal.busy() && self.nothing_pending() && checkpoint_done {
                 break;
             }
             let idle = took == 0 && self.wal.can_accept();
@@ -49,9 +46,11 @@ impl Shard {
             }
             self.answer_flush_waiters();
             self.tx_progress();
+            self.step_checkpoint();
             self.maybe_checkpoint();
             self.publish_log_stats();
         }
+        self.abandon_running_checkpoint();
         self.wal.finish();
         self.tx.fail_waiting(&Error::Closed);
         if let Stop::Requested(reply) = std::mem::replace(&mut self.stop, Stop::Abandoned) {
@@ -63,13 +62,11 @@ impl Shard {
         }
     }
 
-    /// Routes one completion by its token's kind. While a checkpoint runs, completions
-    /// of the log and of reads wait until it ends (see `Checkpoints::defer`).
+    /// Routes one completion by its token's kind.
     pub(super) fn on_completion(&mut self, completion: Completion) {
         let token = Token::decode(completion.token).expect("every completion of the shard's ring carries a token");
         match token.kind {
             TokenKind::Checkpoint => self.on_checkpoint_io(completion),
-            _ if self.checkpoints.running() => self.checkpoints.defer(completion),
             TokenKind::LogWrite | TokenKind::LogSync => {
                 // One flush or sync is in flight at a time; a log completion with none
                 // outstanding would be matched against the wrong batch.
@@ -146,7 +143,6 @@ impl Shard {
 
     /// Submits the log's next flush when the durability mode says it is due.
     fn submit(&mut self) {
-        debug_assert!(!self.checkpoints.running(), "the log is not flushed while a checkpoint runs");
         if self.wal.busy() || self.wal.poisoned().is_some() {
             return;
         }
@@ -179,7 +175,7 @@ impl Shard {
     /// Spins briefly for the next request when nothing is in flight; returns whether one
     /// came (bounded by `Options::spin_us`; 0 disables).
     fn spin_for_request(&self) -> bool {
-        if self.stop.stopping() || self.wal.busy() || self.options.spin.is_zero() {
+        if self.stop.stopping() || self.wal.busy() || self.checkpoints.running() || self.options.spin.is_zero() {
             return false;
         }
         let deadline = Instant::now() + self.options.spin;
@@ -199,7 +195,6 @@ impl Shard {
 
     /// Sleeps in the kernel until a completion, a client's wake-up or a timer.
     fn sleep(&mut self, completions: &mut Vec<Completion>) -> bool {
-        debug_assert!(!self.checkpoints.running(), "a running checkpoint is driven, not slept through");
         // With nothing in flight, a client that was just answered often sends its next
         // request within microseconds: spin briefly for it instead of paying a wake-up
         // through the eventfd.

@@ -19,20 +19,19 @@ use crate::error::{Error, Result};
 use crate::io::eventfd::WakeFd;
 use crate::options::Options;
 use crate::stats::{ShardCounters, new_histogram};
-use crate::storage::index::{Index, IndexWriter};
+use crate::storage::index::IndexWriter;
 use crate::storage::page::cache::PageCache;
 use crate::storage::page::disk::DiskReader;
-use crate::storage::page::reader::{RootCell, ShardData};
+use crate::storage::page::reader::{ShardData, View, Views};
 use crate::storage::page::store::PageCounters;
 
 /// State a shard shares with clients. Only the shard module reaches its fields;
 /// clients go through [`ShardHandle`]'s methods.
 pub(crate) struct ShardShared {
     pub(super) id: usize,
-    /// The memtable: keys written since the last checkpoint.
-    pub(super) index: Index,
-    /// The root of the tree of the newest durable checkpoint, for readers.
-    pub(super) root: RootCell,
+    /// What readers read: the memtable (keys written since the last checkpoint began),
+    /// the frozen one a running checkpoint merges, and the newest durable tree.
+    pub(super) views: Views,
     /// Memory the memtable may take before a checkpoint is due.
     pub(super) memtable_bytes_max: u64,
     /// Set by the shard just before it sleeps in the kernel; see [`ShardShared::wake`].
@@ -72,8 +71,7 @@ impl ShardShared {
     fn new(id: usize, cache_bytes: u64, memtable_bytes_max: u64) -> Result<ShardShared> {
         Ok(ShardShared {
             id,
-            index: Index::default(),
-            root: RootCell::default(),
+            views: Views::from_pointee(View::default()),
             memtable_bytes_max,
             sleeping: AtomicBool::new(false),
             wake_fd: WakeFd::new()?,
@@ -94,8 +92,7 @@ impl ShardShared {
     pub(super) fn data(&self) -> Result<ShardData<'_>> {
         let disk = self.disk.get().ok_or(Error::Closed)?;
         Ok(ShardData {
-            index: &self.index,
-            root: &self.root,
+            views: &self.views,
             cache: &self.cache,
             disk,
             nodes_read: &self.counters.pages_read,
@@ -113,7 +110,7 @@ impl ShardShared {
 
     /// The index's writing handle. Only the shard thread, which alone changes the index,
     /// calls this.
-    pub(super) fn index_writer(&self) -> IndexWriter<'_> {
+    pub(super) fn index_writer(&self) -> IndexWriter {
         // The index has one writer: a second thread writing would race the shard's
         // inserts and break the key order's agreement with the map.
         debug_assert!(
@@ -122,7 +119,17 @@ impl ShardShared {
             "only shard {}'s own thread writes its index",
             self.id
         );
-        IndexWriter::new(&self.index)
+        IndexWriter::new(Arc::clone(&self.views.load().active))
+    }
+
+    /// The view readers read now.
+    pub(super) fn view(&self) -> arc_swap::Guard<Arc<View>> {
+        self.views.load()
+    }
+
+    /// Replaces the view readers read (the shard thread alone does).
+    pub(super) fn publish_view(&self, view: View) {
+        self.views.store(Arc::new(view));
     }
 
     /// The write latency histograms, locked.
@@ -146,9 +153,9 @@ impl ShardHandle {
         Ok(())
     }
 
-    /// The shard's index, for reads from any thread.
-    pub fn index(&self) -> &Index {
-        &self.shared.index
+    /// The shard's view (memtables and tree root), for reads from any thread.
+    pub fn view(&self) -> arc_swap::Guard<Arc<View>> {
+        self.shared.view()
     }
 
     /// The shard's page cache.

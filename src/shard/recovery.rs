@@ -23,7 +23,8 @@ use crate::io::{self, Io, SyncMode};
 use crate::options::{Durability, Options, WalSync};
 use crate::stats::ShardCounters;
 use crate::storage::page::disk::DiskReader;
-use crate::storage::page::reader::Published;
+use crate::storage::index::Index;
+use crate::storage::page::reader::{Published, View};
 use crate::storage::page::store::{NODE_BYTES, PageConfig, PageStore};
 use crate::storage::wal::recovery::{Recovered, Replayed, open_tail, recover};
 use crate::storage::wal::segment::{PreparedSegment, prepare_segment};
@@ -161,8 +162,11 @@ fn open_pages(shared: &ShardShared, fs: &Arc<dyn Fs>, shard_dir: &Path, options:
     let pages = PageStore::open(fs, shard_dir, shared.id, page_config)?;
     let _ =
         shared.disk.set(DiskReader::new(Arc::clone(&pages.data), pages.data_path.clone(), pages.unit, pages.mem_align));
-    debug_assert_eq!(shared.index.len(), 0, "the memtable fills from the log only");
-    shared.root.store(Published { generation: pages.generation(), root: pages.root() });
+    shared.publish_view(View {
+        active: Arc::new(Index::default()),
+        frozen: None,
+        root: Published { generation: pages.generation(), root: pages.root() },
+    });
     Ok(pages)
 }
 

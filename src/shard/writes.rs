@@ -155,7 +155,7 @@ pub(super) fn count_write(
 /// Applies decoded ops of the record with `lsn` to the memtable. Keys and values are
 /// slices of `body`. A delete leaves a tombstone, which hides the key in the tree
 /// until a checkpoint removes it there.
-pub(super) fn apply_ops(index: &mut IndexWriter<'_>, body: &Bytes, ops: &[Op<'_>], lsn: u64) {
+pub(super) fn apply_ops(index: &mut IndexWriter, body: &Bytes, ops: &[Op<'_>], lsn: u64) {
     debug_assert!(lsn > 0, "LSNs start at 1");
     for op in ops {
         let key = body.slice(op.key_offset..op.key_offset + op.key.len());

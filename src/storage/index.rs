@@ -19,14 +19,14 @@
 //! Each entry carries the LSN of the write that produced it (its version),
 //! which transactions validate against. Values share the bytes of the log
 //! record they came from (`Bytes` slices), so applying a write copies
-//! nothing. A checkpoint merges the entries into the tree, then evicts them
-//! (`IndexWriter::evict`), so the memtable's size follows the writes since the
-//! last checkpoint, never the key count.
+//! nothing. A checkpoint freezes the memtable (a new one takes the writes),
+//! merges it into the tree and then drops it, so a memtable's size follows the
+//! writes since the last checkpoint, never the key count.
 
 use std::collections::BTreeSet;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{RwLock, RwLockReadGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use bytes::Bytes;
 
@@ -116,19 +116,14 @@ impl Index {
 
 /// The shard thread's writing handle. The index has one writer, the shard thread,
 /// which alone makes one (through its shared state's `index_writer`).
-pub(crate) struct IndexWriter<'a> {
-    index: &'a Index,
+pub(crate) struct IndexWriter {
+    index: Arc<Index>,
 }
 
-impl<'a> IndexWriter<'a> {
+impl IndexWriter {
     /// The writing handle of `index`; only the shard thread that owns it calls this.
-    pub fn new(index: &'a Index) -> IndexWriter<'a> {
+    pub fn new(index: Arc<Index>) -> IndexWriter {
         IndexWriter { index }
-    }
-
-    /// The index written, for reads by the writer.
-    pub fn index(&self) -> &'a Index {
-        self.index
     }
 
     /// Sets `key`; returns where its previous value was.
@@ -154,32 +149,6 @@ impl<'a> IndexWriter<'a> {
             debug_assert!(fresh, "the key order holds exactly the keys of the map");
         }
         old
-    }
-
-    /// Removes `key`'s entry; returns where its value was.
-    fn remove(&mut self, key: &[u8]) -> Option<Stored> {
-        let guard = self.index.map.guard();
-        let old = self.index.map.remove(key, &guard).map(|o| o.stored.clone())?;
-        debug_assert!(
-            self.index.data_bytes.load(Ordering::Relaxed) >= key.len() as u64 + old.inline_bytes(),
-            "the memory estimate counts every key it holds"
-        );
-        self.index.data_bytes.fetch_sub(key.len() as u64 + old.inline_bytes(), Ordering::Relaxed);
-        self.index.inline_bytes.fetch_sub(old.inline_bytes(), Ordering::Relaxed);
-        let ordered = self.index.order_mut().remove(key);
-        debug_assert!(ordered, "the key order holds exactly the keys of the map");
-        Some(old)
-    }
-
-    /// Removes `key` if its entry still has `version` (a checkpoint evicting what it
-    /// merged into the tree). Returns whether it did.
-    pub fn evict(&mut self, key: &[u8], version: u64) -> bool {
-        let guard = self.index.map.guard();
-        if self.index.map.get(key, &guard).is_none_or(|v| v.version != version) {
-            return false;
-        }
-        drop(guard);
-        self.remove(key).is_some()
     }
 }
 

@@ -1,20 +1,25 @@
-//! Reads of a shard's data from any thread: the memtable first, then the tree
-//! from the newest published root.
+//! Reads of a shard's data from any thread: the memtable, then the frozen
+//! memtable a running checkpoint merges, then the tree from the newest durable
+//! root.
 //!
-//! The shard publishes a new root (with a new generation) once a checkpoint is
-//! durable, and only then evicts from the memtable what the checkpoint merged.
-//! A reader looks in the memtable first and loads the root after, so a key it
-//! misses in the memtable is in the root it loads. Nodes and chunks come from
-//! the page cache or are read by the caller (`disk.rs`). A node or chunk that
-//! is not what its reference says means its extent was freed and reused after
-//! a newer root was published, unless the root is still the one the reader
-//! started from, which makes it damage: `Error::Corruption`.
+//! The three come together in one [`View`], which the shard replaces whole
+//! (`arc_swap`): when a checkpoint starts (the active memtable becomes the
+//! frozen one and a new, empty one takes writes) and when it is durable (the
+//! new root replaces the old and the frozen memtable goes). A reader loads one
+//! view and reads it through, so it always sees every key exactly where that
+//! view has it. Nodes and chunks come from the page cache or are read by the
+//! caller (`disk.rs`). A node or chunk that is not what its reference says means
+//! its extent was freed and reused after a newer root was published, unless the
+//! root is still the one the reader started from, which makes it damage:
+//! `Error::Corruption`.
 
 use std::ops::Bound;
 use std::sync::atomic::AtomicU64;
 
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use bytes::Bytes;
-use crossbeam_utils::atomic::AtomicCell;
 
 use super::cache::PageCache;
 use super::disk::DiskReader;
@@ -45,13 +50,33 @@ pub(crate) enum CachedEntry {
     NotCached,
 }
 
-/// The root readers start from. Loads never write shared memory (a sequence lock).
-pub(crate) type RootCell = AtomicCell<Published>;
+/// What a reader reads, in order: the memtable taking writes, the memtable a running
+/// checkpoint merges (if one runs), the tree of the newest durable checkpoint.
+#[derive(Default)]
+pub(crate) struct View {
+    pub active: Arc<Index>,
+    pub frozen: Option<Arc<Index>>,
+    pub root: Published,
+}
+
+impl View {
+    /// The memtables, newest first.
+    pub fn memtables(&self) -> impl Iterator<Item = &Arc<Index>> {
+        std::iter::once(&self.active).chain(self.frozen.iter())
+    }
+
+    /// `key`'s entry in the memtables (a tombstone included), newest first.
+    fn memtable_entry(&self, key: &[u8]) -> Option<Versioned> {
+        self.memtables().find_map(|m| m.get(key))
+    }
+}
+
+/// The view readers start from; the shard replaces it whole.
+pub(crate) type Views = ArcSwap<View>;
 
 /// Where a shard's readers find its data.
 pub(crate) struct ShardData<'a> {
-    pub index: &'a Index,
-    pub root: &'a RootCell,
+    pub views: &'a Views,
     pub cache: &'a PageCache,
     pub disk: &'a DiskReader,
     /// Counts nodes read from the disk.
@@ -91,7 +116,7 @@ impl ShardData<'_> {
         match e {
             LoadError::Failed(e) => Err(e),
             LoadError::Gone { offset, what } => {
-                if self.root.load().generation == started.generation {
+                if self.views.load().root.generation == started.generation {
                     Err(Error::Corruption { file: self.disk.path().clone(), offset, what })
                 } else {
                     Ok(())
@@ -144,10 +169,11 @@ impl ShardData<'_> {
     /// `Inline`, sharing the cached leaf's bytes). `None` if the key is absent.
     pub fn entry(&self, key: &[u8]) -> Result<Option<Versioned>> {
         for _ in 0..ATTEMPTS_MAX {
-            if let Some(v) = self.index.get(key) {
+            let view = self.views.load();
+            if let Some(v) = view.memtable_entry(key) {
                 return Ok((v.stored != Stored::Tombstone).then_some(v));
             }
-            let started = self.root.load();
+            let started = view.root;
             let cached = self.with_cached_leaf(&started.root, key, |image, view, at| {
                 at.ok().map(|n| versioned(view.leaf_item(n).version, leaf_found(image, view, n)))
             });
@@ -162,11 +188,14 @@ impl ShardData<'_> {
         Err(moved(key))
     }
 
-    /// `key`'s entry from the tree if every node on its path is cached. The caller has
-    /// missed `key` in the memtable.
+    /// `key`'s entry from the memtables, else from the tree if every node on its path
+    /// is cached.
     pub fn entry_if_cached(&self, key: &[u8]) -> CachedEntry {
-        let started = self.root.load();
-        let found = self.with_cached_leaf(&started.root, key, |image, view, at| {
+        let view = self.views.load();
+        if let Some(v) = view.memtable_entry(key) {
+            return if v.stored == Stored::Tombstone { CachedEntry::Absent } else { CachedEntry::Present(v) };
+        }
+        let found = self.with_cached_leaf(&view.root.root, key, |image, view, at| {
             at.ok().map(|n| versioned(view.leaf_item(n).version, leaf_found(image, view, n)))
         });
         match found {
@@ -179,7 +208,7 @@ impl ShardData<'_> {
     /// `key`'s version and value, `None` if absent.
     pub fn get(&self, key: &[u8]) -> Result<Option<(u64, Bytes)>> {
         for _ in 0..ATTEMPTS_MAX {
-            let started = self.root.load();
+            let started = self.views.load().root;
             let Some(entry) = self.entry(key)? else { return Ok(None) };
             if let Some(value) = self.value(&started, &entry)? {
                 return Ok(Some((entry.version, value)));
@@ -235,10 +264,21 @@ impl ShardData<'_> {
             if crate::key::bounds_are_empty(from_ref, end) {
                 return Ok(());
             }
-            let mut mem = Vec::new();
-            memtable_range(self.index, from_ref, end, want, &mut mem);
-            let mem_more = mem.len() == want;
-            let started = self.root.load();
+            let view = self.views.load();
+            // The memtables' entries, newest first: each stops at `want` entries, and
+            // past the last key of one that did, the others cannot be merged yet.
+            let mut mem: Vec<(Bytes, Versioned)> = Vec::new();
+            let mut mem_cut: Option<Bytes> = None;
+            for memtable in view.memtables() {
+                let mut more = Vec::new();
+                memtable_range(memtable, from_ref, end, want, &mut more);
+                if more.len() == want {
+                    let last = more.last().expect("full").0.clone();
+                    mem_cut = Some(mem_cut.map_or(last.clone(), |c| c.min(last)));
+                }
+                mem = merge_newest_first(mem, more);
+            }
+            let started = view.root;
             let mut disk: Vec<Record> = Vec::new();
             let disk_more = match tree::range(self, &started.root, from_ref, end, want, &mut disk) {
                 Ok(more) => more,
@@ -255,11 +295,10 @@ impl ShardData<'_> {
             };
             // Past the last key of a source that stopped at the limit, the other source's
             // keys cannot be merged yet.
-            let cut: Option<Bytes> = match (mem_more, disk_more) {
-                (true, true) => Some(mem.last().expect("full").0.clone().min(disk.last().expect("full").key.clone())),
-                (true, false) => Some(mem.last().expect("full").0.clone()),
-                (false, true) => Some(disk.last().expect("full").key.clone()),
-                (false, false) => None,
+            let disk_cut = disk_more.then(|| disk.last().expect("full").key.clone());
+            let cut: Option<Bytes> = match (mem_cut, disk_cut) {
+                (Some(m), Some(d)) => Some(m.min(d)),
+                (m, d) => m.or(d),
             };
             merge_into(mem, disk, cut.as_deref(), limit, out);
             match cut {
@@ -269,6 +308,27 @@ impl ShardData<'_> {
         }
         Ok(())
     }
+}
+
+/// Merges two runs of memtable entries in key order; on a key in both, `newer`'s entry.
+fn merge_newest_first(newer: Vec<(Bytes, Versioned)>, older: Vec<(Bytes, Versioned)>) -> Vec<(Bytes, Versioned)> {
+    if older.is_empty() {
+        return newer;
+    }
+    if newer.is_empty() {
+        return older;
+    }
+    let mut out = Vec::with_capacity(newer.len() + older.len());
+    let mut older = older.into_iter().peekable();
+    for (key, entry) in newer {
+        while let Some(o) = older.next_if(|(k, _)| *k < key) {
+            out.push(o);
+        }
+        older.next_if(|(k, _)| *k == key);
+        out.push((key, entry));
+    }
+    out.extend(older);
+    out
 }
 
 /// Merges memtable entries and tree records (each in key order) into `out`, up to

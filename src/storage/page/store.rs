@@ -4,8 +4,9 @@
 //! Writes never touch the disk's tree: a put or delete enters the memtable
 //! (`index.rs`). A checkpoint, on the shard thread, then:
 //!
-//! 1. takes the memtable's entries in key order as changes; writes each value
-//!    over the chunk threshold to a chunk of its own;
+//! 1. takes the frozen memtable's entries in key order as changes (writes go to
+//!    a new memtable meanwhile); writes each value over the chunk threshold to a
+//!    chunk of its own;
 //! 2. finds the leaves the changes fall in (reading only branches, which the
 //!    cache mostly holds) and reads those not cached, many in flight;
 //! 3. merges the changes into the tree (`tree.rs`): every node on the path to
@@ -38,7 +39,7 @@ use crate::format::tree::{NodeRef, check_node};
 use crate::io::fs::{FileRef, Fs, NodeKind, OpenFlags};
 use crate::io::token::{Token, TokenKind};
 use crate::io::{AlignedBuf, Completion, Io, SyncMode};
-use crate::storage::index::{IndexWriter, Stored};
+use crate::storage::index::{Index, Stored};
 use crate::storage::tree::{self, Change, ChangeOp, LoadError, NodeSink, NodeSource, Shape, TreeRoot};
 
 /// Bytes a tree node is filled to (rounded up to the page unit): a leaf of 4 KiB reads
@@ -317,17 +318,17 @@ impl PageStore {
     pub fn start_checkpoint(
         &mut self,
         io: &mut dyn Io,
-        index: &IndexWriter<'_>,
+        memtable: &Index,
         cache: &PageCache,
         lsn: u64,
     ) -> Result<CheckpointRun> {
         assert!(lsn >= self.checkpoint_lsn, "a checkpoint never covers less of the log than the last one");
         let mut run = CheckpointRun::new(lsn);
         // 1. The changes, in key order; large values to chunks.
-        let order = index.index().order();
+        let order = memtable.order();
         run.changes.reserve(order.len());
         for key in order.iter() {
-            let v = index.index().get(key).expect("every ordered key is in the memtable");
+            let v = memtable.get(key).expect("every ordered key is in the memtable");
             let op = match v.stored {
                 Stored::Inline(value) if value.len() > self.config.chunk_threshold => {
                     ChangeOp::PutChunk(self.write_chunk(&value, &mut run.writes))
@@ -492,7 +493,7 @@ impl PageStore {
         run.freed_nodes = outcome.freed_nodes.iter().map(|n| n.id).collect();
         run.freed_chunks = outcome.freed_chunks;
         run.root = Some(outcome.root);
-        run.changes = changes;
+        drop(changes);
         Ok(())
     }
 
@@ -788,13 +789,11 @@ impl CheckpointRun {
         self.in_flight
     }
 
-    /// Once done: the new root, what to evict from the memtable (each key with the
-    /// version merged), the new nodes' images to cache, and the ids of the nodes and
-    /// the chunks freed (to drop from the cache).
+    /// Once done: the new root, the new nodes' images to cache, and the ids of the
+    /// nodes and the chunks freed (to drop from the cache).
     pub fn finish(self) -> Finished {
         Finished {
             root: self.root.expect("a finished checkpoint has a root"),
-            merged: self.changes.into_iter().map(|c| (c.key, c.version)).collect(),
             images: self.images_out,
             freed_nodes: self.freed_nodes,
             freed_chunks: self.freed_chunks,
@@ -805,7 +804,6 @@ impl CheckpointRun {
 /// What a durable checkpoint hands the shard to publish.
 pub(crate) struct Finished {
     pub root: TreeRoot,
-    pub merged: Vec<(Bytes, u64)>,
     pub images: Vec<(u64, Bytes)>,
     pub freed_nodes: Vec<u64>,
     pub freed_chunks: Vec<ChunkRef>,
