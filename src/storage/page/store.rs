@@ -392,9 +392,13 @@ impl PageStore {
         let result = match run.step {
             Step::LoadLeaves => self.on_leaf_loaded(run, i, c),
             Step::WriteNodes => on_nodes_written(run, i, c, &self.data_path),
+            Step::SyncNodes | Step::SyncFreeList => {
+                c.result.map(|_| ()).map_err(|e| Error::io("fdatasync", self.data_path.clone(), e))
+            }
             Step::WriteFreeList => {
                 c.result.map(|_| ()).map_err(|e| Error::io("write checkpoint free list", self.data_path.clone(), e))
             }
+            Step::WriteSlot => c.result.map(|_| ()).map_err(|e| Error::io("write", self.slot_path.clone(), e)),
             Step::Done => unreachable!("a finished checkpoint has nothing in flight"),
         };
         if let Err(e) = result {
@@ -423,16 +427,30 @@ impl PageStore {
             Step::WriteNodes => {
                 crate::failpoint::hit("checkpoint-pages-written");
                 crate::failpoint::error("checkpoint-error-pages-written")?;
-                self.data.sync_data().map_err(|e| Error::io("fdatasync", self.data_path.clone(), e))?;
+                self.queue_sync(run, io);
+                run.step = Step::SyncNodes;
+                Ok(false)
+            }
+            Step::SyncNodes => {
                 crate::failpoint::hit("checkpoint-pages-synced");
                 self.queue_free_list_write(run, io);
                 run.step = Step::WriteFreeList;
                 Ok(false)
             }
             Step::WriteFreeList => {
-                self.data.sync_data().map_err(|e| Error::io("fdatasync", self.data_path.clone(), e))?;
+                self.queue_sync(run, io);
+                run.step = Step::SyncFreeList;
+                Ok(false)
+            }
+            Step::SyncFreeList => {
                 crate::failpoint::hit("checkpoint-table-synced");
-                self.commit_checkpoint(run)?;
+                self.queue_slot_write(run, io)?;
+                run.step = Step::WriteSlot;
+                Ok(false)
+            }
+            Step::WriteSlot => {
+                crate::failpoint::hit("checkpoint-slot-synced");
+                self.commit_checkpoint(run);
                 run.step = Step::Done;
                 Ok(true)
             }
@@ -563,15 +581,22 @@ impl PageStore {
         run.in_flight += 1;
     }
 
-    /// Step 5: writes the slot, then frees what only the previous version used.
-    fn commit_checkpoint(&mut self, run: &mut CheckpointRun) -> Result<()> {
+    /// Queues an `fdatasync` of the data file on the ring.
+    fn queue_sync(&self, run: &mut CheckpointRun, io: &mut dyn Io) {
+        io.fdatasync(self.data.fd(), Token::new(TokenKind::Checkpoint, 0).encode());
+        run.in_flight += 1;
+    }
+
+    /// Step 5: queues the write of the slot naming the new root (with `RWF_DSYNC`), in
+    /// the half of `CHECKPOINT` the newest slot is not in.
+    fn queue_slot_write(&mut self, run: &mut CheckpointRun, io: &mut dyn Io) -> Result<()> {
         let (free_extent, free_len, free_crc) = run.free_list.expect("the free list was written");
         let root = run.root.expect("the merge made a root");
         assert!(run.lsn >= self.checkpoint_lsn, "checkpoints cover ever more of the log");
-        self.generation += 1;
+        let generation = self.generation + 1;
         let slot = Slot {
             shard: self.shard as u32,
-            generation: self.generation,
+            generation,
             checkpoint_lsn: run.lsn,
             next_node_id: self.next_node_id,
             root: root.node.map_or((0, 0, 0), |n| (n.id, n.offset, n.len)),
@@ -584,11 +609,21 @@ impl PageStore {
             file_end: self.alloc.file_end(),
             nodes: run.nodes,
         };
-        if let Err(e) = self.write_slot(&slot) {
-            self.generation -= 1;
-            return Err(e);
-        }
-        crate::failpoint::hit("checkpoint-slot-synced");
+        let file = self.slot_file()?;
+        let mut buf = aligned(SLOT_BYTES, self.mem_align.max(512));
+        buf.as_mut_slice()[..SLOT_BYTES].copy_from_slice(&slot.encode());
+        let token = Token::new(TokenKind::Checkpoint, 0).encode();
+        io.write(file, (generation % 2) * SLOT_BYTES as u64, buf, SLOT_BYTES, SyncMode::Dsync, token);
+        run.in_flight += 1;
+        Ok(())
+    }
+
+    /// The slot is durable: frees what only the previous version used, and counts the
+    /// checkpoint.
+    fn commit_checkpoint(&mut self, run: &mut CheckpointRun) {
+        let (free_extent, _, _) = run.free_list.expect("the free list was written");
+        let root = run.root.expect("the merge made a root");
+        self.generation += 1;
         self.alloc.checkpoint_durable();
         self.free_extent = Some(free_extent);
         self.root = root;
@@ -600,11 +635,11 @@ impl PageStore {
         self.counters.checkpoint_us_max = self.counters.checkpoint_us_max.max(us);
         self.counters.checkpoint_bytes_last = run.bytes_written;
         self.counters.checkpoint_bytes_total += run.bytes_written;
-        Ok(())
     }
 
-    fn write_slot(&mut self, slot: &Slot) -> Result<()> {
-        debug_assert!(slot.generation > 0, "generation 0 is no checkpoint; the first written is 1");
+    /// The `CHECKPOINT` file's descriptor, creating the file (both slots zero, synced,
+    /// its folder synced) before the first checkpoint.
+    fn slot_file(&mut self) -> Result<RawFd> {
         if self.slot_file.is_none() {
             let file = self
                 .fs
@@ -615,10 +650,7 @@ impl PageStore {
             crate::io::fs::sync_dir(self.fs.as_ref(), &self.shard_dir)?;
             self.slot_file = Some(file);
         }
-        let file = self.slot_file.as_ref().expect("created above");
-        let offset = (slot.generation % 2) * SLOT_BYTES as u64;
-        file.write_all_at(&slot.encode(), offset).map_err(|e| Error::io("write", self.slot_path.clone(), e))?;
-        file.sync_data().map_err(|e| Error::io("fdatasync", self.slot_path.clone(), e))
+        Ok(self.slot_file.as_ref().expect("created above").fd())
     }
 }
 
@@ -717,8 +749,14 @@ enum Step {
     LoadLeaves,
     /// Writing the new nodes and chunks.
     WriteNodes,
+    /// Making the nodes and chunks durable.
+    SyncNodes,
     /// Writing the free list.
     WriteFreeList,
+    /// Making the free list durable.
+    SyncFreeList,
+    /// Writing the slot (with `RWF_DSYNC`).
+    WriteSlot,
     /// The slot is durable.
     Done,
 }
