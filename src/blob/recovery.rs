@@ -67,6 +67,9 @@ pub struct Scan {
     pub dirty_end: u64,
     /// Why the scan stopped before a clean end, if it did.
     pub damage: Option<String>,
+    /// Whether the records end at a zero record header inside the file (not at its
+    /// end, where more records may have been cut off).
+    pub zero_header: bool,
 }
 
 /// Opens a segment for reading (buffered: recovery reads it once, sequentially) and
@@ -90,10 +93,15 @@ pub fn scan_segment(fs: &dyn Fs, path: &Path, data_start: u64) -> Result<Scan> {
     let mut damage = None;
     // Flush number of a damaged record whose header and index are intact.
     let mut damaged_seq = None;
+    let mut zero_header = false;
     while at < file_bytes {
         let head = cur.get(at, RECORD_HEADER_BYTES).map_err(io)?;
+        let whole_header = head.len() == RECORD_HEADER_BYTES;
         let header = match decode_header(head, file_bytes - at) {
-            Decoded::End => break,
+            Decoded::End => {
+                zero_header = whole_header;
+                break;
+            }
             Decoded::Invalid(what) => {
                 damage = Some(what);
                 break;
@@ -146,7 +154,7 @@ pub fn scan_segment(fs: &dyn Fs, path: &Path, data_start: u64) -> Result<Scan> {
     if damage.is_some() {
         dirty_end = dirty_end.max(stop);
     }
-    Ok(Scan { end, last_flush_seq, dirty_end, damage })
+    Ok(Scan { end, last_flush_seq, dirty_end, damage, zero_header })
 }
 
 /// Where a scan stopped, and what it knew there.

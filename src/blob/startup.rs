@@ -1,0 +1,336 @@
+//! Opening a blob log for writing: what must exist is checked against the
+//! manifest, the open segment is recovered, and appends continue where no
+//! earlier [`super::Location`] can point.
+//!
+//! In order:
+//! 1. finish interrupted drops (a tombstone whose segment is still there);
+//! 2. read the manifest, or build one from the segments of a log that predates it
+//!    (a log whose segments carry the manifest mark but has no manifest lost it:
+//!    [`Error::Corruption`]);
+//! 3. every segment the manifest lists must exist, and none below its next number
+//!    that it does not list (else corruption); a segment at or past that number is
+//!    one created just before a crash, and is adopted;
+//! 4. a sealed segment must hold its records (its file at least as long as its
+//!    sealed end, which must reach the manifest's end);
+//! 5. the open segment is scanned (`recovery`). Its records must reach the end the
+//!    manifest knows to be durable, and the file must not be shorter than it was
+//!    created unless the records end cleanly before the cut: anything less lost
+//!    acknowledged blobs and is corruption, naming the file and what is missing;
+//! 6. if the last writer did not close cleanly (it may have acknowledged blobs
+//!    that a crash took back, under `Periodic` or `None`) or recovery cut a torn
+//!    tail, the open segment is sealed where its records end and appends go to a
+//!    new segment numbered from the manifest: a lost blob's `Location` then points
+//!    past a sealed end, never at a later blob. A clean close lets the next open
+//!    continue the same segment;
+//! 7. the manifest is written with the open segment's synced end, marked not
+//!    closed while this writer runs.
+//!
+//! On a full disk the new segment cannot be created and the seal may not be
+//! writable: the log opens anyway with no segment to append to, so reads, drops
+//! and trims keep working, and the first append tries again.
+
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::io::ErrorKind;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::BlobOptions;
+use super::manifest::{self, MANIFEST_NAME, ManifestFile};
+use super::reader::SegmentFile;
+use super::recovery;
+use super::segment::{create_segment, list_segments, open_segment, read_meta, segment_path, write_state};
+use super::writer::{SegState, WriterStart};
+use crate::error::{Error, Result};
+use crate::format::blob::{BlobManifest, ManifestEntry, SegmentState};
+use crate::io::fs::{Fs, OpenFlags, sync_dir};
+use crate::storage::segment::{Erase, TornTail, cut_torn_tail};
+
+/// What recovery found in one segment.
+struct Recovered {
+    state: SegState,
+    last_flush_seq: Option<u32>,
+    /// End of a torn tail cut from it now (0: none).
+    cut_end: u64,
+}
+
+/// Recovers the log in `dir` for the writer; see the module docs.
+pub fn recover(fs: &dyn Fs, dir: &Path, config: &BlobOptions, probe_block: usize) -> Result<WriterStart> {
+    let mut numbers = list_segments(fs, dir, true)?;
+    let buried = manifest::tombstones(fs, dir)?;
+    finish_drops(fs, dir, &mut numbers, &buried)?;
+    let _ = fs.remove_file(&dir.join(format!("{MANIFEST_NAME}.tmp")));
+    let mut mf = match manifest::load(fs, dir)? {
+        Some(mf) => mf,
+        None => legacy_manifest(fs, dir, &numbers, probe_block)?,
+    };
+    mf.manifest.entries.retain(|e| !buried.contains(&e.segment));
+    check_listed(dir, &mf.manifest, &numbers)?;
+    let mut segments = BTreeMap::new();
+    let mut next_flush_seq = 0u32;
+    for (i, &n) in numbers.iter().enumerate() {
+        let entry = mf.manifest.entry(n).copied();
+        let found = recover_segment(fs, dir, n, i + 1 == numbers.len(), probe_block, entry)?;
+        if let Some(seq) = found.last_flush_seq {
+            next_flush_seq = seq.wrapping_add(1);
+        }
+        let cut_end = if found.cut_end != 0 { found.cut_end } else { entry.map_or(0, |e| e.cut_end) };
+        let e = ManifestEntry { segment: n, sealed: found.state.sealed, closed: false, end: found.state.end, cut_end };
+        upsert(&mut mf.manifest, e);
+        segments.insert(n, found.state);
+    }
+    let last = numbers.last().copied();
+    mf.manifest.next_segment = mf.manifest.next_segment.max(last.map_or(0, |n| n.saturating_add(1)));
+    let (current, created) = match last.filter(|n| !segments[n].sealed) {
+        Some(n) => (n, false),
+        None => start_segment(fs, dir, config, probe_block, &mut mf.manifest, &mut segments, last)?,
+    };
+    let appendable = !segments[&current].sealed;
+    match manifest::store(fs, dir, &mut mf) {
+        Ok(()) => manifest::remove_tombstones(fs, dir, &buried)?,
+        // With nothing to append to, the manifest may wait for the next rotation.
+        Err(e) if !appendable && !created && e.io_kind() == Some(ErrorKind::StorageFull) => {}
+        Err(e) => return Err(e),
+    }
+    writer_start(fs, dir, config, probe_block, current, segments, next_flush_seq, mf)
+}
+
+/// Sets the manifest entry of `e.segment`.
+fn upsert(manifest: &mut BlobManifest, e: ManifestEntry) {
+    match manifest.entries.binary_search_by_key(&e.segment, |x| x.segment) {
+        Ok(i) => manifest.entries[i] = e,
+        Err(i) => manifest.entries.insert(i, e),
+    }
+}
+
+/// Removes the segments that have a tombstone (a drop a crash interrupted).
+fn finish_drops(fs: &dyn Fs, dir: &Path, numbers: &mut Vec<u32>, buried: &[u32]) -> Result<()> {
+    let before = numbers.len();
+    for &n in buried {
+        if numbers.contains(&n) {
+            let path = segment_path(dir, n);
+            fs.remove_file(&path).map_err(|e| Error::io("remove", path, e))?;
+        }
+    }
+    numbers.retain(|n| !buried.contains(n));
+    if numbers.len() != before {
+        sync_dir(fs, dir)?;
+    }
+    Ok(())
+}
+
+/// The manifest of a log written before there was one: its segments as they are.
+fn legacy_manifest(fs: &dyn Fs, dir: &Path, numbers: &[u32], probe_block: usize) -> Result<ManifestFile> {
+    let mut manifest = BlobManifest::default();
+    for &n in numbers {
+        let path = segment_path(dir, n);
+        let file = open_segment(fs, &path, true, false)?;
+        let meta = read_meta(file.as_ref(), &path, probe_block)?;
+        if meta.marked {
+            return Err(Error::Corruption {
+                file: manifest::manifest_path(dir),
+                offset: 0,
+                what: format!(
+                    "the blob log's manifest is missing, though segment {n} was written with one: \
+                     which segments must exist is unknown (restore the file from a backup)"
+                ),
+            });
+        }
+        let sealed = meta.state.sealed_end != 0;
+        let end = if sealed { meta.state.sealed_end } else { meta.state.data_start };
+        manifest.entries.push(ManifestEntry { segment: n, sealed, closed: false, end, cut_end: 0 });
+        manifest.next_segment = n.saturating_add(1);
+    }
+    Ok(ManifestFile { manifest, slot_bytes: 0 })
+}
+
+/// Every listed segment exists, and every segment below the next number is listed.
+fn check_listed(dir: &Path, manifest: &BlobManifest, numbers: &[u32]) -> Result<()> {
+    for e in &manifest.entries {
+        if numbers.binary_search(&e.segment).is_err() {
+            return Err(Error::Corruption {
+                file: segment_path(dir, e.segment),
+                offset: 0,
+                what: format!(
+                    "blob segment {} is missing, though the log's manifest lists it with records up to \
+                     offset {}: its blobs are lost (restore the file from a backup)",
+                    e.segment, e.end
+                ),
+            });
+        }
+    }
+    if let Some(&n) = numbers.iter().find(|&&n| n < manifest.next_segment && manifest.entry(n).is_none()) {
+        return Err(Error::Corruption {
+            file: segment_path(dir, n),
+            offset: 0,
+            what: format!(
+                "blob segment {n} is not in the log's manifest, which was written after it was created \
+                 or dropped: a stray or restored file (move it away)"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Recovers segment `n`: a sealed one from its header block, checked against its file's
+/// length; an open one by a scan (see the module docs), sealing it unless it can be
+/// continued.
+fn recover_segment(
+    fs: &dyn Fs,
+    dir: &Path,
+    n: u32,
+    is_last: bool,
+    probe_block: usize,
+    entry: Option<ManifestEntry>,
+) -> Result<Recovered> {
+    let path = segment_path(dir, n);
+    let file = open_segment(fs, &path, false, false)?;
+    let meta = read_meta(file.as_ref(), &path, probe_block)?;
+    let corrupt = |offset: u64, what: String| Error::Corruption { file: path.clone(), offset, what };
+    if meta.header.segment != n {
+        return Err(corrupt(0, format!("segment header says {}, the file name {n}", meta.header.segment)));
+    }
+    let file_bytes = file.len().map_err(|e| Error::io("stat", path.clone(), e))?;
+    let known_end = entry.map_or(0, |e| e.end);
+    let mut state = SegState {
+        generation: meta.state.generation,
+        data_start: meta.state.data_start,
+        end: meta.state.sealed_end,
+        sealed: meta.state.sealed_end != 0,
+        seal_pending: false,
+    };
+    if state.sealed {
+        if file_bytes < state.end || state.end < known_end {
+            let end = state.end.max(known_end);
+            return Err(corrupt(
+                file_bytes.min(state.end),
+                format!(
+                    "sealed blob segment {n} is {file_bytes} bytes and says its records end at {}, but they \
+                     reach offset {end}: the blobs past offset {} are lost",
+                    state.end,
+                    file_bytes.min(state.end)
+                ),
+            ));
+        }
+        return Ok(Recovered { state, last_flush_seq: None, cut_end: 0 });
+    }
+    let scan = recovery::scan_segment(fs, &path, state.data_start)?;
+    let truncated = file_bytes < meta.header.segment_bytes;
+    if truncated && !scan.zero_header {
+        return Err(corrupt(
+            file_bytes,
+            format!(
+                "blob segment {n} was truncated to {file_bytes} of its {} bytes while its records ran on \
+                 to the cut: the blobs past offset {} are lost",
+                meta.header.segment_bytes, scan.end
+            ),
+        ));
+    }
+    if scan.end < known_end {
+        let why = scan.damage.as_deref().unwrap_or("then zeros, or the end of the file");
+        return Err(corrupt(
+            scan.end,
+            format!(
+                "blob segment {n}: its records end at offset {} ({why}), but records up to offset {known_end} \
+                 were durable: the blobs between are lost",
+                scan.end
+            ),
+        ));
+    }
+    let mut cut_end = 0;
+    if let Some(why) = &scan.damage {
+        if !is_last {
+            return Err(corrupt(scan.end, format!("{why}, in a segment before the last")));
+        }
+        let segment_hex = format!("{n:08x}");
+        let tail = TornTail { path: &path, segment_hex, from: scan.end, to: scan.dirty_end, erase: Erase::PunchHole };
+        cut_torn_tail(fs, dir, &tail)?;
+        cut_end = scan.dirty_end;
+    }
+    state.end = scan.end;
+    let clean = entry.is_some_and(|e| e.closed) && !truncated && cut_end == 0;
+    if is_last && clean {
+        // Everything read is made durable: it is the end the manifest records.
+        file.sync_data().map_err(|e| Error::io("fdatasync", path.clone(), e))?;
+    } else {
+        seal(file.as_ref(), &path, meta.header.block_bytes as usize, &mut state)?;
+    }
+    Ok(Recovered { state, last_flush_seq: scan.last_flush_seq, cut_end })
+}
+
+/// Seals a segment recovery will not continue. On a full disk the seal is left for the
+/// next rotation to write (the segment takes no appends meanwhile).
+fn seal(file: &dyn crate::io::fs::FsFile, path: &Path, block: usize, state: &mut SegState) -> Result<()> {
+    let sealed = SegmentState { generation: state.generation + 1, data_start: state.data_start, sealed_end: state.end };
+    state.sealed = true;
+    match write_state(file, path, block, sealed) {
+        Ok(()) => {
+            state.generation += 1;
+            Ok(())
+        }
+        Err(e) if e.io_kind() == Some(ErrorKind::StorageFull) => {
+            state.seal_pending = true;
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Creates the segment appends go to next, listing it in `manifest` (written by the
+/// caller). On a full disk, returns the last segment (sealed) instead. Returns the
+/// current segment and whether one was created.
+fn start_segment(
+    fs: &dyn Fs,
+    dir: &Path,
+    config: &BlobOptions,
+    probe_block: usize,
+    manifest: &mut BlobManifest,
+    segments: &mut BTreeMap<u32, SegState>,
+    last: Option<u32>,
+) -> Result<(u32, bool)> {
+    let next = manifest.next_segment;
+    if next == u32::MAX {
+        return Err(Error::InvalidArgument("blob segment numbers ran out".into()));
+    }
+    let created =
+        create_segment(fs, dir, next, config.max_segment_bytes, probe_block, config.direct_io, config.zero_fill);
+    match created {
+        Ok(_) => {}
+        Err(e) if e.io_kind() == Some(ErrorKind::StorageFull) && last.is_some() => {
+            return Ok((last.expect("checked"), false));
+        }
+        Err(e) => return Err(e),
+    }
+    let block = probe_block as u64;
+    let state = SegState { generation: 1, data_start: block, end: block, sealed: false, seal_pending: false };
+    segments.insert(next, state);
+    upsert(manifest, ManifestEntry { segment: next, sealed: false, closed: false, end: block, cut_end: 0 });
+    manifest.next_segment = next + 1;
+    Ok((next, true))
+}
+
+/// The writer's starting point: the current segment open for writing, and the bytes of
+/// its last partial block.
+#[expect(clippy::too_many_arguments, reason = "the parts recovery assembled, handed over once")]
+fn writer_start(
+    fs: &dyn Fs,
+    dir: &Path,
+    config: &BlobOptions,
+    probe_block: usize,
+    current: u32,
+    segments: BTreeMap<u32, SegState>,
+    next_flush_seq: u32,
+    manifest: ManifestFile,
+) -> Result<WriterStart> {
+    let path = segment_path(dir, current);
+    let file = open_segment(fs, &path, false, config.direct_io)?;
+    let block_bytes = read_meta(file.as_ref(), &path, probe_block)?.header.block_bytes as usize;
+    let end = segments[&current].end;
+    let tail_start = end - end % block_bytes as u64;
+    let mut tail = vec![0u8; (end - tail_start) as usize];
+    let plain = fs.open(&path, OpenFlags::READ_ONLY).map_err(|e| Error::io("open", path.clone(), e))?;
+    plain.read_at(&mut tail, tail_start).map_err(|e| Error::io("read", path.clone(), e))?;
+    let file = Arc::new(SegmentFile { file, path, block_bytes });
+    Ok(WriterStart { current, file, tail, next_flush_seq, segments, manifest })
+}
