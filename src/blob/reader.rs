@@ -192,12 +192,11 @@ impl Reader {
                  the blob's bytes are gone (zeroed or cut off)"
             ));
         }
-        if let Some(e) = entry.filter(|e| loc.offset < e.cut_end) {
+        if entry.is_some_and(|e| loc.offset < e.cut_end) {
             return gone(format!(
-                "blob {loc} was in a damaged or torn tail cut when the log was recovered \
-                 (offsets {}..{}, kept in a quarantine file beside the segments)",
-                e.end.min(known_end),
-                e.cut_end
+                "blob {loc} lies past offset {known_end}, where the segment's records ended when the log \
+                 was recovered from a crash or a torn tail: it was lost before it was durable \
+                 (durability Periodic or None), or its write was torn (see the quarantine files)",
             ));
         }
         Error::InvalidArgument(format!("no blob at {loc}: never written, not yet persisted, or trimmed"))

@@ -51,7 +51,8 @@ use crate::storage::segment::{Erase, TornTail, cut_torn_tail};
 struct Recovered {
     state: SegState,
     last_flush_seq: Option<u32>,
-    /// End of a torn tail cut from it now (0: none).
+    /// Where blobs lost now may lie up to: the end of a torn tail cut, or the segment's
+    /// size after a crash (0: nothing lost).
     cut_end: u64,
 }
 
@@ -249,8 +250,13 @@ fn recover_segment(
         cut_end = scan.dirty_end;
     }
     state.end = scan.end;
-    let clean = entry.is_some_and(|e| e.closed) && !truncated && cut_end == 0;
-    if is_last && clean {
+    let closed = entry.is_some_and(|e| e.closed);
+    if !closed {
+        // The last writer did not close: it may have acknowledged blobs anywhere up to
+        // the segment's size that the crash took back (`Periodic`, `None`).
+        cut_end = cut_end.max(meta.header.segment_bytes);
+    }
+    if is_last && closed && !truncated && cut_end == 0 {
         // Everything read is made durable: it is the end the manifest records.
         file.sync_data().map_err(|e| Error::io("fdatasync", path.clone(), e))?;
     } else {

@@ -244,14 +244,11 @@ impl Writer {
             let timeout = if busy { None } else { timeout };
             if let Err(e) = self.io.wait(true, timeout, &mut completions) {
                 let path = self.current_file.path.clone();
-                self.fail(match e {
-                    Error::Io { source, .. } => Error::Io {
-                        op: "the blob log's I/O backend failed, so the log refuses writes until reopened",
-                        path: Some(path),
-                        source,
-                    },
+                let e = match e {
+                    Error::Io { op, path: None, source } => Error::Io { op, path: Some(path), source },
                     other => other,
-                });
+                };
+                self.fail(rename_op(e, "the blob log's I/O backend failed, so the log refuses writes until reopened"));
             }
             for c in completions.drain(..) {
                 self.complete(c);
@@ -680,10 +677,18 @@ impl Writer {
         let sealed = self.current;
         let end = self.end();
         let state = self.segments[&sealed];
-        if !state.sealed || state.seal_pending {
-            self.seal_current(end)?;
-        }
         let next = self.manifest.manifest.next_segment.max(sealed.saturating_add(1));
+        if !state.sealed || state.seal_pending {
+            if let Err(e) = self.seal_current(end) {
+                if e.io_kind() == Some(std::io::ErrorKind::StorageFull) {
+                    return Err(cannot_start_segment(e, next));
+                }
+                // A failed sync may have lost written blobs: never go on as if they were safe.
+                let e = rename_op(e, "sealing a blob segment failed, so the log refuses writes until reopened");
+                self.poisoned = Some(e.clone());
+                return Err(e);
+            }
+        }
         if next == u32::MAX {
             return Err(Error::InvalidArgument("blob segment numbers ran out".into()));
         }
@@ -853,12 +858,17 @@ impl Writer {
 
 /// The error of an append whose new segment could not be started.
 fn cannot_start_segment(e: Error, segment: u32) -> Error {
+    let e = rename_op(e, "the blob log could not start its next segment (free disk space, then append again)");
     match e {
-        Error::Io { path, source, .. } => Error::Io {
-            op: "the blob log could not start its next segment (free disk space, then append again)",
-            path: path.or_else(|| Some(format!("segment {segment}").into())),
-            source,
-        },
+        Error::Io { op, path: None, source } => Error::Io { op, path: Some(format!("segment {segment}").into()), source },
+        other => other,
+    }
+}
+
+/// `e` with what the blob log was doing in its own words, when it is an I/O error.
+fn rename_op(e: Error, op: &'static str) -> Error {
+    match e {
+        Error::Io { path, source, .. } => Error::Io { op, path, source },
         other => other,
     }
 }
