@@ -6,7 +6,7 @@
 //! 1. finish interrupted drops (a tombstone whose segment is still there);
 //! 2. read the manifest, or build one from the segments of a log that predates it
 //!    (a log whose segments carry the manifest mark but has no manifest lost it:
-//!    [`Error::Corruption`]);
+//!    [`Error::Corruption`]; a new log writes its manifest before its first segment);
 //! 3. every segment the manifest lists must exist, and none below its next number
 //!    that it does not list (else corruption); a segment at or past that number is
 //!    one created just before a crash, and is adopted;
@@ -66,6 +66,11 @@ pub fn recover(fs: &dyn Fs, dir: &Path, config: &BlobOptions, probe_block: usize
         Some(mf) => mf,
         None => legacy_manifest(fs, dir, &numbers, probe_block)?,
     };
+    if mf.slot_bytes == 0 && numbers.is_empty() {
+        // A new log: its manifest exists before its first segment, so a crash between
+        // the two leaves a segment the manifest will adopt, not one it has never seen.
+        manifest::store(fs, dir, &mut mf)?;
+    }
     mf.manifest.entries.retain(|e| !buried.contains(&e.segment));
     check_listed(dir, &mf.manifest, &numbers)?;
     let mut segments = BTreeMap::new();
