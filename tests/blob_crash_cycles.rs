@@ -123,7 +123,13 @@ fn run(seed: u64) -> Result<(), String> {
     }
     let log = open_through_cuts(&disk, dir, &mut rng)?;
     check(&log, &model)?;
-    println!("{} blobs, {} dropped, {} maybe, segment {}", model.blobs.len(), model.dropped.len(), model.maybe_dropped.len(), log.current_segment());
+    println!(
+        "{} blobs, {} dropped, {} maybe, segment {}",
+        model.blobs.len(),
+        model.dropped.len(),
+        model.maybe_dropped.len(),
+        log.current_segment()
+    );
     log.close().map_err(|e| e.to_string())
 }
 

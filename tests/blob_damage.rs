@@ -10,7 +10,9 @@
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use ringdb::{BlobLog, BlobOptions, CrashMode, Db, Durability, Error, IoBackend, Location, Options, SimDisk, SimFaults};
+use ringdb::{
+    BlobLog, BlobOptions, CrashMode, Db, Durability, Error, IoBackend, Location, Options, SimDisk, SimFaults,
+};
 
 mod common;
 
@@ -354,10 +356,12 @@ fn child_blob_log_on_ramfs() {
 fn o_direct_refused_names_blob_options() {
     use std::io::Read;
     let mount_point = tempfile::tempdir().unwrap();
-    let mut child =
-        common::child_command("child_blob_log_on_ramfs", &[(RAMFS_CHILD_ENV, mount_point.path().display().to_string())])
-            .spawn()
-            .unwrap();
+    let mut child = common::child_command(
+        "child_blob_log_on_ramfs",
+        &[(RAMFS_CHILD_ENV, mount_point.path().display().to_string())],
+    )
+    .spawn()
+    .unwrap();
     let mut out = String::new();
     child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
     let status = child.wait().unwrap();

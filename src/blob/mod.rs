@@ -711,4 +711,3 @@ fn read_only_segments(fs: &dyn Fs, dir: &Path) -> Result<Vec<SegmentInfo>> {
     }
     Ok(out)
 }
-

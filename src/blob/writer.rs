@@ -532,7 +532,11 @@ impl Writer {
                 }
                 Err(e) => {
                     let path = self.current_file.path.clone();
-                    self.fail(Error::io("blob log fdatasync failed, so the log refuses writes until reopened", path, e));
+                    self.fail(Error::io(
+                        "blob log fdatasync failed, so the log refuses writes until reopened",
+                        path,
+                        e,
+                    ));
                 }
             }
             return;
@@ -860,7 +864,9 @@ impl Writer {
 fn cannot_start_segment(e: Error, segment: u32) -> Error {
     let e = rename_op(e, "the blob log could not start its next segment (free disk space, then append again)");
     match e {
-        Error::Io { op, path: None, source } => Error::Io { op, path: Some(format!("segment {segment}").into()), source },
+        Error::Io { op, path: None, source } => {
+            Error::Io { op, path: Some(format!("segment {segment}").into()), source }
+        }
         other => other,
     }
 }

@@ -658,7 +658,8 @@ mod tests {
     #[test]
     fn manifest_round_trips_and_the_newer_valid_slot_wins() {
         let entry = |segment, sealed, end| ManifestEntry { segment, sealed, closed: !sealed, end, cut_end: 0 };
-        let mut m = BlobManifest { generation: 1, next_segment: 9, entries: vec![entry(3, true, 9000), entry(8, false, 4096)] };
+        let mut m =
+            BlobManifest { generation: 1, next_segment: 9, entries: vec![entry(3, true, 9000), entry(8, false, 4096)] };
         let slot = m.slot_bytes_needed();
         assert_eq!(slot, 4096);
         let mut file = vec![0u8; 2 * slot];
