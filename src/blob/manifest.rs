@@ -28,7 +28,7 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::format::blob::BlobManifest;
+use crate::format::blob::{BlobManifest, MANIFEST_ENTRY_BYTES, MANIFEST_SLOT_ALIGN};
 use crate::io::fs::{Fs, OpenFlags, sync_dir};
 
 /// File name of the manifest in a blob log's folder.
@@ -97,8 +97,9 @@ pub fn store(fs: &dyn Fs, dir: &Path, mf: &mut ManifestFile) -> Result<()> {
         file.write_all_at(&slot, at).map_err(|e| Error::io("write blob log manifest", path.clone(), e))?;
         file.sync_data().map_err(|e| Error::io("fdatasync", path.clone(), e))?;
     } else {
-        // Twice what is needed now, so the file is rewritten whole only now and then.
-        let slot_bytes = (2 * next.slot_bytes_needed()).max(mf.slot_bytes);
+        // Room for twice the entries, so the file is rewritten whole only now and then.
+        let room = next.encoded_bytes() + next.entries.len() * MANIFEST_ENTRY_BYTES;
+        let slot_bytes = room.next_multiple_of(MANIFEST_SLOT_ALIGN).max(mf.slot_bytes);
         let slot = next.encode(slot_bytes);
         let tmp = dir.join(format!("{MANIFEST_NAME}.tmp"));
         let file = fs.open(&tmp, OpenFlags::CREATE_NEW).map_err(|e| Error::io("create", tmp.clone(), e))?;
@@ -154,4 +155,56 @@ pub fn remove_tombstones(fs: &dyn Fs, dir: &Path, segments: &[u32]) -> Result<()
         }
     }
     sync_dir(fs, dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::blob::ManifestEntry;
+    use crate::io::fs::RealFs;
+
+    #[test]
+    fn stores_in_place_and_grows_when_the_slots_are_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = RealFs;
+        assert!(load(&fs, dir.path()).unwrap().is_none());
+        let mut mf = ManifestFile { manifest: BlobManifest::default(), slot_bytes: 0 };
+        store(&fs, dir.path(), &mut mf).unwrap();
+        let len = || std::fs::metadata(manifest_path(dir.path())).unwrap().len();
+        assert_eq!(len(), 8192, "two 4 KiB slots");
+        let entry = |segment| ManifestEntry { segment, sealed: true, closed: false, end: 4096, cut_end: 0 };
+        mf.manifest.entries = (0..100).map(entry).collect();
+        mf.manifest.next_segment = 100;
+        store(&fs, dir.path(), &mut mf).unwrap();
+        assert_eq!(len(), 8192, "100 entries fit in place");
+        assert_eq!(load(&fs, dir.path()).unwrap().unwrap().manifest, mf.manifest);
+        mf.manifest.entries = (0..1000).map(entry).collect();
+        mf.manifest.next_segment = 1000;
+        store(&fs, dir.path(), &mut mf).unwrap();
+        assert!(len() > 2 * 24 * 1000, "rewritten with larger slots");
+        let loaded = load(&fs, dir.path()).unwrap().unwrap();
+        assert_eq!((loaded.manifest, loaded.slot_bytes), (mf.manifest.clone(), mf.slot_bytes));
+        assert_eq!(mf.manifest.generation, 3);
+        mf.manifest.entries.truncate(10);
+        store(&fs, dir.path(), &mut mf).unwrap();
+        assert_eq!(load(&fs, dir.path()).unwrap().unwrap().manifest.entries.len(), 10);
+        // Damage to the newer slot leaves the older one (a growth writes both slots).
+        let at = (mf.slot_bytes * mf.manifest.slot_index() + 40) as u64;
+        let f = std::fs::OpenOptions::new().write(true).open(manifest_path(dir.path())).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, &[0xff], at).unwrap();
+        let older = load(&fs, dir.path()).unwrap().unwrap().manifest;
+        assert_eq!((older.generation, older.entries.len()), (3, 1000));
+    }
+
+    #[test]
+    fn tombstones_are_listed_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = RealFs;
+        bury(&fs, dir.path(), 7).unwrap();
+        bury(&fs, dir.path(), 3).unwrap();
+        assert_eq!(tombstones(&fs, dir.path()).unwrap(), vec![3, 7]);
+        assert!(has_tombstone(&fs, dir.path(), 7) && !has_tombstone(&fs, dir.path(), 4));
+        remove_tombstones(&fs, dir.path(), &[3, 7]).unwrap();
+        assert!(tombstones(&fs, dir.path()).unwrap().is_empty());
+    }
 }

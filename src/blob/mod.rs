@@ -421,8 +421,12 @@ impl fmt::Debug for BlobLog {
 
 impl BlobLog {
     /// Opens (creating if needed) the blob log in `dir` for writing: takes its lock
-    /// ([`Error::Locked`] if another process or handle writes it), cuts a torn tail into
-    /// a quarantine file, and starts the writer thread.
+    /// ([`Error::Locked`] if another process or handle writes it), checks that every
+    /// segment its manifest lists is there and holds its durable records
+    /// ([`Error::Corruption`] naming the file if not), cuts a torn tail into a quarantine
+    /// file, and starts the writer thread. After a crash or a cut, appends continue in a
+    /// new segment. `dir` must be a directory (or not exist): a file is
+    /// [`Error::InvalidArgument`].
     #[expect(
         clippy::needless_pass_by_value,
         reason = "the options are handed over as built, like every builder; taking them by reference would change the public API"
@@ -554,8 +558,9 @@ impl BlobLog {
     }
 
     /// The blob at `loc`. Its crc32s are checked: a mismatch is [`Error::Corruption`]
-    /// with the file and offset. A location never written, or trimmed, is
-    /// [`Error::InvalidArgument`].
+    /// with the file and offset, and so is a blob whose bytes are gone (its segment
+    /// deleted or cut short, or lost in a crash). A location never written, trimmed, or
+    /// in a dropped segment is [`Error::InvalidArgument`].
     pub fn read(&self, loc: Location) -> Result<Value> {
         if self.shared.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
@@ -613,7 +618,9 @@ impl BlobLog {
     }
 
     /// Deletes segment `segment` whole. Only an immutable segment can be dropped: the
-    /// one being written gives [`Error::InvalidArgument`]. Needs overwrite allowed.
+    /// newest one (being written, or waiting for its successor on a full disk) gives
+    /// [`Error::InvalidArgument`]. Writes no data, so it works on a full disk. Needs
+    /// overwrite allowed.
     pub fn drop_segment(&self, segment: u32) -> Result<()> {
         self.admin(AdminOp::Drop(segment), "drop_segment")
     }

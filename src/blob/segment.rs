@@ -136,3 +136,20 @@ pub fn name_blob_options(e: Error) -> Error {
 pub fn punch_hole(fs: &dyn Fs, file: &dyn FsFile, path: &Path, from: u64, to: u64) -> Result<()> {
     erase_range(fs, file, path, from, to, Erase::PunchHole)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_o_direct_names_the_blob_log_option() {
+        let refused = Error::DirectIoUnsupported {
+            path: PathBuf::from("/x/00000000.blob"),
+            source: std::io::Error::from_raw_os_error(libc::EINVAL).into(),
+        };
+        let shown = name_blob_options(refused).to_string();
+        assert!(shown.contains("BlobOptions::direct_io(false)"), "{shown}");
+        assert!(!shown.contains(" Options::direct_io"), "{shown}");
+        assert!(shown.contains("/x/00000000.blob"), "{shown}");
+    }
+}

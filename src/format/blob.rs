@@ -147,11 +147,6 @@ impl BlobManifest {
         MANIFEST_HEADER_BYTES + self.entries.len() * MANIFEST_ENTRY_BYTES + 4
     }
 
-    /// The slot size that holds this manifest: a multiple of [`MANIFEST_SLOT_ALIGN`].
-    pub fn slot_bytes_needed(&self) -> usize {
-        self.encoded_bytes().next_multiple_of(MANIFEST_SLOT_ALIGN)
-    }
-
     /// The entry of `segment`, if listed.
     pub fn entry(&self, segment: u32) -> Option<&ManifestEntry> {
         self.entries.binary_search_by_key(&segment, |e| e.segment).ok().map(|i| &self.entries[i])
@@ -660,8 +655,8 @@ mod tests {
         let entry = |segment, sealed, end| ManifestEntry { segment, sealed, closed: !sealed, end, cut_end: 0 };
         let mut m =
             BlobManifest { generation: 1, next_segment: 9, entries: vec![entry(3, true, 9000), entry(8, false, 4096)] };
-        let slot = m.slot_bytes_needed();
-        assert_eq!(slot, 4096);
+        let slot = MANIFEST_SLOT_ALIGN;
+        assert!(m.encoded_bytes() <= slot);
         let mut file = vec![0u8; 2 * slot];
         file[slot * m.slot_index()..][..slot].copy_from_slice(&m.encode(slot));
         assert_eq!(BlobManifest::newest(&file).unwrap(), m);
