@@ -270,6 +270,41 @@ fn on_a_full_disk_the_log_reopens_reads_and_drops_and_names_itself() {
 }
 
 #[test]
+fn a_torn_tail_on_a_full_disk_still_opens_and_keeps_its_bytes() {
+    let disk = SimDisk::new(0x7042);
+    let dir = Path::new("/blobs");
+    let opts = || options().io_backend(IoBackend::Sim(disk.clone()));
+    let log = BlobLog::open(dir, opts()).unwrap();
+    let kept: Vec<Location> = (0..5).map(|i| log.append(&blob(i)).unwrap()).collect();
+    log.close().unwrap();
+    // The remains of a torn flush after the records.
+    let seg = seg_path(dir, 0);
+    let mut bytes = disk.read_file(&seg).unwrap();
+    let end = (kept[4].offset + BLOB_BYTES as u64 + 32 + 8).next_multiple_of(8) as usize;
+    bytes[end..end + 100].fill(0xab);
+    disk.write_file(&seg, &bytes);
+    full(&disk, true);
+    // No room to copy the tail to quarantine, seal the segment, or start another.
+    let log = BlobLog::open(dir, opts()).unwrap();
+    for (i, loc) in kept.iter().enumerate() {
+        assert!(log.read(*loc).unwrap()[..] == blob(i)[..]);
+    }
+    assert_eq!(log.append(b"no room").unwrap_err().io_kind(), Some(std::io::ErrorKind::StorageFull));
+    log.close().unwrap();
+    assert!(disk.read_file(&seg).unwrap()[end..end + 100].iter().all(|&b| b == 0xab), "the torn bytes are kept");
+    full(&disk, false);
+    let log = BlobLog::open(dir, opts()).unwrap();
+    let next = log.append(b"with room again").unwrap();
+    assert_eq!(next.segment, 1, "the torn segment takes no appends");
+    let quarantined = disk.files().iter().any(|p| p.to_string_lossy().contains("quarantine-00000000-"));
+    assert!(quarantined, "with room again the tail is quarantined: {:?}", disk.files());
+    for (i, loc) in kept.iter().enumerate() {
+        assert!(log.read(*loc).unwrap()[..] == blob(i)[..]);
+    }
+    log.close().unwrap();
+}
+
+#[test]
 fn a_failed_write_names_the_blob_log_not_a_shard() {
     let disk = SimDisk::new(0xe10);
     let log = BlobLog::open("/blobs", options().io_backend(IoBackend::Sim(disk.clone()))).unwrap();

@@ -25,9 +25,11 @@
 //! 7. the manifest is written with the open segment's synced end, marked not
 //!    closed while this writer runs.
 //!
-//! On a full disk the new segment cannot be created and the seal may not be
-//! writable: the log opens anyway with no segment to append to, so reads, drops
-//! and trims keep working, and the first append tries again.
+//! On a full disk the new segment cannot be created, the seal may not be
+//! writable, and a torn tail cannot be copied to quarantine (it then stays in
+//! the segment, past its sealed end): the log opens anyway with no segment to
+//! append to, so reads, drops and trims keep working, and the first append tries
+//! again.
 
 #![forbid(unsafe_code)]
 
@@ -251,7 +253,15 @@ fn recover_segment(
         }
         let segment_hex = format!("{n:08x}");
         let tail = TornTail { path: &path, segment_hex, from: scan.end, to: scan.dirty_end, erase: Erase::PunchHole };
-        cut_torn_tail(fs, dir, &tail)?;
+        match cut_torn_tail(fs, dir, &tail) {
+            Ok(_) => {}
+            // No room for the quarantine copy: the bytes stay where they are, past the
+            // end the segment is sealed at below, where nothing reads or writes them.
+            Err(e) if e.io_kind() == Some(ErrorKind::StorageFull) => {
+                let _ = fs.remove_file(&dir.join(format!("quarantine-{n:08x}-{}.bin", scan.end)));
+            }
+            Err(e) => return Err(e),
+        }
         cut_end = scan.dirty_end;
     }
     state.end = scan.end;

@@ -832,9 +832,13 @@ impl Writer {
     /// Cuts `segment` from `from` on. The manifest's end comes down first, so no open
     /// sees the segment shorter than the manifest says.
     fn rtrim(&mut self, segment: u32, file: &SegmentFile, state: SegState, from: u64) -> Result<()> {
-        let listed = self.manifest.manifest.entry(segment).map_or(0, |e| e.end);
-        if listed > from {
-            self.set_entry(segment, |e| e.end = from);
+        let listed = self.manifest.manifest.entry(segment).map_or((0, 0), |e| (e.end, e.cut_end));
+        if listed.0 > from || listed.1 != 0 {
+            // Past `from` everything is trimmed now, blobs a crash lost included.
+            self.set_entry(segment, |e| {
+                e.end = e.end.min(from);
+                e.cut_end = 0;
+            });
             self.store_manifest()?;
         }
         punch_hole(self.reader.fs(), file.file.as_ref(), &file.path, from, state.end)?;
