@@ -209,15 +209,23 @@ fn recover_segment(
         seal_pending: false,
     };
     if state.sealed {
-        if file_bytes < state.end || state.end < known_end {
-            let end = state.end.max(known_end);
+        if file_bytes < state.end {
             return Err(corrupt(
-                file_bytes.min(state.end),
+                file_bytes,
                 format!(
-                    "sealed blob segment {n} is {file_bytes} bytes and says its records end at {}, but they \
-                     reach offset {end}: the blobs past offset {} are lost",
-                    state.end,
-                    file_bytes.min(state.end)
+                    "sealed blob segment {n} was truncated to {file_bytes} bytes, but its records end at \
+                     offset {}: the blobs past offset {file_bytes} are lost",
+                    state.end
+                ),
+            ));
+        }
+        if state.end < known_end {
+            return Err(corrupt(
+                state.end,
+                format!(
+                    "sealed blob segment {n} says its records end at offset {}, but the log's manifest knows \
+                     them durable up to offset {known_end}: the blobs between are lost",
+                    state.end
                 ),
             ));
         }
