@@ -159,6 +159,39 @@ fn a_missing_manifest_is_corruption() {
 }
 
 #[test]
+fn accept_lost_blobs_opens_a_damaged_log_whose_lost_blobs_read_as_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let locs = filled(dir.path());
+    let last = *locs.last().unwrap();
+    std::fs::remove_file(seg_path(dir.path(), 1)).unwrap();
+    let first_in_open = locs.iter().position(|l| l.segment == last.segment).unwrap();
+    truncate(&seg_path(dir.path(), last.segment), locs[first_in_open + 1].offset + 100);
+    assert!(matches!(BlobLog::open(dir.path(), options()), Err(Error::Corruption { .. })));
+    let log = BlobLog::open(dir.path(), options().accept_lost_blobs(true)).unwrap();
+    let lost =
+        |loc: &Location| loc.segment == 1 || (loc.segment == last.segment && loc.offset > locs[first_in_open].offset);
+    let check = |log: &BlobLog| {
+        for loc in locs.iter().filter(|l| lost(l)) {
+            assert!(matches!(log.read(*loc), Err(Error::Corruption { .. })), "{loc}: {:?}", log.read(*loc));
+        }
+        assert_eq!(no_blob_reads_as_another(log, &locs), locs.iter().filter(|l| !lost(l)).count());
+    };
+    check(&log);
+    let next = log.append(b"after the loss").unwrap();
+    assert!(next.segment > last.segment, "{next}: appends go where no lost location points");
+    log.close().unwrap();
+    // The loss is recorded: the log opens without the option now, and says the same.
+    let log = BlobLog::open(dir.path(), options().allow_overwrite(true)).unwrap();
+    check(&log);
+    assert_eq!(&*log.read(next).unwrap(), b"after the loss");
+    // Dropping the lost segment forgets it: its blobs read as dropped.
+    log.drop_segment(1).unwrap();
+    let in_one = *locs.iter().find(|l| l.segment == 1).unwrap();
+    assert!(matches!(log.read(in_one), Err(Error::InvalidArgument(_))), "{:?}", log.read(in_one));
+    log.close().unwrap();
+}
+
+#[test]
 fn a_dropped_segment_is_not_corruption() {
     let dir = tempfile::tempdir().unwrap();
     let locs = filled(dir.path());

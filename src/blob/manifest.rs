@@ -172,7 +172,8 @@ mod tests {
         store(&fs, dir.path(), &mut mf).unwrap();
         let len = || std::fs::metadata(manifest_path(dir.path())).unwrap().len();
         assert_eq!(len(), 8192, "two 4 KiB slots");
-        let entry = |segment| ManifestEntry { segment, sealed: true, closed: false, end: 4096, cut_end: 0 };
+        let entry =
+            |segment| ManifestEntry { segment, sealed: true, closed: false, lost: false, end: 4096, cut_end: 0 };
         mf.manifest.entries = (0..100).map(entry).collect();
         mf.manifest.next_segment = 100;
         store(&fs, dir.path(), &mut mf).unwrap();

@@ -130,6 +130,7 @@ pub struct BlobOptions {
     group_commit_bytes_max: usize,
     queue_depth: usize,
     allow_overwrite: bool,
+    accept_lost_blobs: bool,
     on_persist: Option<Callback<BlobPersistEvent>>,
     on_rotate: Option<Callback<BlobRotateEvent>>,
     on_drop: Option<Callback<BlobDropEvent>>,
@@ -148,6 +149,7 @@ impl Default for BlobOptions {
             group_commit_bytes_max: 4 << 20,
             queue_depth: 1024,
             allow_overwrite: false,
+            accept_lost_blobs: false,
             on_persist: None,
             on_rotate: None,
             on_drop: None,
@@ -168,6 +170,7 @@ impl fmt::Debug for BlobOptions {
             .field("group_commit_bytes_max", &self.group_commit_bytes_max)
             .field("queue_depth", &self.queue_depth)
             .field("allow_overwrite", &self.allow_overwrite)
+            .field("accept_lost_blobs", &self.accept_lost_blobs)
             .finish_non_exhaustive()
     }
 }
@@ -250,6 +253,19 @@ impl BlobOptions {
     /// [`BlobLog::set_allow_overwrite`].
     pub fn allow_overwrite(mut self, allow: bool) -> BlobOptions {
         self.allow_overwrite = allow;
+        self
+    }
+
+    /// Whether [`BlobLog::open`] opens a log that lost blobs: a segment deleted, a segment
+    /// cut short (truncated, or its records damaged where they were durable), or its
+    /// manifest deleted. Default `false`: such a log fails to open with
+    /// [`Error::Corruption`] naming the file and what is lost. With `true` it opens: the
+    /// lost blobs read as [`Error::Corruption`] (never as other bytes), every other blob
+    /// as before, and appends continue in a new segment. A lost segment stays listed
+    /// until [`BlobLog::drop_segment`] drops it. Damage followed by later records in the
+    /// open segment still fails to open.
+    pub fn accept_lost_blobs(mut self, accept: bool) -> BlobOptions {
+        self.accept_lost_blobs = accept;
         self
     }
 

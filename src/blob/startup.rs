@@ -25,6 +25,12 @@
 //! 7. the manifest is written with the open segment's synced end, marked not
 //!    closed while this writer runs.
 //!
+//! With `BlobOptions::accept_lost_blobs` the corruption of steps 2 to 5 is
+//! accepted instead: a missing segment stays listed as lost, a stray one is taken
+//! in, a segment cut short is sealed where its records end with the lost range
+//! recorded (`cut_end`), so the lost blobs read as corruption and appends go to a
+//! new segment.
+//!
 //! On a full disk the new segment cannot be created, the seal may not be
 //! writable, and a torn tail cannot be copied to quarantine (it then stays in
 //! the segment, past its sealed end): the log opens anyway with no segment to
@@ -49,6 +55,16 @@ use crate::format::blob::{BlobManifest, ManifestEntry, SegmentState};
 use crate::io::fs::{Fs, OpenFlags, sync_dir};
 use crate::storage::segment::{Erase, TornTail, cut_torn_tail};
 
+/// Which segment recovery looks at, and how.
+#[derive(Clone, Copy)]
+struct Place {
+    n: u32,
+    is_last: bool,
+    probe_block: usize,
+    /// `BlobOptions::accept_lost_blobs`.
+    accept: bool,
+}
+
 /// What recovery found in one segment.
 struct Recovered {
     state: SegState,
@@ -64,9 +80,10 @@ pub fn recover(fs: &dyn Fs, dir: &Path, config: &BlobOptions, probe_block: usize
     let buried = manifest::tombstones(fs, dir)?;
     finish_drops(fs, dir, &mut numbers, &buried)?;
     let _ = fs.remove_file(&dir.join(format!("{MANIFEST_NAME}.tmp")));
+    let accept = config.accept_lost_blobs;
     let mut mf = match manifest::load(fs, dir)? {
         Some(mf) => mf,
-        None => legacy_manifest(fs, dir, &numbers, probe_block)?,
+        None => legacy_manifest(fs, dir, &numbers, probe_block, accept)?,
     };
     if mf.slot_bytes == 0 && numbers.is_empty() {
         // A new log: its manifest exists before its first segment, so a crash between
@@ -74,17 +91,25 @@ pub fn recover(fs: &dyn Fs, dir: &Path, config: &BlobOptions, probe_block: usize
         manifest::store(fs, dir, &mut mf)?;
     }
     mf.manifest.entries.retain(|e| !buried.contains(&e.segment));
-    check_listed(dir, &mf.manifest, &numbers)?;
+    check_listed(dir, &mut mf.manifest, &numbers, accept)?;
     let mut segments = BTreeMap::new();
     let mut next_flush_seq = 0u32;
     for (i, &n) in numbers.iter().enumerate() {
         let entry = mf.manifest.entry(n).copied();
-        let found = recover_segment(fs, dir, n, i + 1 == numbers.len(), probe_block, entry)?;
+        let at = Place { n, is_last: i + 1 == numbers.len(), probe_block, accept };
+        let found = recover_segment(fs, dir, at, entry)?;
         if let Some(seq) = found.last_flush_seq {
             next_flush_seq = seq.wrapping_add(1);
         }
-        let cut_end = if found.cut_end != 0 { found.cut_end } else { entry.map_or(0, |e| e.cut_end) };
-        let e = ManifestEntry { segment: n, sealed: found.state.sealed, closed: false, end: found.state.end, cut_end };
+        let cut_end = found.cut_end.max(entry.map_or(0, |e| e.cut_end));
+        let e = ManifestEntry {
+            segment: n,
+            sealed: found.state.sealed,
+            closed: false,
+            lost: false,
+            end: found.state.end,
+            cut_end,
+        };
         upsert(&mut mf.manifest, e);
         segments.insert(n, found.state);
     }
@@ -129,13 +154,13 @@ fn finish_drops(fs: &dyn Fs, dir: &Path, numbers: &mut Vec<u32>, buried: &[u32])
 }
 
 /// The manifest of a log written before there was one: its segments as they are.
-fn legacy_manifest(fs: &dyn Fs, dir: &Path, numbers: &[u32], probe_block: usize) -> Result<ManifestFile> {
+fn legacy_manifest(fs: &dyn Fs, dir: &Path, numbers: &[u32], probe_block: usize, accept: bool) -> Result<ManifestFile> {
     let mut manifest = BlobManifest::default();
     for &n in numbers {
         let path = segment_path(dir, n);
         let file = open_segment(fs, &path, true, false)?;
         let meta = read_meta(file.as_ref(), &path, probe_block)?;
-        if meta.marked {
+        if meta.marked && !accept {
             return Err(Error::Corruption {
                 file: manifest::manifest_path(dir),
                 offset: 0,
@@ -147,16 +172,21 @@ fn legacy_manifest(fs: &dyn Fs, dir: &Path, numbers: &[u32], probe_block: usize)
         }
         let sealed = meta.state.sealed_end != 0;
         let end = if sealed { meta.state.sealed_end } else { meta.state.data_start };
-        manifest.entries.push(ManifestEntry { segment: n, sealed, closed: false, end, cut_end: 0 });
+        manifest.entries.push(ManifestEntry { segment: n, sealed, closed: false, lost: false, end, cut_end: 0 });
         manifest.next_segment = n.saturating_add(1);
     }
     Ok(ManifestFile { manifest, slot_bytes: 0 })
 }
 
-/// Every listed segment exists, and every segment below the next number is listed.
-fn check_listed(dir: &Path, manifest: &BlobManifest, numbers: &[u32]) -> Result<()> {
-    for e in &manifest.entries {
+/// Every listed segment exists, and every segment below the next number is listed. With
+/// `accept`, a missing segment is marked lost instead, and a stray one is taken in.
+fn check_listed(dir: &Path, manifest: &mut BlobManifest, numbers: &[u32], accept: bool) -> Result<()> {
+    for e in manifest.entries.iter_mut().filter(|e| !e.lost) {
         if numbers.binary_search(&e.segment).is_err() {
+            if accept {
+                e.lost = true;
+                continue;
+            }
             return Err(Error::Corruption {
                 file: segment_path(dir, e.segment),
                 offset: 0,
@@ -168,7 +198,8 @@ fn check_listed(dir: &Path, manifest: &BlobManifest, numbers: &[u32]) -> Result<
             });
         }
     }
-    if let Some(&n) = numbers.iter().find(|&&n| n < manifest.next_segment && manifest.entry(n).is_none()) {
+    let stray = numbers.iter().find(|&&n| n < manifest.next_segment && manifest.entry(n).is_none());
+    if let Some(&n) = stray.filter(|_| !accept) {
         return Err(Error::Corruption {
             file: segment_path(dir, n),
             offset: 0,
@@ -184,20 +215,14 @@ fn check_listed(dir: &Path, manifest: &BlobManifest, numbers: &[u32]) -> Result<
 /// Recovers segment `n`: a sealed one from its header block, checked against its file's
 /// length; an open one by a scan (see the module docs), sealing it unless it can be
 /// continued.
-fn recover_segment(
-    fs: &dyn Fs,
-    dir: &Path,
-    n: u32,
-    is_last: bool,
-    probe_block: usize,
-    entry: Option<ManifestEntry>,
-) -> Result<Recovered> {
+fn recover_segment(fs: &dyn Fs, dir: &Path, at: Place, entry: Option<ManifestEntry>) -> Result<Recovered> {
+    let n = at.n;
     let path = segment_path(dir, n);
     let file = open_segment(fs, &path, false, false)?;
-    let meta = read_meta(file.as_ref(), &path, probe_block)?;
-    let corrupt = |offset: u64, what: String| Error::Corruption { file: path.clone(), offset, what };
+    let meta = read_meta(file.as_ref(), &path, at.probe_block)?;
     if meta.header.segment != n {
-        return Err(corrupt(0, format!("segment header says {}, the file name {n}", meta.header.segment)));
+        let what = format!("segment header says {}, the file name {n}", meta.header.segment);
+        return Err(Error::Corruption { file: path, offset: 0, what });
     }
     let file_bytes = file.len().map_err(|e| Error::io("stat", path.clone(), e))?;
     let known_end = entry.map_or(0, |e| e.end);
@@ -209,68 +234,15 @@ fn recover_segment(
         seal_pending: false,
     };
     if state.sealed {
-        if file_bytes < state.end {
-            return Err(corrupt(
-                file_bytes,
-                format!(
-                    "sealed blob segment {n} was truncated to {file_bytes} bytes, but its records end at \
-                     offset {}: the blobs past offset {file_bytes} are lost",
-                    state.end
-                ),
-            ));
-        }
-        if state.end < known_end {
-            return Err(corrupt(
-                state.end,
-                format!(
-                    "sealed blob segment {n} says its records end at offset {}, but the log's manifest knows \
-                     them durable up to offset {known_end}: the blobs between are lost",
-                    state.end
-                ),
-            ));
-        }
-        return Ok(Recovered { state, last_flush_seq: None, cut_end: 0 });
+        let cut_end = check_sealed(at, &path, state.end, file_bytes, known_end)?;
+        return Ok(Recovered { state, last_flush_seq: None, cut_end });
     }
     let scan = recovery::scan_segment(fs, &path, state.data_start)?;
     let truncated = file_bytes < meta.header.segment_bytes;
-    if truncated && !scan.zero_header {
-        return Err(corrupt(
-            file_bytes,
-            format!(
-                "blob segment {n} was truncated to {file_bytes} of its {} bytes while its records ran on \
-                 to the cut: the blobs past offset {} are lost",
-                meta.header.segment_bytes, scan.end
-            ),
-        ));
-    }
-    if scan.end < known_end {
-        let why = scan.damage.as_deref().unwrap_or("then zeros, or the end of the file");
-        return Err(corrupt(
-            scan.end,
-            format!(
-                "blob segment {n}: its records end at offset {} ({why}), but records up to offset {known_end} \
-                 were durable: the blobs between are lost",
-                scan.end
-            ),
-        ));
-    }
-    let mut cut_end = 0;
-    if let Some(why) = &scan.damage {
-        if !is_last {
-            return Err(corrupt(scan.end, format!("{why}, in a segment before the last")));
-        }
-        let segment_hex = format!("{n:08x}");
-        let tail = TornTail { path: &path, segment_hex, from: scan.end, to: scan.dirty_end, erase: Erase::PunchHole };
-        match cut_torn_tail(fs, dir, &tail) {
-            Ok(_) => {}
-            // No room for the quarantine copy: the bytes stay where they are, past the
-            // end the segment is sealed at below, where nothing reads or writes them.
-            Err(e) if e.io_kind() == Some(ErrorKind::StorageFull) => {
-                let _ = fs.remove_file(&dir.join(format!("quarantine-{n:08x}-{}.bin", scan.end)));
-            }
-            Err(e) => return Err(e),
-        }
-        cut_end = scan.dirty_end;
+    let mut cut_end = check_open(at, &path, &scan, (file_bytes, meta.header.segment_bytes), known_end)?;
+    if scan.damage.is_some() {
+        cut_tail(fs, dir, n, &path, &scan)?;
+        cut_end = cut_end.max(scan.dirty_end);
     }
     state.end = scan.end;
     let closed = entry.is_some_and(|e| e.closed);
@@ -279,13 +251,92 @@ fn recover_segment(
         // the segment's size that the crash took back (`Periodic`, `None`).
         cut_end = cut_end.max(meta.header.segment_bytes);
     }
-    if is_last && closed && !truncated && cut_end == 0 {
+    if at.is_last && closed && !truncated && cut_end == 0 {
         // Everything read is made durable: it is the end the manifest records.
         file.sync_data().map_err(|e| Error::io("fdatasync", path.clone(), e))?;
     } else {
         seal(file.as_ref(), &path, meta.header.block_bytes as usize, &mut state)?;
     }
     Ok(Recovered { state, last_flush_seq: scan.last_flush_seq, cut_end })
+}
+
+/// Checks that a sealed segment (records ending at `end`) holds its records; returns
+/// where accepted lost blobs reach (0: none).
+fn check_sealed(at: Place, path: &Path, end: u64, file_bytes: u64, known_end: u64) -> Result<u64> {
+    let n = at.n;
+    let corrupt = |offset: u64, what: String| Error::Corruption { file: path.to_path_buf(), offset, what };
+    let mut lost_end = 0;
+    if file_bytes < end {
+        let what = format!(
+            "sealed blob segment {n} was truncated to {file_bytes} bytes, but its records end at offset {end}: \
+             the blobs past offset {file_bytes} are lost"
+        );
+        lose(at.accept, &mut lost_end, end, corrupt(file_bytes, what))?;
+    }
+    if end < known_end {
+        let what = format!(
+            "sealed blob segment {n} says its records end at offset {end}, but the log's manifest knows them \
+             durable up to offset {known_end}: the blobs between are lost"
+        );
+        lose(at.accept, &mut lost_end, known_end, corrupt(end, what))?;
+    }
+    Ok(lost_end)
+}
+
+/// Checks the scan of an open segment (`sizes`: the file's length and the size it was
+/// created with) against what was durable; returns where accepted lost blobs reach.
+fn check_open(at: Place, path: &Path, scan: &recovery::Scan, sizes: (u64, u64), known_end: u64) -> Result<u64> {
+    let (n, (file_bytes, segment_bytes)) = (at.n, sizes);
+    let corrupt = |offset: u64, what: String| Error::Corruption { file: path.to_path_buf(), offset, what };
+    let mut lost_end = 0;
+    if file_bytes < segment_bytes && !scan.zero_header {
+        let what = format!(
+            "blob segment {n} was truncated to {file_bytes} of its {segment_bytes} bytes while its records ran \
+             on to the cut: the blobs past offset {} are lost",
+            scan.end
+        );
+        lose(at.accept, &mut lost_end, segment_bytes, corrupt(file_bytes, what))?;
+    }
+    if scan.end < known_end {
+        let why = scan.damage.as_deref().unwrap_or("then zeros, or the end of the file");
+        let what = format!(
+            "blob segment {n}: its records end at offset {} ({why}), but records up to offset {known_end} were \
+             durable: the blobs between are lost",
+            scan.end
+        );
+        lose(at.accept, &mut lost_end, segment_bytes, corrupt(scan.end, what))?;
+    }
+    if let Some(why) = scan.damage.as_deref().filter(|_| !at.is_last) {
+        let e = corrupt(scan.end, format!("{why}, in a segment before the last"));
+        lose(at.accept, &mut lost_end, scan.dirty_end, e)?;
+    }
+    Ok(lost_end)
+}
+
+/// Cuts the damaged tail a scan found into a quarantine file. On a full disk the bytes
+/// stay where they are, past the end the segment is sealed at, where nothing reads or
+/// writes them.
+fn cut_tail(fs: &dyn Fs, dir: &Path, n: u32, path: &Path, scan: &recovery::Scan) -> Result<()> {
+    let segment_hex = format!("{n:08x}");
+    let tail = TornTail { path, segment_hex, from: scan.end, to: scan.dirty_end, erase: Erase::PunchHole };
+    match cut_torn_tail(fs, dir, &tail) {
+        Ok(_) => Ok(()),
+        Err(e) if e.io_kind() == Some(ErrorKind::StorageFull) => {
+            let _ = fs.remove_file(&dir.join(format!("quarantine-{n:08x}-{}.bin", scan.end)));
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A loss recovery found: the error `e`, or with `accept` none, with `lost_end` raised to
+/// `up_to` (the blobs below it read as corruption).
+fn lose(accept: bool, lost_end: &mut u64, up_to: u64, e: Error) -> Result<()> {
+    if !accept {
+        return Err(e);
+    }
+    *lost_end = (*lost_end).max(up_to);
+    Ok(())
 }
 
 /// Seals a segment recovery will not continue. On a full disk the seal is left for the
@@ -334,7 +385,10 @@ fn start_segment(
     let block = probe_block as u64;
     let state = SegState { generation: 1, data_start: block, end: block, sealed: false, seal_pending: false };
     segments.insert(next, state);
-    upsert(manifest, ManifestEntry { segment: next, sealed: false, closed: false, end: block, cut_end: 0 });
+    upsert(
+        manifest,
+        ManifestEntry { segment: next, sealed: false, closed: false, lost: false, end: block, cut_end: 0 },
+    );
     manifest.next_segment = next + 1;
     Ok((next, true))
 }

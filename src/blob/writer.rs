@@ -647,7 +647,8 @@ impl Writer {
         match entries.binary_search_by_key(&segment, |e| e.segment) {
             Ok(i) => change(&mut entries[i]),
             Err(i) => {
-                let mut entry = ManifestEntry { segment, sealed: false, closed: false, end: 0, cut_end: 0 };
+                let mut entry =
+                    ManifestEntry { segment, sealed: false, closed: false, lost: false, end: 0, cut_end: 0 };
                 change(&mut entry);
                 entries.insert(i, entry);
             }
@@ -761,6 +762,16 @@ impl Writer {
         let segment = match op {
             AdminOp::Drop(s) | AdminOp::Rtrim(s, _) | AdminOp::Ltrim(s, _) => s,
         };
+        if let (AdminOp::Drop(_), Some(lost)) = (op, self.manifest.manifest.entry(segment).filter(|e| e.lost)) {
+            // Its file is gone already: dropping it forgets it, so its blobs read as dropped.
+            debug_assert!(lost.segment != self.current, "a lost segment is never the current one");
+            self.manifest.manifest.entries.retain(|e| e.segment != segment);
+            self.store_manifest()?;
+            if let Some(cb) = &self.config.on_drop {
+                cb(BlobDropEvent { segment, timestamp: SystemTime::now() });
+            }
+            return Ok(());
+        }
         let Some(state) = self.segments.get(&segment).copied() else {
             return Err(Error::InvalidArgument(format!("blob segment {segment} does not exist (dropped?)")));
         };

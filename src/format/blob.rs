@@ -64,7 +64,8 @@
 //!     28    4 reserved        zero
 //!     32 24*n entries         per segment, ascending:
 //!                               segment u32, flags u32 (bit 0: sealed; bit 1: the open
-//!                               segment's writer closed cleanly),
+//!                               segment's writer closed cleanly; bit 2: its file is
+//!                               lost, accepted by `accept_lost_blobs`),
 //!                               end u64 (records known durable up to here),
 //!                               cut_end u64 (end of a tail cut by recovery; 0: none)
 //!      …    4 crc32           over everything before it; then zeros to the slot's end
@@ -121,6 +122,9 @@ pub struct ManifestEntry {
     /// For the open segment: its writer closed cleanly, so no blob was acknowledged past
     /// `end`. Cleared while a writer runs.
     pub closed: bool,
+    /// The segment's file was lost and the log opened anyway (`accept_lost_blobs`): its
+    /// blobs read as corruption until the segment is dropped.
+    pub lost: bool,
     /// Its records are known to reach this offset on stable storage: the sealed end, or
     /// for the open segment the end synced when the log last opened, rotated or closed.
     pub end: u64,
@@ -165,7 +169,8 @@ impl BlobManifest {
         for (i, e) in self.entries.iter().enumerate() {
             let at = MANIFEST_HEADER_BYTES + i * MANIFEST_ENTRY_BYTES;
             put_u32(&mut out, at, e.segment);
-            put_u32(&mut out, at + 4, u32::from(e.sealed) | u32::from(e.closed) << 1);
+            let flags = u32::from(e.sealed) | u32::from(e.closed) << 1 | u32::from(e.lost) << 2;
+            put_u32(&mut out, at + 4, flags);
             put_u64(&mut out, at + 8, e.end);
             put_u64(&mut out, at + 16, e.cut_end);
         }
@@ -200,6 +205,7 @@ impl BlobManifest {
                     segment: get_u32(slot, at),
                     sealed: get_u32(slot, at + 4) & 1 == 1,
                     closed: get_u32(slot, at + 4) & 2 == 2,
+                    lost: get_u32(slot, at + 4) & 4 == 4,
                     end: get_u64(slot, at + 8),
                     cut_end: get_u64(slot, at + 16),
                 }
@@ -652,7 +658,8 @@ mod tests {
 
     #[test]
     fn manifest_round_trips_and_the_newer_valid_slot_wins() {
-        let entry = |segment, sealed, end| ManifestEntry { segment, sealed, closed: !sealed, end, cut_end: 0 };
+        let entry =
+            |segment, sealed, end| ManifestEntry { segment, sealed, closed: !sealed, lost: false, end, cut_end: 0 };
         let mut m =
             BlobManifest { generation: 1, next_segment: 9, entries: vec![entry(3, true, 9000), entry(8, false, 4096)] };
         let slot = MANIFEST_SLOT_ALIGN;
@@ -664,6 +671,7 @@ mod tests {
         m.generation = 2;
         m.entries[1].end = 8192;
         m.entries[1].cut_end = 12_288;
+        m.entries[0].lost = true;
         file[slot * m.slot_index()..][..slot].copy_from_slice(&m.encode(slot));
         assert_eq!(BlobManifest::newest(&file).unwrap(), m);
         assert_eq!(m.entry(8).unwrap().cut_end, 12_288);
