@@ -644,8 +644,9 @@ impl BlobLog {
     /// Removes the blobs of `segment` from `from_offset` (the start of a blob, or the
     /// segment's end) to its end. Blobs before it stay valid. In the segment being
     /// written, the next appends reuse the space (so a trimmed blob's location may then
-    /// name a new blob: the one case where a location is reused, on request); in a sealed one it is punched out
-    /// (`fallocate(PUNCH_HOLE)`), so the disk space comes back. Needs overwrite allowed.
+    /// name a new blob: the one case where a location is reused, on request); in a
+    /// sealed one it is punched out (`fallocate(PUNCH_HOLE)`), so the disk space comes
+    /// back. Needs overwrite allowed.
     pub fn rtrim(&self, segment: u32, from_offset: u64) -> Result<()> {
         self.admin(AdminOp::Rtrim(segment, from_offset), "rtrim")
     }

@@ -708,6 +708,7 @@ impl Writer {
         )
         .map_err(|e| cannot_start_segment(e, next))?;
         // Listed before anything is appended to it, so it can never go missing unnoticed.
+        let listed = self.manifest.manifest.clone();
         self.set_entry(sealed, |e| {
             e.sealed = true;
             e.end = end;
@@ -715,7 +716,11 @@ impl Writer {
         let block = self.block as u64;
         self.set_entry(next, |e| e.end = block);
         self.manifest.manifest.next_segment = next + 1;
-        self.store_manifest().map_err(|e| cannot_start_segment(e, next))?;
+        if let Err(e) = self.store_manifest() {
+            // The next try creates the segment again (replacing this one) and lists it.
+            self.manifest.manifest = listed;
+            return Err(cannot_start_segment(e, next));
+        }
         let block_bytes = direct_io_block_bytes(created.as_ref()).max(self.block);
         let seg_file =
             Arc::new(SegmentFile { file: created, path: segment_path(self.reader.dir(), next), block_bytes });
