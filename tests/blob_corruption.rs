@@ -106,7 +106,7 @@ fn a_transaction_missing_its_last_record_is_cut_whole() {
     let f = std::fs::OpenOptions::new().write(true).open(seg_path(dir.path(), 0)).unwrap();
     for (left, byte) in [(2u32, 1u8), (1, 2)] {
         let mut rec = encode_blob_record(&vec![byte; 5000], 16, None).unwrap();
-        stamp_record(&mut rec, left, 7);
+        stamp_record(&mut rec, 0, left, 7);
         f.write_all_at(&rec, at).unwrap();
         at += rec.len() as u64;
     }

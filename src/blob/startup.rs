@@ -18,12 +18,14 @@
 //!    acknowledged blobs and is corruption, naming the file and what is missing;
 //! 6. if the last writer did not close cleanly (it may have acknowledged blobs
 //!    that a crash took back, under `Periodic` or `None`) or recovery cut a torn
-//!    tail, the open segment is sealed where its records end and appends go to a
-//!    new segment numbered from the manifest: a lost blob's `Location` then points
-//!    past a sealed end, never at a later blob. A clean close lets the next open
-//!    continue the same segment;
+//!    tail, the open segment is to be sealed where its records end, and appends go
+//!    to a new segment numbered from the manifest: a lost blob's `Location` then
+//!    points past a sealed end, never at a later blob. A clean close lets the next
+//!    open continue the same segment;
 //! 7. the manifest is written with the open segment's synced end, marked not
-//!    closed while this writer runs.
+//!    closed while this writer runs, and the range of lost blobs (`cut_end`);
+//!    only then are the seals of step 6 written, so a crash in between cannot
+//!    leave a sealed segment whose lost blobs would read as never written.
 //!
 //! With `BlobOptions::accept_lost_blobs` the corruption of steps 2 to 5 is
 //! accepted instead: a missing segment stays listed as lost, a stray one is taken
@@ -121,8 +123,14 @@ pub fn recover(fs: &dyn Fs, dir: &Path, config: &BlobOptions, probe_block: usize
     };
     let appendable = !segments[&current].sealed;
     match manifest::store(fs, dir, &mut mf) {
-        Ok(()) => manifest::remove_tombstones(fs, dir, &buried)?,
-        // With nothing to append to, the manifest may wait for the next rotation.
+        Ok(()) => {
+            manifest::remove_tombstones(fs, dir, &buried)?;
+            for (&n, state) in segments.iter_mut().filter(|(_, s)| s.seal_pending) {
+                seal(fs, dir, n, probe_block, state)?;
+            }
+        }
+        // With nothing to append to, the manifest (and the seals after it) may wait for
+        // the next rotation.
         Err(e) if !appendable && !created && e.io_kind() == Some(ErrorKind::StorageFull) => {}
         Err(e) => return Err(e),
     }
@@ -255,7 +263,10 @@ fn recover_segment(fs: &dyn Fs, dir: &Path, at: Place, entry: Option<ManifestEnt
         // Everything read is made durable: it is the end the manifest records.
         file.sync_data().map_err(|e| Error::io("fdatasync", path.clone(), e))?;
     } else {
-        seal(file.as_ref(), &path, meta.header.block_bytes as usize, &mut state)?;
+        // Sealed once the manifest holds what was lost (`recover`), so no crash in
+        // between can leave a sealed segment whose lost blobs read as never written.
+        state.sealed = true;
+        state.seal_pending = true;
     }
     Ok(Recovered { state, last_flush_seq: scan.last_flush_seq, cut_end })
 }
@@ -339,20 +350,21 @@ fn lose(accept: bool, lost_end: &mut u64, up_to: u64, e: Error) -> Result<()> {
     Ok(())
 }
 
-/// Seals a segment recovery will not continue. On a full disk the seal is left for the
-/// next rotation to write (the segment takes no appends meanwhile).
-fn seal(file: &dyn crate::io::fs::FsFile, path: &Path, block: usize, state: &mut SegState) -> Result<()> {
+/// Writes the seal of segment `n`, which recovery will not continue. On a full disk the
+/// seal is left for the next rotation to write (the segment takes no appends meanwhile).
+fn seal(fs: &dyn Fs, dir: &Path, n: u32, probe_block: usize, state: &mut SegState) -> Result<()> {
+    debug_assert!(state.sealed && state.seal_pending, "only a segment recovery sealed in memory is sealed here");
+    let path = segment_path(dir, n);
+    let file = open_segment(fs, &path, false, false)?;
+    let block = read_meta(file.as_ref(), &path, probe_block)?.header.block_bytes as usize;
     let sealed = SegmentState { generation: state.generation + 1, data_start: state.data_start, sealed_end: state.end };
-    state.sealed = true;
-    match write_state(file, path, block, sealed) {
+    match write_state(file.as_ref(), &path, block, sealed) {
         Ok(()) => {
             state.generation += 1;
+            state.seal_pending = false;
             Ok(())
         }
-        Err(e) if e.io_kind() == Some(ErrorKind::StorageFull) => {
-            state.seal_pending = true;
-            Ok(())
-        }
+        Err(e) if e.io_kind() == Some(ErrorKind::StorageFull) => Ok(()),
         Err(e) => Err(e),
     }
 }

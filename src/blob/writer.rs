@@ -47,7 +47,7 @@ use super::recovery::is_record_start;
 use super::segment::{create_segment, open_segment, punch_hole, segment_path, write_state};
 use super::{BlobDropEvent, BlobOptions, BlobPersistEvent, BlobRotateEvent, SegmentInfo};
 use crate::error::{Error, Result};
-use crate::format::blob::{ManifestEntry, SegmentState, stamp_record};
+use crate::format::blob::{ManifestEntry, RECORD_FLAG_UNSYNCED, SegmentState, stamp_record};
 use crate::io::fs::{OpenFlags, direct_io_block_bytes, sync_dir};
 use crate::io::token::{Token, TokenKind};
 use crate::io::{AlignedBuf, Completion, Io, SyncMode};
@@ -409,10 +409,13 @@ impl Writer {
         let count = records.len();
         let mut locs = Vec::with_capacity(count);
         let mut end = self.end();
+        // Under `None` a flush does not wait for stable storage, so a crash may keep a
+        // later flush and lose an earlier one: recovery must not take that for damage.
+        let flags = if self.config.durability == Durability::None { RECORD_FLAG_UNSYNCED } else { 0 };
         let buf = batch.buf.as_mut().expect("an open batch owns its buffer");
         for (i, (mut rec, blob_len)) in records.into_iter().enumerate() {
             let left = u32::try_from(count - 1 - i).expect("a transaction holds fewer than 2^32 blobs");
-            stamp_record(&mut rec, left, batch.flush_seq);
+            stamp_record(&mut rec, flags, left, batch.flush_seq);
             buf.as_mut_slice()[batch.len..batch.len + rec.len()].copy_from_slice(&rec);
             let loc = Location { segment: self.current, offset: end, len: blob_len };
             batch.len += rec.len();

@@ -33,7 +33,8 @@
 //! offset size field
 //!      0    1 kind            1 = stored as is, 2 = zstd frames
 //!      1    1 frame_shift     log2 of the uncompressed frame size (12..=24)
-//!      2    2 reserved        zero
+//!      2    1 flags           bit 0: RECORD_FLAG_UNSYNCED, written under Durability::None
+//!      3    1 reserved        zero
 //!      4    4 batch_left      records after this one in the same transaction (0: last)
 //!      8    8 blob_bytes      length of the blob
 //!     16    8 stored_bytes    payload bytes after the frame index
@@ -93,6 +94,9 @@ pub const RECORD_ALIGN: usize = 8;
 pub const KIND_PLAIN: u8 = 1;
 /// Record kind: each frame compressed with zstd.
 pub const KIND_ZSTD: u8 = 2;
+/// Record flag: written by a flush that did not wait for stable storage
+/// (`Durability::None`), so a crash may have kept it while losing an earlier flush.
+pub const RECORD_FLAG_UNSYNCED: u8 = 1;
 /// Smallest frame shift accepted (4 KiB frames).
 pub const FRAME_SHIFT_MIN: u8 = 12;
 /// Largest frame shift accepted (16 MiB frames).
@@ -361,6 +365,8 @@ pub struct RecordHeader {
     pub kind: u8,
     /// log2 of the uncompressed frame size.
     pub frame_shift: u8,
+    /// Flag bits ([`RECORD_FLAG_UNSYNCED`]).
+    pub flags: u8,
     /// Records after this one in the same transaction.
     pub batch_left: u32,
     /// Blob length.
@@ -431,6 +437,7 @@ pub fn decode_header(bytes: &[u8], record_bytes_max: u64) -> Decoded {
     let header = RecordHeader {
         kind,
         frame_shift,
+        flags: bytes[2],
         batch_left: get_u32(bytes, 4),
         blob_bytes: get_u64(bytes, 8),
         stored_bytes: get_u64(bytes, 16),
@@ -581,8 +588,10 @@ pub fn encode_record(kind: u8, frame_shift: u8, batch_left: u32, blob_bytes: u64
     out
 }
 
-/// Sets the `batch_left` and `flush_seq` fields of an encoded record, fixing its meta crc.
-pub fn stamp_record(record: &mut [u8], batch_left: u32, flush_seq: u32) {
+/// Sets the `flags`, `batch_left` and `flush_seq` fields of an encoded record, fixing its
+/// meta crc.
+pub fn stamp_record(record: &mut [u8], flags: u8, batch_left: u32, flush_seq: u32) {
+    record[2] = flags;
     put_u32(record, 4, batch_left);
     put_u32(record, 24, flush_seq);
     let frames = frame_count(get_u64(record, 8), record[1]) as usize;
@@ -700,9 +709,9 @@ mod tests {
         assert_eq!(h.record_bytes(), rec.len() as u64);
         check_meta(&h, &rec).unwrap();
         assert_eq!(frame_entry(&rec, 2).stored_len, 10_000 - 8192);
-        stamp_record(&mut rec, 3, 9);
+        stamp_record(&mut rec, RECORD_FLAG_UNSYNCED, 3, 9);
         let Decoded::Header(h) = decode_header(&rec, rec.len() as u64) else { panic!("a header") };
-        assert_eq!((h.batch_left, h.flush_seq), (3, 9));
+        assert_eq!((h.flags, h.batch_left, h.flush_seq), (RECORD_FLAG_UNSYNCED, 3, 9));
         check_meta(&h, &rec).unwrap();
         rec[40] ^= 1;
         assert!(check_meta(&h, &rec).is_err());
