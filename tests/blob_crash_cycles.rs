@@ -1,7 +1,7 @@
 //! Proves the blob log's manifest and recovery are crash-safe: on the simulated disk, a
 //! workload of appends (across rotations), syncs, drops and clean reopens is cut by
 //! power cuts at random operations, in the workload and in recovery itself, cycle
-//! after cycle, with durability `Sync` and `None`. Every open after a cut succeeds (no
+//! after cycle, with durability `Sync`, `Periodic` and `None`. Every open after a cut succeeds (no
 //! false corruption), every durable blob of a segment not dropped reads back intact, a
 //! blob acknowledged but not yet durable reads back intact or as corruption (never as
 //! other bytes), a dropped segment reads as an invalid argument, and no location is
@@ -140,7 +140,11 @@ fn run(seed: u64) -> Result<(), String> {
     let disk = SimDisk::new(seed);
     let dir = Path::new("/blobs");
     let mut rng = Rng::new(seed);
-    let durability = if seed % 2 == 0 { Durability::Sync } else { Durability::None };
+    let durability = match seed % 3 {
+        0 => Durability::Sync,
+        1 => Durability::Periodic { bytes: 256 << 10, items: 8, interval: std::time::Duration::from_secs(3600) },
+        _ => Durability::None,
+    };
     println!("{durability:?}");
     let mut model = Model { durability: Some(durability), ..Model::default() };
     for cycle in 0..12 {
