@@ -1,11 +1,11 @@
 //! Proves the blob log's manifest and recovery are crash-safe: on the simulated disk, a
 //! workload of appends (across rotations), syncs, drops and clean reopens is cut by
 //! power cuts at random operations, in the workload and in recovery itself, cycle
-//! after cycle, with durability `Sync`, `Periodic` and `None`. Every open after a cut succeeds (no
-//! false corruption), every durable blob of a segment not dropped reads back intact, a
-//! blob acknowledged but not yet durable reads back intact or as corruption (never as
-//! other bytes), a dropped segment reads as an invalid argument, and no location is
-//! ever handed out twice.
+//! after cycle, with durability `Sync`, `Periodic` and `None`. Every open after a cut
+//! succeeds (no false corruption), every durable blob of a segment not dropped reads
+//! back intact, a blob acknowledged but not yet durable reads back intact or as
+//! corruption (never as other bytes) and stays so, a dropped segment reads as an
+//! invalid argument, and no location is ever handed out twice.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
