@@ -303,6 +303,31 @@ fn on_a_full_disk_the_log_reopens_reads_and_drops_and_names_itself() {
 }
 
 #[test]
+fn a_cleanly_closed_log_reopens_on_a_full_disk() {
+    let disk = SimDisk::new(0xc105e);
+    let dir = Path::new("/blobs");
+    let opts = || options().io_backend(IoBackend::Sim(disk.clone()));
+    let log = BlobLog::open(dir, opts()).unwrap();
+    let kept: Vec<Location> = (0..5).map(|i| log.append(&blob(i)).unwrap()).collect();
+    log.close().unwrap();
+    full(&disk, true);
+    let log = BlobLog::open(dir, opts()).unwrap();
+    for (i, loc) in kept.iter().enumerate() {
+        assert!(log.read(*loc).unwrap()[..] == blob(i)[..]);
+    }
+    let err = log.append(b"no room").unwrap_err();
+    assert_eq!(err.io_kind(), Some(std::io::ErrorKind::StorageFull), "{err}");
+    full(&disk, false);
+    let next = log.append(b"room again").unwrap();
+    assert_eq!(next.segment, 1, "{next}");
+    log.close().unwrap();
+    let log = BlobLog::open(dir, opts()).unwrap();
+    assert_eq!(&*log.read(next).unwrap(), b"room again");
+    assert_eq!(no_blob_reads_as_another(&log, &kept), kept.len());
+    log.close().unwrap();
+}
+
+#[test]
 fn a_torn_tail_on_a_full_disk_still_opens_and_keeps_its_bytes() {
     let disk = SimDisk::new(0x7042);
     let dir = Path::new("/blobs");

@@ -121,7 +121,6 @@ pub fn recover(fs: &dyn Fs, dir: &Path, config: &BlobOptions, probe_block: usize
         Some(n) => (n, false),
         None => start_segment(fs, dir, config, probe_block, &mut mf.manifest, &mut segments, last)?,
     };
-    let appendable = !segments[&current].sealed;
     match manifest::store(fs, dir, &mut mf) {
         Ok(()) => {
             manifest::remove_tombstones(fs, dir, &buried)?;
@@ -129,9 +128,16 @@ pub fn recover(fs: &dyn Fs, dir: &Path, config: &BlobOptions, probe_block: usize
                 seal(fs, dir, n, probe_block, state)?;
             }
         }
-        // With nothing to append to, the manifest (and the seals after it) may wait for
-        // the next rotation.
-        Err(e) if !appendable && !created && e.io_kind() == Some(ErrorKind::StorageFull) => {}
+        // A full disk: the manifest (and the seals after it) wait for the next rotation,
+        // and until then nothing is appended, since the manifest does not say this
+        // writer runs.
+        Err(e) if !created && e.io_kind() == Some(ErrorKind::StorageFull) => {
+            let state = segments.get_mut(&current).expect("the current segment is listed");
+            if !state.sealed {
+                state.sealed = true;
+                state.seal_pending = true;
+            }
+        }
         Err(e) => return Err(e),
     }
     writer_start(fs, dir, config, probe_block, current, segments, next_flush_seq, mf)
