@@ -388,6 +388,10 @@ fn opening_a_file_as_a_blob_log_says_it_is_a_file() {
         Err(Error::InvalidArgument(what)) => assert!(what.contains("is a file, not a directory"), "{what}"),
         other => panic!("expected InvalidArgument, got {other:?}"),
     }
+    match BlobLog::open(file.join("blobs"), options()) {
+        Err(Error::InvalidArgument(what)) => assert!(what.contains("on its path is a file"), "{what}"),
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    }
 }
 
 #[test]

@@ -454,11 +454,21 @@ impl BlobLog {
             return Err(Error::InvalidArgument("the blob log directory path is empty".into()));
         }
         let fs = options.io_backend.fs();
-        if fs.kind(&dir).map_err(|e| Error::io("stat", dir.clone(), e))? == Some(NodeKind::File) {
-            return Err(Error::InvalidArgument(format!(
-                "{} is a file, not a directory: a blob log lives in a directory of its own",
-                dir.display()
-            )));
+        match fs.kind(&dir) {
+            Ok(Some(NodeKind::File)) => {
+                return Err(Error::InvalidArgument(format!(
+                    "{} is a file, not a directory: a blob log lives in a directory of its own",
+                    dir.display()
+                )));
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
+                return Err(Error::InvalidArgument(format!(
+                    "{} cannot be a directory: a folder on its path is a file",
+                    dir.display()
+                )));
+            }
+            Err(e) => return Err(Error::io("stat", dir, e)),
+            Ok(_) => {}
         }
         crate::storage::dir::create_dir_all(fs.as_ref(), &dir)?;
         let lock = crate::storage::dir::lock(fs.as_ref(), &dir)?;
