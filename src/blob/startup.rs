@@ -57,6 +57,10 @@ use crate::format::blob::{BlobManifest, ManifestEntry, SegmentState};
 use crate::io::fs::{Fs, OpenFlags, sync_dir};
 use crate::storage::segment::{Erase, TornTail, cut_torn_tail};
 
+/// What an operator can do about lost blobs, as the errors of open say.
+const TO_DO: &str =
+    "restore the file from a backup, or open with BlobOptions::accept_lost_blobs(true) to go on without them";
+
 /// Which segment recovery looks at, and how.
 #[derive(Clone, Copy)]
 struct Place {
@@ -180,7 +184,7 @@ fn legacy_manifest(fs: &dyn Fs, dir: &Path, numbers: &[u32], probe_block: usize,
                 offset: 0,
                 what: format!(
                     "the blob log's manifest is missing, though segment {n} was written with one: \
-                     which segments must exist is unknown (restore the file from a backup)"
+                     which segments must exist is unknown ({TO_DO})"
                 ),
             });
         }
@@ -206,7 +210,7 @@ fn check_listed(dir: &Path, manifest: &mut BlobManifest, numbers: &[u32], accept
                 offset: 0,
                 what: format!(
                     "blob segment {} is missing, though the log's manifest lists it with records up to \
-                     offset {}: its blobs are lost (restore the file from a backup)",
+                     offset {}: its blobs are lost ({TO_DO})",
                     e.segment, e.end
                 ),
             });
@@ -286,14 +290,14 @@ fn check_sealed(at: Place, path: &Path, end: u64, file_bytes: u64, known_end: u6
     if file_bytes < end {
         let what = format!(
             "sealed blob segment {n} was truncated to {file_bytes} bytes, but its records end at offset {end}: \
-             the blobs past offset {file_bytes} are lost"
+             the blobs past offset {file_bytes} are lost ({TO_DO})"
         );
         lose(at.accept, &mut lost_end, end, corrupt(file_bytes, what))?;
     }
     if end < known_end {
         let what = format!(
             "sealed blob segment {n} says its records end at offset {end}, but the log's manifest knows them \
-             durable up to offset {known_end}: the blobs between are lost"
+             durable up to offset {known_end}: the blobs between are lost ({TO_DO})"
         );
         lose(at.accept, &mut lost_end, known_end, corrupt(end, what))?;
     }
@@ -309,7 +313,7 @@ fn check_open(at: Place, path: &Path, scan: &recovery::Scan, sizes: (u64, u64), 
     if file_bytes < segment_bytes && !scan.zero_header {
         let what = format!(
             "blob segment {n} was truncated to {file_bytes} of its {segment_bytes} bytes while its records ran \
-             on to the cut: the blobs past offset {} are lost",
+             on to the cut: the blobs past offset {} are lost ({TO_DO})",
             scan.end
         );
         lose(at.accept, &mut lost_end, segment_bytes, corrupt(file_bytes, what))?;
@@ -318,7 +322,7 @@ fn check_open(at: Place, path: &Path, scan: &recovery::Scan, sizes: (u64, u64), 
         let why = scan.damage.as_deref().unwrap_or("then zeros, or the end of the file");
         let what = format!(
             "blob segment {n}: its records end at offset {} ({why}), but records up to offset {known_end} were \
-             durable: the blobs between are lost",
+             durable: the blobs between are lost ({TO_DO})",
             scan.end
         );
         lose(at.accept, &mut lost_end, segment_bytes, corrupt(scan.end, what))?;
