@@ -257,6 +257,32 @@ fn a_crash_never_lets_a_lost_location_name_a_later_blob() {
     log.close().unwrap();
 }
 
+/// After a crash, the blobs lost read as corruption; once the user trims that segment's
+/// tail, everything past the trim reads as trimmed.
+#[test]
+fn an_rtrim_after_a_crash_turns_lost_blobs_into_trimmed_ones() {
+    let disk = SimDisk::new(0x7e1a);
+    let dir = Path::new("/blobs");
+    let opts = || options().io_backend(IoBackend::Sim(disk.clone())).allow_overwrite(true);
+    let log = BlobLog::open(dir, opts().durability(Durability::None)).unwrap();
+    let kept: Vec<Location> = (0..5).map(|i| log.append(&blob(i)).unwrap()).collect();
+    log.sync().unwrap();
+    let lost: Vec<Location> = (5..8).map(|i| log.append(&blob(i)).unwrap()).collect();
+    disk.crash_with(CrashMode::KeepNone, 1);
+    drop(log);
+    let log = BlobLog::open(dir, opts()).unwrap();
+    assert!(matches!(log.read(lost[0]), Err(Error::Corruption { .. })), "{:?}", log.read(lost[0]));
+    log.rtrim(0, kept[3].offset).unwrap();
+    for loc in kept[3..].iter().chain(&lost) {
+        assert!(matches!(log.read(*loc), Err(Error::InvalidArgument(_))), "{loc}: {:?}", log.read(*loc));
+    }
+    assert_eq!(no_blob_reads_as_another(&log, &kept), 3);
+    log.close().unwrap();
+    let log = BlobLog::open(dir, opts()).unwrap();
+    assert!(matches!(log.read(lost[0]), Err(Error::InvalidArgument(_))), "{:?}", log.read(lost[0]));
+    log.close().unwrap();
+}
+
 /// Full disk on the simulated disk: every write and allocation fails with ENOSPC.
 fn full(disk: &SimDisk, on: bool) {
     disk.set_faults(SimFaults { enospc_ppm: if on { 1_000_000 } else { 0 }, ..SimFaults::default() });
