@@ -1,11 +1,13 @@
 //! Proves the blob log never loses an acknowledged blob silently and never hands out a
 //! location twice (issue 13): on a log of 200 blobs of 20 KB in 1 MiB segments, a
-//! deleted, truncated or damaged segment (open or sealed) is `Error::Corruption` naming
-//! the file on open and on read, never `InvalidArgument` or another blob's bytes; after
-//! a crash or a cut tail appends go to a new segment; a dropped segment is not
-//! corruption. Also the blob log's own error messages (a failed write, a file for a
-//! directory, O_DIRECT refused, a closed database) and a full disk, on which the log
-//! still opens, reads and drops.
+//! deleted, truncated or damaged segment (open or sealed), or a deleted manifest, is
+//! `Error::Corruption` naming the file on open and on read, never `InvalidArgument`
+//! or another blob's bytes; `accept_lost_blobs` opens such a log with the lost blobs
+//! reading as corruption; after a crash appends go to a new segment and the lost
+//! blobs read as corruption until trimmed; a dropped segment is not corruption. Also
+//! the blob log's own error messages (a failed write, a file for a directory, O_DIRECT
+//! refused, a closed database) and a full disk, on which the log still opens (after
+//! a clean close, a crash or a torn tail), reads and drops.
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
