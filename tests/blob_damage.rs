@@ -241,6 +241,8 @@ fn a_crash_never_lets_a_lost_location_name_a_later_blob() {
     disk.crash_with(CrashMode::KeepNone, seed);
     drop(log);
     let log = BlobLog::open(dir, opts()).unwrap();
+    let sealed_bytes = disk.read_file(&seg_path(dir, 0)).unwrap().len();
+    assert!(sealed_bytes < 1 << 20, "the sealed segment gives back its reserved space: {sealed_bytes}");
     let all: Vec<Location> = durable.iter().chain(&lost).copied().collect();
     assert_eq!(no_blob_reads_as_another(&log, &all), durable.len(), "the durable blobs, and only they, survive");
     for loc in &lost {

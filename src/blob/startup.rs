@@ -78,6 +78,8 @@ struct Recovered {
     /// Where blobs lost now may lie up to: the end of a torn tail cut, or the segment's
     /// size after a crash (0: nothing lost).
     cut_end: u64,
+    /// Bytes a seal keeps of the file: the records, and a torn tail left in place.
+    keep_bytes: u64,
 }
 
 /// Recovers the log in `dir` for the writer; see the module docs.
@@ -99,6 +101,7 @@ pub fn recover(fs: &dyn Fs, dir: &Path, config: &BlobOptions, probe_block: usize
     mf.manifest.entries.retain(|e| !buried.contains(&e.segment));
     check_listed(dir, &mut mf.manifest, &numbers, accept)?;
     let mut segments = BTreeMap::new();
+    let mut keep = BTreeMap::new();
     let mut next_flush_seq = 0u32;
     for (i, &n) in numbers.iter().enumerate() {
         let entry = mf.manifest.entry(n).copied();
@@ -118,6 +121,7 @@ pub fn recover(fs: &dyn Fs, dir: &Path, config: &BlobOptions, probe_block: usize
         };
         upsert(&mut mf.manifest, e);
         segments.insert(n, found.state);
+        keep.insert(n, found.keep_bytes);
     }
     let last = numbers.last().copied();
     mf.manifest.next_segment = mf.manifest.next_segment.max(last.map_or(0, |n| n.saturating_add(1)));
@@ -129,7 +133,7 @@ pub fn recover(fs: &dyn Fs, dir: &Path, config: &BlobOptions, probe_block: usize
         Ok(()) => {
             manifest::remove_tombstones(fs, dir, &buried)?;
             for (&n, state) in segments.iter_mut().filter(|(_, s)| s.seal_pending) {
-                seal(fs, dir, n, probe_block, state)?;
+                seal(fs, dir, (n, keep[&n]), probe_block, state)?;
             }
         }
         // A full disk: the manifest (and the seals after it) wait for the next rotation,
@@ -253,7 +257,7 @@ fn recover_segment(fs: &dyn Fs, dir: &Path, at: Place, entry: Option<ManifestEnt
     };
     if state.sealed {
         let cut_end = check_sealed(at, &path, state.end, file_bytes, known_end)?;
-        return Ok(Recovered { state, last_flush_seq: None, cut_end });
+        return Ok(Recovered { state, last_flush_seq: None, cut_end, keep_bytes: file_bytes });
     }
     let scan = recovery::scan_segment(fs, &path, state.data_start)?;
     let truncated = file_bytes < meta.header.segment_bytes;
@@ -278,7 +282,8 @@ fn recover_segment(fs: &dyn Fs, dir: &Path, at: Place, entry: Option<ManifestEnt
         state.sealed = true;
         state.seal_pending = true;
     }
-    Ok(Recovered { state, last_flush_seq: scan.last_flush_seq, cut_end })
+    let keep_bytes = scan.end.max(scan.dirty_end);
+    Ok(Recovered { state, last_flush_seq: scan.last_flush_seq, cut_end, keep_bytes })
 }
 
 /// Checks that a sealed segment (records ending at `end`) holds its records; returns
@@ -360,9 +365,10 @@ fn lose(accept: bool, lost_end: &mut u64, up_to: u64, e: Error) -> Result<()> {
     Ok(())
 }
 
-/// Writes the seal of segment `n`, which recovery will not continue. On a full disk the
-/// seal is left for the next rotation to write (the segment takes no appends meanwhile).
-fn seal(fs: &dyn Fs, dir: &Path, n: u32, probe_block: usize, state: &mut SegState) -> Result<()> {
+/// Writes the seal of segment `n`, which recovery will not continue, then gives back its
+/// reserved space past `keep_bytes`. On a full disk the seal is left for the next
+/// rotation to write (the segment takes no appends meanwhile).
+fn seal(fs: &dyn Fs, dir: &Path, (n, keep_bytes): (u32, u64), probe_block: usize, state: &mut SegState) -> Result<()> {
     debug_assert!(state.sealed && state.seal_pending, "only a segment recovery sealed in memory is sealed here");
     let path = segment_path(dir, n);
     let file = open_segment(fs, &path, false, false)?;
@@ -372,10 +378,21 @@ fn seal(fs: &dyn Fs, dir: &Path, n: u32, probe_block: usize, state: &mut SegStat
         Ok(()) => {
             state.generation += 1;
             state.seal_pending = false;
-            Ok(())
         }
-        Err(e) if e.io_kind() == Some(ErrorKind::StorageFull) => Ok(()),
-        Err(e) => Err(e),
+        Err(e) if e.io_kind() == Some(ErrorKind::StorageFull) => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    // The end is in the header now, so a crash here leaves a longer file, never one
+    // shorter than its records.
+    let keep = keep_bytes.max(state.end).next_multiple_of(block as u64);
+    let len = file.len().map_err(|e| Error::io("stat", path.clone(), e))?;
+    if len <= keep {
+        return Ok(());
+    }
+    match file.set_len(keep).and_then(|()| file.sync_all()) {
+        // Only space is lost; a later open does not retry it.
+        Err(e) if e.kind() == ErrorKind::StorageFull => Ok(()),
+        other => other.map_err(|e| Error::io("truncate sealed segment", path, e)),
     }
 }
 
