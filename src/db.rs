@@ -293,7 +293,9 @@ impl Db {
     /// Opens (creating if needed) the blob log named `name` beside this database, in
     /// `<db dir>/blobs/<name>/`. `name` is 1 to 64 ASCII letters, digits, `-` or `_`.
     /// The log is independent of the key-value data: close it on its own.
+    /// [`Error::Closed`] once the database is closed.
     pub fn blob_log(&self, name: &str, options: BlobOptions) -> Result<BlobLog> {
+        self.engine.check_open()?;
         let valid = !name.is_empty()
             && name.len() <= 64
             && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');

@@ -1,12 +1,13 @@
 //! Proves blob integrity checks: a flipped byte is `Error::Corruption` naming the file
 //! and the damaged frame's offset (other frames and blobs still read); a torn tail is
-//! cut into a quarantine file on open and the space is reused; damage followed by a
-//! later flush's records is corruption on open, not silently cut.
+//! cut into a quarantine file on open and appends continue in a new segment (so no
+//! location is handed out twice); damage followed by a later flush's records is
+//! corruption on open, not silently cut.
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use ringdb::format::blob::{RECORD_HEADER_BYTES, encode_record};
+use ringdb::format::blob::{RECORD_HEADER_BYTES, encode_blob_record, encode_record, stamp_record};
 use ringdb::{BlobLog, BlobOptions, Error, Location};
 
 fn seg_path(dir: &Path, n: u32) -> PathBuf {
@@ -61,7 +62,7 @@ fn a_flipped_byte_is_reported_with_file_and_offset() {
 }
 
 #[test]
-fn a_torn_tail_is_quarantined_and_its_space_reused() {
+fn a_torn_tail_is_quarantined_and_appends_continue_in_a_new_segment() {
     let dir = tempfile::tempdir().unwrap();
     let log = BlobLog::open(dir.path(), BlobOptions::default()).unwrap();
     let kept: Vec<Location> = (0..5u8).map(|i| log.append(&vec![i; 3000]).unwrap()).collect();
@@ -82,8 +83,12 @@ fn a_torn_tail_is_quarantined_and_its_space_reused() {
     for (i, loc) in kept.iter().enumerate() {
         assert!(log.read(*loc).unwrap().iter().all(|&x| x == i as u8));
     }
+    // The cut offsets are never handed out again: segment 0 is sealed where its records
+    // end, and appends go to a new segment.
+    let segments = log.segments().unwrap();
+    assert_eq!((segments[0].segment, segments[0].end, segments[0].current), (0, end, false));
     let next = log.append(b"after the cut").unwrap();
-    assert_eq!(next.offset, end, "the cut space is reused");
+    assert_eq!((next.segment, next.offset), (1, 4096), "appends continue in a new segment");
     assert_eq!(&*log.read(next).unwrap(), b"after the cut");
     log.close().unwrap();
 }
@@ -93,22 +98,27 @@ fn a_transaction_missing_its_last_record_is_cut_whole() {
     let dir = tempfile::tempdir().unwrap();
     let log = BlobLog::open(dir.path(), BlobOptions::default()).unwrap();
     let before = log.append(b"before the transaction").unwrap();
-    let mut txn = log.transaction();
-    txn.append(&[1u8; 5000]).unwrap().append(&[2u8; 100]).unwrap().append(&[3u8; 7000]).unwrap();
-    let locs = txn.commit().unwrap();
     log.close().unwrap();
-    // As if the write of the transaction had stopped before its last record.
+    // As if a crash had stopped the write of a three-blob transaction before its last
+    // record: the first two are whole, each saying how many of its transaction follow.
+    let mut at = before.offset + encode_blob_record(b"before the transaction", 16, None).unwrap().len() as u64;
+    let first = at;
     let f = std::fs::OpenOptions::new().write(true).open(seg_path(dir.path(), 0)).unwrap();
-    f.write_all_at(&vec![0u8; 7100], locs[2].offset).unwrap();
+    for (left, byte) in [(2u32, 1u8), (1, 2)] {
+        let mut rec = encode_blob_record(&vec![byte; 5000], 16, None).unwrap();
+        stamp_record(&mut rec, 0, left, 7);
+        f.write_all_at(&rec, at).unwrap();
+        at += rec.len() as u64;
+    }
     f.sync_all().unwrap();
     drop(f);
     let log = BlobLog::open(dir.path(), BlobOptions::default()).unwrap();
     assert_eq!(&*log.read(before).unwrap(), b"before the transaction");
-    for loc in &locs {
-        assert!(log.read(*loc).is_err(), "{loc} of the partial transaction was cut");
-    }
+    let partial = Location { segment: 0, offset: first, len: 5000 };
+    assert!(log.read(partial).is_err(), "{partial} of the partial transaction was cut");
     assert_eq!(quarantine_files(dir.path()).len(), 1);
+    assert_eq!(log.segments().unwrap()[0].end, first, "the segment ends before the transaction");
     let next = log.append(b"next").unwrap();
-    assert_eq!(next.offset, locs[0].offset);
+    assert_eq!(next.segment, 1, "appends continue in a new segment");
     log.close().unwrap();
 }

@@ -8,9 +8,16 @@
 //!
 //! ```text
 //! <dir>/LOCK                          flock(LOCK_EX) held by the one writer process
+//! <dir>/SEGMENTS                      the manifest: segments that must exist, their durable ends
 //! <dir>/%08x.blob                     segments (format::blob), the last one open
+//! <dir>/%08x.dropped                  tombstone of a dropped segment, until the manifest forgets it
 //! <dir>/quarantine-<seg>-<offset>.bin torn tails cut on open
 //! ```
+//!
+//! A [`Location`] never names two blobs: segment numbers are never reused (the
+//! manifest keeps the next one), and after a crash or a cut tail appends go to a
+//! new segment (see `startup`). Nothing acknowledged disappears without an error:
+//! a missing or shortened segment is [`Error::Corruption`] on open and on read.
 //!
 //! Threads: one writer thread (`ringdb-blob-N`) owns the open segment's end and
 //! its own io_uring (see `writer`); reads run on the calling thread (see
@@ -19,12 +26,13 @@
 #![forbid(unsafe_code)]
 
 mod location;
+mod manifest;
 mod reader;
 mod recovery;
 mod segment;
+mod startup;
 mod writer;
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
 use std::os::fd::AsRawFd;
@@ -44,11 +52,10 @@ use crate::format::blob::encode_blob;
 use crate::format::blob::{FRAME_SHIFT_MAX, FRAME_SHIFT_MIN};
 use crate::io::fs::{Fs, LockGuard, NodeKind, OpenFlags, direct_io_block_bytes};
 use crate::options::{Durability, IoBackend};
-use crate::storage::segment::{Erase, TornTail, cut_torn_tail};
 use crate::value::Value;
-use reader::{Reader, SegmentFile};
-use segment::{create_segment, list_segments, open_segment, read_meta, segment_path, write_state};
-use writer::{AdminOp, Request, SegState, Writer, WriterStart};
+use reader::Reader;
+use segment::{list_segments, open_segment, read_meta, segment_path};
+use writer::{AdminOp, Request, Writer};
 
 /// A range of blobs that reached stable storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,6 +147,7 @@ pub struct BlobOptions {
     group_commit_bytes_max: usize,
     queue_depth: usize,
     allow_overwrite: bool,
+    accept_lost_blobs: bool,
     on_persist: Option<Callback<BlobPersistEvent>>,
     on_rotate: Option<Callback<BlobRotateEvent>>,
     on_drop: Option<Callback<BlobDropEvent>>,
@@ -158,6 +166,7 @@ impl Default for BlobOptions {
             group_commit_bytes_max: 4 << 20,
             queue_depth: 1024,
             allow_overwrite: false,
+            accept_lost_blobs: false,
             on_persist: None,
             on_rotate: None,
             on_drop: None,
@@ -178,6 +187,7 @@ impl fmt::Debug for BlobOptions {
             .field("group_commit_bytes_max", &self.group_commit_bytes_max)
             .field("queue_depth", &self.queue_depth)
             .field("allow_overwrite", &self.allow_overwrite)
+            .field("accept_lost_blobs", &self.accept_lost_blobs)
             .finish_non_exhaustive()
     }
 }
@@ -270,6 +280,19 @@ impl BlobOptions {
     #[must_use]
     pub fn allow_overwrite(mut self, allow: bool) -> BlobOptions {
         self.allow_overwrite = allow;
+        self
+    }
+
+    /// Whether [`BlobLog::open`] opens a log that lost blobs: a segment deleted, a segment
+    /// cut short (truncated, or its records damaged where they were durable), or its
+    /// manifest deleted. Default `false`: such a log fails to open with
+    /// [`Error::Corruption`] naming the file and what is lost. With `true` it opens: the
+    /// lost blobs read as [`Error::Corruption`] (never as other bytes), every other blob
+    /// as before, and appends continue in a new segment. A lost segment stays listed
+    /// until [`BlobLog::drop_segment`] drops it. Damage followed by later records in the
+    /// open segment still fails to open.
+    pub fn accept_lost_blobs(mut self, accept: bool) -> BlobOptions {
+        self.accept_lost_blobs = accept;
         self
     }
 
@@ -444,8 +467,12 @@ impl fmt::Debug for BlobLog {
 
 impl BlobLog {
     /// Opens (creating if needed) the blob log in `dir` for writing: takes its lock
-    /// ([`Error::Locked`] if another process or handle writes it), cuts a torn tail into
-    /// a quarantine file, and starts the writer thread.
+    /// ([`Error::Locked`] if another process or handle writes it), checks that every
+    /// segment its manifest lists is there and holds its durable records
+    /// ([`Error::Corruption`] naming the file if not), cuts a torn tail into a quarantine
+    /// file, and starts the writer thread. After a crash or a cut, appends continue in a
+    /// new segment. `dir` must be a directory (or not exist): a file is
+    /// [`Error::InvalidArgument`].
     #[expect(
         clippy::needless_pass_by_value,
         reason = "the options are handed over as built, like every builder; taking them by reference would change the public API"
@@ -457,6 +484,22 @@ impl BlobLog {
             return Err(Error::InvalidArgument("the blob log directory path is empty".into()));
         }
         let fs = options.io_backend.fs();
+        match fs.kind(&dir) {
+            Ok(Some(NodeKind::File)) => {
+                return Err(Error::InvalidArgument(format!(
+                    "{} is a file, not a directory: a blob log lives in a directory of its own",
+                    dir.display()
+                )));
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
+                return Err(Error::InvalidArgument(format!(
+                    "{} cannot be a directory: a folder on its path is a file",
+                    dir.display()
+                )));
+            }
+            Err(e) => return Err(Error::io("stat", dir, e)),
+            Ok(_) => {}
+        }
         crate::storage::dir::create_dir_all(fs.as_ref(), &dir)?;
         let lock = crate::storage::dir::lock(fs.as_ref(), &dir)?;
         let probe_block = probe_block_bytes(fs.as_ref(), &dir.join("LOCK"))?;
@@ -466,9 +509,10 @@ impl BlobLog {
             max_segment_bytes: options.max_segment_bytes.next_multiple_of(probe_block as u64),
             ..options.clone()
         });
-        let start = recover(fs.as_ref(), &dir, &config, probe_block)?;
+        let start = startup::recover(fs.as_ref(), &dir, &config, probe_block)?;
         let current_segment = Arc::new(AtomicU32::new(start.current));
         let reader = Arc::new(Reader::new(fs, dir.clone(), options.direct_io, Arc::clone(&current_segment)));
+        reader.set_current(start.current, start.segments[&start.current].end);
         reader.insert_file(start.current, Arc::clone(&start.file));
         let eventfd = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
             .map_err(|e| Error::io("eventfd", None, e.into()))?;
@@ -477,7 +521,7 @@ impl BlobLog {
         let (started_tx, started_rx) = oneshot::channel::<Result<()>>();
         let n = WRITER_THREADS.fetch_add(1, Ordering::Relaxed);
         let backend = options.io_backend.clone();
-        let (w_config, w_reader, w_current) = (Arc::clone(&config), Arc::clone(&reader), Arc::clone(&current_segment));
+        let (w_config, w_reader) = (Arc::clone(&config), Arc::clone(&reader));
         let thread = std::thread::Builder::new()
             .name(format!("ringdb-blob-{n}"))
             .spawn(move || {
@@ -485,7 +529,7 @@ impl BlobLog {
                 match backend.make_io(64, efd_raw) {
                     Ok(io) => {
                         let _ = started_tx.send(Ok(()));
-                        Writer::new(w_config, io, rx, w_reader, start, w_current).run();
+                        Writer::new(w_config, io, rx, w_reader, start).run();
                     }
                     Err(e) => {
                         let _ = started_tx.send(Err(e));
@@ -570,8 +614,9 @@ impl BlobLog {
     }
 
     /// The blob at `loc`. Its crc32s are checked: a mismatch is [`Error::Corruption`]
-    /// with the file and offset. A location never written, or trimmed, is
-    /// [`Error::InvalidArgument`].
+    /// with the file and offset, and so is a blob whose bytes are gone (its segment
+    /// deleted or cut short, or lost in a crash). A location never written, trimmed, or
+    /// in a dropped segment is [`Error::InvalidArgument`].
     pub fn read(&self, loc: Location) -> Result<Value> {
         if self.shared.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
@@ -629,15 +674,19 @@ impl BlobLog {
     }
 
     /// Deletes segment `segment` whole. Only an immutable segment can be dropped: the
-    /// one being written gives [`Error::InvalidArgument`]. Needs overwrite allowed.
+    /// newest one (being written, or waiting for its successor on a full disk) gives
+    /// [`Error::InvalidArgument`]. Writes no data, so it works on a full disk. Needs
+    /// overwrite allowed.
     pub fn drop_segment(&self, segment: u32) -> Result<()> {
         self.admin(AdminOp::Drop(segment), "drop_segment")
     }
 
     /// Removes the blobs of `segment` from `from_offset` (the start of a blob, or the
     /// segment's end) to its end. Blobs before it stay valid. In the segment being
-    /// written, the next appends reuse the space; in a sealed one it is punched out
-    /// (`fallocate(PUNCH_HOLE)`), so the disk space comes back. Needs overwrite allowed.
+    /// written, the next appends reuse the space (so a trimmed blob's location may then
+    /// name a new blob: the one case where a location is reused, on request); in a
+    /// sealed one it is punched out (`fallocate(PUNCH_HOLE)`), so the disk space comes
+    /// back. Needs overwrite allowed.
     pub fn rtrim(&self, segment: u32, from_offset: u64) -> Result<()> {
         self.admin(AdminOp::Rtrim(segment, from_offset), "rtrim")
     }
@@ -709,107 +758,6 @@ fn probe_block_bytes(fs: &dyn Fs, path: &Path) -> Result<usize> {
     Ok(direct_io_block_bytes(probe.as_ref()))
 }
 
-/// Recovers the log in `dir` for the writer: see `recovery`.
-fn recover(fs: &dyn Fs, dir: &Path, config: &BlobOptions, probe_block: usize) -> Result<WriterStart> {
-    let numbers = list_segments(fs, dir, true)?;
-    let mut segments = BTreeMap::new();
-    let mut next_flush_seq = 0u32;
-    let mut open: Option<u32> = None;
-    for (i, &n) in numbers.iter().enumerate() {
-        let is_last = i + 1 == numbers.len();
-        let (state, last_flush_seq) = recover_segment(fs, dir, n, is_last, probe_block)?;
-        if let Some(seq) = last_flush_seq {
-            next_flush_seq = seq.wrapping_add(1);
-        }
-        if !state.sealed {
-            debug_assert!(is_last, "only the last segment is left open by recovery");
-            open = Some(n);
-        }
-        segments.insert(n, state);
-    }
-    let current = if let Some(n) = open {
-        n
-    } else {
-        let next = numbers.last().map_or(Ok(0), |&n| {
-            n.checked_add(1).ok_or_else(|| Error::InvalidArgument("blob segment numbers ran out".into()))
-        })?;
-        create_segment(fs, dir, next, config.max_segment_bytes, probe_block, config.direct_io, config.zero_fill)?;
-        let block = probe_block as u64;
-        segments.insert(next, SegState { generation: 1, data_start: block, end: block, sealed: false });
-        next
-    };
-    let path = segment_path(dir, current);
-    let file = open_segment(fs, &path, false, config.direct_io)?;
-    let block_bytes = read_meta(file.as_ref(), &path, probe_block)?.header.block_bytes as usize;
-    let end = segments[&current].end;
-    let tail_start = end - end % block_bytes as u64;
-    let mut tail = vec![0u8; (end - tail_start) as usize];
-    let plain = fs.open(&path, OpenFlags::READ_ONLY).map_err(|e| Error::io("open", path.clone(), e))?;
-    plain.read_at(&mut tail, tail_start).map_err(|e| Error::io("read", path.clone(), e))?;
-    let file = Arc::new(SegmentFile { file, path, block_bytes });
-    Ok(WriterStart { current, file, tail, next_flush_seq, segments })
-}
-
-/// Recovers segment `n`: a sealed one from its header block; an open one by a scan
-/// that cuts a torn tail (only in the last segment: damage before it is corruption),
-/// sealing it unless it is the last. Returns its state and its last flush number.
-fn recover_segment(
-    fs: &dyn Fs,
-    dir: &Path,
-    n: u32,
-    is_last: bool,
-    probe_block: usize,
-) -> Result<(SegState, Option<u32>)> {
-    let path = segment_path(dir, n);
-    let file = open_segment(fs, &path, false, false)?;
-    let meta = read_meta(file.as_ref(), &path, probe_block)?;
-    if meta.header.segment != n {
-        return Err(Error::Corruption {
-            file: path,
-            offset: 0,
-            what: format!("segment header says {}, the file name {n}", meta.header.segment),
-        });
-    }
-    let block = meta.header.block_bytes as usize;
-    let mut state = SegState {
-        generation: meta.state.generation,
-        data_start: meta.state.data_start,
-        end: meta.state.sealed_end,
-        sealed: meta.state.sealed_end != 0,
-    };
-    if state.sealed {
-        return Ok((state, None));
-    }
-    let scan = recovery::scan_segment(fs, &path, state.data_start)?;
-    if let Some(why) = &scan.damage {
-        if !is_last {
-            return Err(Error::Corruption {
-                file: path,
-                offset: scan.end,
-                what: format!("{why}, in a segment before the last"),
-            });
-        }
-        let tail = TornTail {
-            path: &path,
-            segment_hex: format!("{n:08x}"),
-            from: scan.end,
-            to: scan.dirty_end,
-            erase: Erase::PunchHole,
-        };
-        cut_torn_tail(fs, dir, &tail)?;
-    }
-    state.end = scan.end;
-    if !is_last {
-        // Only the last segment may be open; seal one left open by an old crash.
-        let sealed =
-            SegmentState { generation: state.generation + 1, data_start: state.data_start, sealed_end: scan.end };
-        write_state(file.as_ref(), &path, block, sealed)?;
-        state.generation += 1;
-        state.sealed = true;
-    }
-    Ok((state, scan.last_flush_seq))
-}
-
 /// Segments as a read-only handle sees them: sealed ones from their header, the open
 /// one by a scan that changes nothing.
 fn read_only_segments(fs: &dyn Fs, dir: &Path) -> Result<Vec<SegmentInfo>> {
@@ -828,5 +776,3 @@ fn read_only_segments(fs: &dyn Fs, dir: &Path) -> Result<Vec<SegmentInfo>> {
     }
     Ok(out)
 }
-
-use crate::format::blob::SegmentState;

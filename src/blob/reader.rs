@@ -19,14 +19,15 @@
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 
 use super::BLOB_SEGMENT_BYTES_MAX;
 use super::location::Location;
-use super::segment::{open_segment, segment_path};
+use super::manifest;
+use super::segment::{open_segment, read_meta, segment_path};
 use crate::error::{Error, Result};
 use crate::format::blob::{
     Decoded, FRAME_ENTRY_BYTES, FRAME_SHIFT_MIN, KIND_PLAIN, RECORD_HEADER_BYTES, RecordHeader, check_meta,
@@ -70,6 +71,9 @@ pub struct Reader {
     /// The segment being written: only it can have pending records (rotation waits
     /// until nothing is pending), so reads of any other never touch the lock.
     current: Arc<AtomicU32>,
+    /// Where the current segment's appended records end (0 for a read-only handle, which
+    /// knows only what the manifest says).
+    current_end: AtomicU64,
 }
 
 enum Source {
@@ -88,7 +92,14 @@ impl Reader {
             pending: RwLock::new(HashMap::new()),
             pending_count: AtomicUsize::new(0),
             current,
+            current_end: AtomicU64::new(0),
         }
+    }
+
+    /// Publishes the segment being written and where its appended records end.
+    pub fn set_current(&self, segment: u32, end: u64) {
+        self.current_end.store(end, Ordering::Release);
+        self.current.store(segment, Ordering::Release);
     }
 
     /// Registers a file the writer opened (so readers share its descriptor).
@@ -108,10 +119,7 @@ impl Reader {
         }
         let path = segment_path(&self.dir, segment);
         if !self.exists(&path) {
-            return Err(Error::InvalidArgument(format!(
-                "blob segment {segment} does not exist in {} (dropped, or never written)",
-                self.dir.display()
-            )));
+            return Err(self.missing_segment(segment, &path));
         }
         // The writer's descriptors are registered by the writer; others are read-only.
         let file = open_segment(self.fs.as_ref(), &path, true, self.direct)?;
@@ -122,12 +130,76 @@ impl Reader {
         // unlinks before it forgets the descriptor, so checking after inserting suffices.
         if !self.exists(&file.path) {
             self.files.pin().remove(&segment);
-            return Err(Error::InvalidArgument(format!(
-                "blob segment {segment} does not exist in {} (dropped)",
-                self.dir.display()
-            )));
+            return Err(self.missing_segment(segment, &file.path));
         }
         Ok(file)
+    }
+
+    /// Why segment `segment` (at `path`) has no file: dropped or never created
+    /// ([`Error::InvalidArgument`]), or lost although the manifest lists it
+    /// ([`Error::Corruption`]).
+    fn missing_segment(&self, segment: u32, path: &Path) -> Error {
+        let fs = self.fs.as_ref();
+        let listed = match manifest::load(fs, &self.dir) {
+            Ok(Some(mf)) if !manifest::has_tombstone(fs, &self.dir, segment) => mf.manifest.entry(segment).copied(),
+            Ok(_) => None,
+            Err(e) => return e,
+        };
+        match listed {
+            Some(entry) => Error::Corruption {
+                file: path.to_path_buf(),
+                offset: 0,
+                what: format!(
+                    "blob segment {segment} is missing, though the log's manifest lists it with records \
+                     up to offset {}: its blobs are lost (restore the file from a backup)",
+                    entry.end
+                ),
+            },
+            None => Error::InvalidArgument(format!(
+                "blob segment {segment} does not exist in {} (dropped, or never written)",
+                self.dir.display()
+            )),
+        }
+    }
+
+    /// Why there is no record at `loc` in a segment whose file is there: before the live
+    /// bytes, past the records, or never persisted ([`Error::InvalidArgument`]); where the
+    /// segment's records are known to reach, or in a tail recovery cut
+    /// ([`Error::Corruption`]: the blob's bytes are gone).
+    fn missing_record(&self, loc: Location, file: &SegmentFile) -> Error {
+        let meta = match read_meta(file.file.as_ref(), &file.path, file.block_bytes) {
+            Ok(meta) => meta,
+            Err(e) => return e,
+        };
+        let entry = match manifest::load(self.fs.as_ref(), &self.dir) {
+            Ok(mf) => mf.and_then(|mf| mf.manifest.entry(loc.segment).copied()),
+            Err(e) => return e,
+        };
+        let gone = |what: String| Error::Corruption { file: file.path.clone(), offset: loc.offset, what };
+        if loc.offset < meta.state.data_start {
+            return Error::InvalidArgument(format!("no blob at {loc}: the start of its segment was trimmed"));
+        }
+        let known_end = if meta.state.sealed_end != 0 {
+            meta.state.sealed_end
+        } else {
+            let current = loc.segment == self.current.load(Ordering::Acquire);
+            let appended = if current { self.current_end.load(Ordering::Acquire) } else { 0 };
+            entry.map_or(0, |e| e.end).max(appended)
+        };
+        if loc.offset < known_end {
+            return gone(format!(
+                "no record at blob {loc}, though the segment's records reach offset {known_end}: \
+                 the blob's bytes are gone (zeroed or cut off)"
+            ));
+        }
+        if entry.is_some_and(|e| loc.offset < e.cut_end) {
+            return gone(format!(
+                "blob {loc} lies past offset {known_end}, where the segment's records ended when the log \
+                 was recovered from a crash or a torn tail: it was lost before it was durable \
+                 (durability Periodic or None), or its write was torn (see the quarantine files)",
+            ));
+        }
+        Error::InvalidArgument(format!("no blob at {loc}: never written, not yet persisted, or trimmed"))
     }
 
     /// Whether `path` names anything (an error looking counts as no, as `Path::exists`).
@@ -234,9 +306,10 @@ impl Reader {
         let header = match decode_header(&first, u64::MAX) {
             Decoded::Header(h) => h,
             Decoded::End => {
-                return Err(Error::InvalidArgument(format!(
-                    "no blob at {loc}: never written, not yet persisted, or trimmed"
-                )));
+                return Err(match src {
+                    Source::File(f) => self.missing_record(loc, f),
+                    Source::Memory(_) => Error::InvalidArgument(format!("no blob at {loc}: not yet persisted")),
+                });
             }
             Decoded::Invalid(what) => {
                 return Err(Error::Corruption {

@@ -13,6 +13,8 @@
 //! survived, or at least two past the last valid record's): only one flush
 //! is in flight at a time, so a later flush proves the damaged bytes had been
 //! written completely, and that is corruption, reported with file and offset.
+//! A later record flagged unsynced (written under `Durability::None`) proves
+//! nothing: a crash may keep it and lose the unsynced flushes before it.
 //! A torn tail is copied to `quarantine-<segment>-<offset>.bin` (made durable),
 //! then punched out of the segment so nothing stale can be read past the end
 //! (`storage::segment::cut_torn_tail`, shared with the key-value log).
@@ -23,8 +25,8 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::format::blob::{
-    Decoded, FRAME_SHIFT_MAX, FRAME_SHIFT_MIN, KIND_PLAIN, KIND_ZSTD, RECORD_ALIGN, RECORD_HEADER_BYTES, check_meta,
-    decode_header, frame_entry,
+    Decoded, FRAME_SHIFT_MAX, FRAME_SHIFT_MIN, KIND_PLAIN, KIND_ZSTD, RECORD_ALIGN, RECORD_FLAG_UNSYNCED,
+    RECORD_HEADER_BYTES, RecordHeader, check_meta, decode_header, frame_entry,
 };
 use crate::io::fs::{FileRef, Fs, FsFile, OpenFlags};
 
@@ -67,6 +69,9 @@ pub struct Scan {
     pub dirty_end: u64,
     /// Why the scan stopped before a clean end, if it did.
     pub damage: Option<String>,
+    /// Whether the records end at a zero record header inside the file (not at its
+    /// end, where more records may have been cut off).
+    pub zero_header: bool,
 }
 
 /// Opens a segment for reading (buffered: recovery reads it once, sequentially) and
@@ -90,10 +95,15 @@ pub fn scan_segment(fs: &dyn Fs, path: &Path, data_start: u64) -> Result<Scan> {
     let mut damage = None;
     // Flush number of a damaged record whose header and index are intact.
     let mut damaged_seq = None;
+    let mut zero_header = false;
     while at < file_bytes {
         let head = cur.get(at, RECORD_HEADER_BYTES).map_err(io)?;
+        let whole_header = head.len() == RECORD_HEADER_BYTES;
         let header = match decode_header(head, file_bytes - at) {
-            Decoded::End => break,
+            Decoded::End => {
+                zero_header = whole_header;
+                break;
+            }
             Decoded::Invalid(what) => {
                 damage = Some(what);
                 break;
@@ -146,7 +156,7 @@ pub fn scan_segment(fs: &dyn Fs, path: &Path, data_start: u64) -> Result<Scan> {
     if damage.is_some() {
         dirty_end = dirty_end.max(stop);
     }
-    Ok(Scan { end, last_flush_seq, dirty_end, damage })
+    Ok(Scan { end, last_flush_seq, dirty_end, damage, zero_header })
 }
 
 /// Where a scan stopped, and what it knew there.
@@ -181,7 +191,10 @@ fn dirty_end_past(cur: &mut Cursor<'_>, path: &Path, past: &Past<'_>) -> Result<
             let (kind, shift) = (chunk[off], chunk[off + 1]);
             if (kind == KIND_PLAIN || kind == KIND_ZSTD) && (FRAME_SHIFT_MIN..=FRAME_SHIFT_MAX).contains(&shift) {
                 let cand = pos + off as u64;
-                if let Some(seq) = valid_record_at(cur, cand, file_bytes).map_err(io)? {
+                let found = valid_record_at(cur, cand, file_bytes).map_err(io)?;
+                // A record written without waiting for stable storage may outlive an
+                // earlier flush a crash lost: it proves nothing.
+                if let Some(seq) = found.filter(|h| h.flags & RECORD_FLAG_UNSYNCED == 0).map(|h| h.flush_seq) {
                     // The damaged flush is the damaged record's own, or else at most one
                     // past the last valid record's.
                     let later = match (past.damaged_seq, past.last_flush_seq) {
@@ -208,12 +221,12 @@ fn dirty_end_past(cur: &mut Cursor<'_>, path: &Path, past: &Past<'_>) -> Result<
     Ok(dirty_end)
 }
 
-/// The flush number of a record at `at` whose header and frame index are valid.
-fn valid_record_at(cur: &mut Cursor<'_>, at: u64, file_bytes: u64) -> std::io::Result<Option<u32>> {
+/// The header of a record at `at` whose header and frame index are valid.
+fn valid_record_at(cur: &mut Cursor<'_>, at: u64, file_bytes: u64) -> std::io::Result<Option<RecordHeader>> {
     let head = cur.get(at, RECORD_HEADER_BYTES)?.to_vec();
     let Decoded::Header(h) = decode_header(&head, file_bytes - at) else { return Ok(None) };
     let meta = cur.get(at, h.meta_bytes() as usize)?.to_vec();
-    Ok(check_meta(&h, &meta).ok().map(|()| h.flush_seq))
+    Ok(check_meta(&h, &meta).ok().map(|()| h))
 }
 
 /// Whether a record with valid header and frame index starts at `at` of the file at `path`.

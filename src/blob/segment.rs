@@ -19,7 +19,9 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::format::blob::{BlobSegmentHeader, SLOT_BYTES, SegmentState, file_name, parse_file_name};
+use crate::format::blob::{
+    BlobSegmentHeader, MANIFEST_MARK, MANIFEST_MARK_OFFSET, SLOT_BYTES, SegmentState, file_name, parse_file_name,
+};
 use crate::io::AlignedBuf;
 use crate::io::fs::{FileRef, Fs, FsFile, OpenFlags, open_data_file};
 use crate::storage::segment::{Erase, SegmentSpec, create_segment_file, erase_range};
@@ -31,6 +33,8 @@ pub struct SegmentMeta {
     pub header: BlobSegmentHeader,
     /// The newest valid state.
     pub state: SegmentState,
+    /// Whether the segment was created by a log that keeps a manifest.
+    pub marked: bool,
 }
 
 /// Path of segment `segment` in `dir`.
@@ -48,10 +52,12 @@ pub fn list_segments(fs: &dyn Fs, dir: &Path, remove_tmp: bool) -> Result<Vec<u3
 /// Opens a segment for reading (and writing, unless `read_only`).
 pub fn open_segment(fs: &dyn Fs, path: &Path, read_only: bool, direct: bool) -> Result<FileRef> {
     if !read_only {
-        return open_data_file(fs, path, false, direct);
+        return open_data_file(fs, path, false, direct).map_err(name_blob_options);
     }
     fs.open(path, OpenFlags { direct, ..OpenFlags::READ_ONLY }).map_err(|e| match e.raw_os_error() {
-        Some(libc::EINVAL) if direct => Error::DirectIoUnsupported { path: path.to_path_buf(), source: e.into() },
+        Some(libc::EINVAL) if direct => {
+            name_blob_options(Error::DirectIoUnsupported { path: path.to_path_buf(), source: e.into() })
+        }
         _ => Error::io("open", path.to_path_buf(), e),
     })
 }
@@ -64,7 +70,8 @@ pub fn read_meta(file: &dyn FsFile, path: &Path, block_bytes: usize) -> Result<S
     let corrupt = |what: String| Error::Corruption { file: path.to_path_buf(), offset: 0, what };
     let header = BlobSegmentHeader::decode(bytes).map_err(corrupt)?;
     let state = SegmentState::newest(bytes).ok_or_else(|| corrupt("no valid state slot in the header block".into()))?;
-    Ok(SegmentMeta { header, state })
+    let marked = bytes.get(MANIFEST_MARK_OFFSET..MANIFEST_MARK_OFFSET + 8) == Some(&MANIFEST_MARK[..]);
+    Ok(SegmentMeta { header, state, marked })
 }
 
 /// Writes `state` into its slot of the header block of `file`, then `fdatasync`s.
@@ -96,6 +103,7 @@ pub fn create_segment(
         block_bytes: u32::try_from(block_bytes).expect("block size is at most 64 KiB"),
     };
     header.encode(block.as_mut_slice());
+    block.as_mut_slice()[MANIFEST_MARK_OFFSET..MANIFEST_MARK_OFFSET + 8].copy_from_slice(MANIFEST_MARK);
     let state = SegmentState { generation: 1, data_start: block_bytes as u64, sealed_end: 0 };
     let at = state.slot_offset();
     state.encode(&mut block.as_mut_slice()[at..at + SLOT_BYTES]);
@@ -107,11 +115,41 @@ pub fn create_segment(
         header_block: block.as_slice(),
         zero_fill_op: "zero-fill blob segment",
     };
-    create_segment_file(fs, dir, &segment_path(dir, segment), &spec)
+    create_segment_file(fs, dir, &segment_path(dir, segment), &spec).map_err(name_blob_options)
+}
+
+/// The blob log's own words for a refused O_DIRECT: the option to change is
+/// `BlobOptions::direct_io`, not the database's.
+pub fn name_blob_options(e: Error) -> Error {
+    match e {
+        Error::DirectIoUnsupported { path, source } => Error::InvalidArgument(format!(
+            "the filesystem of {} refuses O_DIRECT ({source}; tmpfs, ramfs?): open the blob log with \
+             BlobOptions::direct_io(false)",
+            path.display()
+        )),
+        other => other,
+    }
 }
 
 /// Gives the disk space of `[from, to)` back (`fallocate(PUNCH_HOLE)`; zeros written where
 /// the file system cannot); the file keeps its size and the range reads as zeros.
 pub fn punch_hole(fs: &dyn Fs, file: &dyn FsFile, path: &Path, from: u64, to: u64) -> Result<()> {
     erase_range(fs, file, path, from, to, Erase::PunchHole)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_o_direct_names_the_blob_log_option() {
+        let refused = Error::DirectIoUnsupported {
+            path: PathBuf::from("/x/00000000.blob"),
+            source: std::io::Error::from_raw_os_error(libc::EINVAL).into(),
+        };
+        let shown = name_blob_options(refused).to_string();
+        assert!(shown.contains("BlobOptions::direct_io(false)"), "{shown}");
+        assert!(!shown.contains(" Options::direct_io"), "{shown}");
+        assert!(shown.contains("/x/00000000.blob"), "{shown}");
+    }
 }

@@ -21,7 +21,14 @@
 //! flight and nothing is buffered, and run on this thread, in request order.
 //!
 //! A failed write or sync poisons the log: it answers every later write with
-//! [`Error::Poisoned`] until reopened, and never retries as if data were safe.
+//! the failure (an [`Error::Io`] naming the blob log, the segment and the OS error)
+//! until reopened, and never retries as if data were safe. A segment that cannot
+//! be created (a full disk) poisons nothing: the append that needed it gets the
+//! error, and the next append tries again.
+//!
+//! The manifest (`manifest`) is updated before anything is appended to a new
+//! segment, when a segment is sealed or cut short, and on close; drops leave a
+//! tombstone instead, so they need no space.
 
 #![forbid(unsafe_code)]
 
@@ -34,12 +41,13 @@ use bytes::Bytes;
 use crossbeam_channel::{Receiver, TryRecvError};
 
 use super::location::Location;
+use super::manifest::{self, ManifestFile};
 use super::reader::{Reader, SegmentFile};
 use super::recovery::is_record_start;
 use super::segment::{create_segment, open_segment, punch_hole, segment_path, write_state};
 use super::{BlobDropEvent, BlobOptions, BlobPersistEvent, BlobRotateEvent, SegmentInfo};
 use crate::error::{Error, Result};
-use crate::format::blob::{SegmentState, stamp_record};
+use crate::format::blob::{ManifestEntry, RECORD_FLAG_UNSYNCED, SegmentState, stamp_record};
 use crate::io::fs::{OpenFlags, direct_io_block_bytes, sync_dir};
 use crate::io::token::{Token, TokenKind};
 use crate::io::{AlignedBuf, Completion, Io, SyncMode};
@@ -87,8 +95,11 @@ pub struct SegState {
     pub data_start: u64,
     /// End of the records.
     pub end: u64,
-    /// Immutable.
+    /// Immutable: nothing more is appended.
     pub sealed: bool,
+    /// Sealed by recovery in memory only (its state write failed on a full disk): the
+    /// next rotation writes it first.
+    pub seal_pending: bool,
 }
 
 /// Where recovery left the log.
@@ -101,12 +112,14 @@ pub struct WriterStart {
     pub tail: Vec<u8>,
     /// Number of the next flush.
     pub next_flush_seq: u32,
-    /// Every segment, the open one included.
+    /// Every segment, the open one included. The current one is sealed when recovery
+    /// could not start a new segment (a full disk): the first append starts it.
     pub segments: BTreeMap<u32, SegState>,
+    /// The manifest as written at open.
+    pub manifest: ManifestFile,
 }
 
 struct Batch {
-    segment: u32,
     file: Arc<SegmentFile>,
     /// File offset of `buf[0]` (block-aligned).
     offset: u64,
@@ -151,11 +164,13 @@ pub struct Writer {
     held: Option<Request>,
     sync_waiters: Vec<oneshot::Sender<Result<()>>>,
     next_flush_seq: u32,
-    poisoned: Option<String>,
+    manifest: ManifestFile,
+    /// Segments dropped since the manifest was last written (their tombstones stay).
+    buried: Vec<u32>,
+    poisoned: Option<Error>,
     closing: Option<oneshot::Sender<Result<()>>>,
     disconnected: bool,
     pool: Vec<AlignedBuf>,
-    current_segment: Arc<std::sync::atomic::AtomicU32>,
 }
 
 impl Writer {
@@ -166,7 +181,6 @@ impl Writer {
         rx: Receiver<Request>,
         reader: Arc<Reader>,
         start: WriterStart,
-        current_segment: Arc<std::sync::atomic::AtomicU32>,
     ) -> Writer {
         let block = start.file.block_bytes;
         Writer {
@@ -186,11 +200,12 @@ impl Writer {
             held: None,
             sync_waiters: Vec::new(),
             next_flush_seq: start.next_flush_seq,
+            manifest: start.manifest,
+            buried: Vec::new(),
             poisoned: None,
             closing: None,
             disconnected: false,
             pool: Vec::new(),
-            current_segment,
         }
     }
 
@@ -228,8 +243,12 @@ impl Writer {
             // completion, a client's wake-up, or a Periodic batch's deadline.
             let timeout = if busy { None } else { timeout };
             if let Err(e) = self.io.wait(true, timeout, &mut completions) {
-                let cause = format!("blob log I/O backend failed: {e}");
-                self.fail(cause);
+                let path = self.current_file.path.clone();
+                let e = match e {
+                    Error::Io { op, path: None, source } => Error::Io { op, path: Some(path), source },
+                    other => other,
+                };
+                self.fail(rename_op(e, "the blob log's I/O backend failed, so the log refuses writes until reopened"));
             }
             for c in completions.drain(..) {
                 self.complete(c);
@@ -247,8 +266,8 @@ impl Writer {
     fn take(&mut self, req: Request) {
         match req {
             Request::Append { records, reply } => {
-                if let Some(cause) = &self.poisoned {
-                    let _ = reply.send(Err(poisoned(cause)));
+                if let Some(e) = &self.poisoned {
+                    let _ = reply.send(Err(e.clone()));
                     return;
                 }
                 let total: u64 = records.iter().map(|(r, _)| r.len() as u64).sum();
@@ -266,8 +285,8 @@ impl Writer {
                 self.retry_held_append();
             }
             Request::Sync(reply) => {
-                if let Some(cause) = &self.poisoned {
-                    let _ = reply.send(Err(poisoned(cause)));
+                if let Some(e) = &self.poisoned {
+                    let _ = reply.send(Err(e.clone()));
                 } else {
                     self.sync_waiters.push(reply);
                 }
@@ -313,6 +332,9 @@ impl Writer {
     }
 
     fn fit(&self, total: u64) -> Fit {
+        if self.segments[&self.current].sealed {
+            return Fit::NeedRotate;
+        }
         let end = self.end();
         let allocated = self.config.max_segment_bytes;
         if end + total > allocated {
@@ -344,7 +366,6 @@ impl Writer {
         let flush_seq = self.next_flush_seq;
         self.next_flush_seq = self.next_flush_seq.wrapping_add(1);
         Batch {
-            segment: self.current,
             file: Arc::clone(&self.current_file),
             offset,
             buf: Some(buf),
@@ -388,10 +409,13 @@ impl Writer {
         let count = records.len();
         let mut locs = Vec::with_capacity(count);
         let mut end = self.end();
+        // Under `None` a flush does not wait for stable storage, so a crash may keep a
+        // later flush and lose an earlier one: recovery must not take that for damage.
+        let flags = if self.config.durability == Durability::None { RECORD_FLAG_UNSYNCED } else { 0 };
         let buf = batch.buf.as_mut().expect("an open batch owns its buffer");
         for (i, (mut rec, blob_len)) in records.into_iter().enumerate() {
             let left = u32::try_from(count - 1 - i).expect("a transaction holds fewer than 2^32 blobs");
-            stamp_record(&mut rec, left, batch.flush_seq);
+            stamp_record(&mut rec, flags, left, batch.flush_seq);
             buf.as_mut_slice()[batch.len..batch.len + rec.len()].copy_from_slice(&rec);
             let loc = Location { segment: self.current, offset: end, len: blob_len };
             batch.len += rec.len();
@@ -410,6 +434,7 @@ impl Writer {
             batch.opened_at = Instant::now();
         }
         self.segments.get_mut(&self.current).expect("the current segment is listed").end = end;
+        self.reader.set_current(self.current, end);
         if self.config.durability == Durability::Sync {
             batch.acks.push((reply, locs));
         } else {
@@ -508,7 +533,14 @@ impl Writer {
                         self.persisted(first, last);
                     }
                 }
-                Err(e) => self.fail(format!("fdatasync of blob segment {} failed: {e}", self.current)),
+                Err(e) => {
+                    let path = self.current_file.path.clone();
+                    self.fail(Error::io(
+                        "blob log fdatasync failed, so the log refuses writes until reopened",
+                        path,
+                        e,
+                    ));
+                }
             }
             return;
         }
@@ -523,11 +555,15 @@ impl Writer {
             }
         }
         if let Err(e) = c.result {
-            let cause = format!("write to blob segment {} at offset {} failed: {e}", batch.segment, batch.offset);
+            let error = Error::io(
+                "blob log write failed, so the log refuses writes until reopened",
+                batch.file.path.clone(),
+                e,
+            );
             for (reply, _) in batch.acks.drain(..) {
-                let _ = reply.send(Err(poisoned(&cause)));
+                let _ = reply.send(Err(error.clone()));
             }
-            self.fail(cause);
+            self.fail(error);
             return;
         }
         self.reader.remove_pending(&batch.pending);
@@ -551,39 +587,40 @@ impl Writer {
         }
     }
 
-    fn fail(&mut self, cause: String) {
+    fn fail(&mut self, error: Error) {
         if self.poisoned.is_none() {
-            self.poisoned = Some(cause);
+            self.poisoned = Some(error);
         }
         self.refuse_all();
     }
 
     /// Answers everything waiting with the poisoning error.
     fn refuse_all(&mut self) {
-        let cause = self.poisoned.clone().expect("called when poisoned");
+        let error = self.poisoned.clone().expect("called when poisoned");
         if let Some(mut b) = self.open.take() {
             for (reply, _) in b.acks.drain(..) {
-                let _ = reply.send(Err(poisoned(&cause)));
+                let _ = reply.send(Err(error.clone()));
             }
         }
         for w in self.sync_waiters.drain(..) {
-            let _ = w.send(Err(poisoned(&cause)));
+            let _ = w.send(Err(error.clone()));
         }
         match self.held.take() {
             Some(Request::Append { reply, .. }) => {
-                let _ = reply.send(Err(poisoned(&cause)));
+                let _ = reply.send(Err(error));
             }
             Some(Request::Admin(_, reply)) => {
-                let _ = reply.send(Err(poisoned(&cause)));
+                let _ = reply.send(Err(error));
             }
             _ => {}
         }
     }
 
-    /// Final flush on close: everything written is made durable.
+    /// Final flush on close: everything written is made durable, and the manifest
+    /// records the open segment's end as closed cleanly.
     fn finish(&mut self) -> Result<()> {
-        if let Some(cause) = &self.poisoned {
-            return Err(poisoned(cause));
+        if let Some(e) = &self.poisoned {
+            return Err(e.clone());
         }
         if let Some((first, last)) = self.unsynced.take() {
             self.current_file
@@ -592,7 +629,40 @@ impl Writer {
                 .map_err(|e| Error::io("fdatasync", self.current_file.path.clone(), e))?;
             self.persisted(first, last);
         }
-        Ok(())
+        let (current, end) = (self.current, self.end());
+        if !self.segments[&current].sealed {
+            self.set_entry(current, |e| {
+                e.end = end;
+                e.closed = true;
+            });
+        }
+        match self.store_manifest() {
+            // On a full disk the clean close is not recorded: the next open treats the
+            // log as crashed and starts a new segment, which loses nothing.
+            Err(e) if e.io_kind() == Some(std::io::ErrorKind::StorageFull) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Changes the manifest entry of `segment` in memory (written by `store_manifest`).
+    fn set_entry(&mut self, segment: u32, change: impl FnOnce(&mut ManifestEntry)) {
+        let entries = &mut self.manifest.manifest.entries;
+        match entries.binary_search_by_key(&segment, |e| e.segment) {
+            Ok(i) => change(&mut entries[i]),
+            Err(i) => {
+                let mut entry =
+                    ManifestEntry { segment, sealed: false, closed: false, lost: false, end: 0, cut_end: 0 };
+                change(&mut entry);
+                entries.insert(i, entry);
+            }
+        }
+    }
+
+    /// Writes the manifest, then removes the tombstones of segments it no longer lists.
+    fn store_manifest(&mut self) -> Result<()> {
+        manifest::store(self.reader.fs(), self.reader.dir(), &mut self.manifest)?;
+        let buried = std::mem::take(&mut self.buried);
+        manifest::remove_tombstones(self.reader.fs(), self.reader.dir(), &buried)
     }
 
     fn write_seg_state(&mut self, segment: u32, file: &SegmentFile, data_start: u64, sealed_end: u64) -> Result<()> {
@@ -604,30 +674,33 @@ impl Writer {
         Ok(())
     }
 
-    /// Seals the current segment and starts the next one. Needs quiescence.
+    /// Seals the current segment (unless it is sealed already) and starts the next one.
+    /// Needs quiescence. A segment that cannot be created leaves the current one sealed
+    /// and poisons nothing: the next append tries again.
     fn rotate(&mut self) -> Result<()> {
         debug_assert!(self.quiescent());
-        if let Some(cause) = &self.poisoned {
-            return Err(poisoned(cause));
+        if let Some(e) = &self.poisoned {
+            return Err(e.clone());
         }
         let sealed = self.current;
         let end = self.end();
-        let file = Arc::clone(&self.current_file);
-        let data_start = self.segments[&sealed].data_start;
-        // The state write's fdatasync also makes any unsynced data of the segment durable.
-        self.write_seg_state(sealed, &file, data_start, end)?;
-        if let Some((first, last)) = self.unsynced.take() {
-            self.persisted(first, last);
+        let state = self.segments[&sealed];
+        let next = self.manifest.manifest.next_segment.max(sealed.saturating_add(1));
+        if !state.sealed || state.seal_pending {
+            if let Err(e) = self.seal_current(end) {
+                if e.io_kind() == Some(std::io::ErrorKind::StorageFull) {
+                    return Err(cannot_start_segment(e, next));
+                }
+                // A failed sync may have lost written blobs: never go on as if they were safe.
+                let e = rename_op(e, "sealing a blob segment failed, so the log refuses writes until reopened");
+                self.poisoned = Some(e.clone());
+                return Err(e);
+            }
         }
-        // Give back the unused reserved space.
-        file.file
-            .set_len(end.next_multiple_of(self.block as u64))
-            .and_then(|()| file.file.sync_all())
-            .map_err(|e| Error::io("truncate sealed segment", file.path.clone(), e))?;
-        self.segments.get_mut(&sealed).expect("listed").sealed = true;
-        let next =
-            sealed.checked_add(1).ok_or_else(|| Error::InvalidArgument("blob segment numbers ran out".into()))?;
-        let created = match create_segment(
+        if next == u32::MAX {
+            return Err(Error::InvalidArgument("blob segment numbers ran out".into()));
+        }
+        let created = create_segment(
             self.reader.fs(),
             self.reader.dir(),
             next,
@@ -635,43 +708,84 @@ impl Writer {
             self.block,
             self.config.direct_io,
             self.config.zero_fill,
-        ) {
-            Ok(file) => file,
-            Err(e) => {
-                // The old segment is sealed and there is no new one: nothing may be
-                // appended until a reopen creates it.
-                self.poisoned = Some(format!("blob segment {next} could not be created: {e}"));
-                return Err(e);
-            }
-        };
+        )
+        .map_err(|e| cannot_start_segment(e, next))?;
+        // Listed before anything is appended to it, so it can never go missing unnoticed.
+        let listed = self.manifest.manifest.clone();
+        self.set_entry(sealed, |e| {
+            e.sealed = true;
+            e.end = end;
+        });
+        let block = self.block as u64;
+        self.set_entry(next, |e| e.end = block);
+        self.manifest.manifest.next_segment = next + 1;
+        if let Err(e) = self.store_manifest() {
+            // The next try creates the segment again (replacing this one) and lists it.
+            self.manifest.manifest = listed;
+            return Err(cannot_start_segment(e, next));
+        }
         let block_bytes = direct_io_block_bytes(created.as_ref()).max(self.block);
         let seg_file =
             Arc::new(SegmentFile { file: created, path: segment_path(self.reader.dir(), next), block_bytes });
         self.reader.insert_file(next, Arc::clone(&seg_file));
         self.segments.insert(
             next,
-            SegState { generation: 1, data_start: self.block as u64, end: self.block as u64, sealed: false },
+            SegState { generation: 1, data_start: block, end: block, sealed: false, seal_pending: false },
         );
         self.current = next;
         self.current_file = seg_file;
         self.tail.clear();
-        self.current_segment.store(next, std::sync::atomic::Ordering::Release);
+        self.reader.set_current(next, block);
         if let Some(cb) = &self.config.on_rotate {
             cb(BlobRotateEvent { sealed, sealed_end: end, next, timestamp: SystemTime::now() });
         }
         Ok(())
     }
 
+    /// Writes the sealed state of the current segment and gives back its unused space.
+    fn seal_current(&mut self, end: u64) -> Result<()> {
+        let sealed = self.current;
+        let file = Arc::clone(&self.current_file);
+        let data_start = self.segments[&sealed].data_start;
+        // The state write's fdatasync also makes any unsynced data of the segment durable.
+        self.write_seg_state(sealed, &file, data_start, end)?;
+        if let Some((first, last)) = self.unsynced.take() {
+            self.persisted(first, last);
+        }
+        let state = self.segments.get_mut(&sealed).expect("listed");
+        state.sealed = true;
+        state.seal_pending = false;
+        // Give back the unused reserved space (the end is in the header already, so a
+        // crash here leaves a longer file, never a shorter one).
+        file.file
+            .set_len(end.next_multiple_of(self.block as u64))
+            .and_then(|()| file.file.sync_all())
+            .map_err(|e| Error::io("truncate sealed segment", file.path.clone(), e))
+    }
+
     fn admin(&mut self, op: AdminOp) -> Result<()> {
-        if let Some(cause) = &self.poisoned {
-            return Err(poisoned(cause));
+        if let Some(e) = &self.poisoned {
+            return Err(e.clone());
         }
         let segment = match op {
             AdminOp::Drop(s) | AdminOp::Rtrim(s, _) | AdminOp::Ltrim(s, _) => s,
         };
+        if let (AdminOp::Drop(_), Some(lost)) = (op, self.manifest.manifest.entry(segment).filter(|e| e.lost)) {
+            // Its file is gone already: dropping it forgets it, so its blobs read as dropped.
+            debug_assert!(lost.segment != self.current, "a lost segment is never the current one");
+            self.manifest.manifest.entries.retain(|e| e.segment != segment);
+            self.store_manifest()?;
+            if let Some(cb) = &self.config.on_drop {
+                cb(BlobDropEvent { segment, timestamp: SystemTime::now() });
+            }
+            return Ok(());
+        }
         let Some(state) = self.segments.get(&segment).copied() else {
             return Err(Error::InvalidArgument(format!("blob segment {segment} does not exist (dropped?)")));
         };
+        if let AdminOp::Drop(_) = op {
+            return self.drop_segment(segment);
+        }
         let file = if segment == self.current {
             Arc::clone(&self.current_file)
         } else {
@@ -695,53 +809,95 @@ impl Writer {
             Ok(())
         };
         match op {
-            AdminOp::Drop(_) => {
-                if segment == self.current {
-                    return Err(Error::InvalidArgument(format!(
-                        "blob segment {segment} is the one being written; only immutable segments can be dropped"
-                    )));
-                }
-                // Unlink first, then forget the descriptor (see `Reader::file`).
-                let fs = self.reader.fs();
-                fs.remove_file(&file.path).map_err(|e| Error::io("remove", file.path.clone(), e))?;
-                self.reader.remove_file(segment);
-                sync_dir(fs, self.reader.dir())?;
-                self.segments.remove(&segment);
-                if let Some(cb) = &self.config.on_drop {
-                    cb(BlobDropEvent { segment, timestamp: SystemTime::now() });
-                }
-            }
+            AdminOp::Drop(_) => unreachable!("handled above"),
             AdminOp::Rtrim(_, from) => {
                 check_boundary(from, "rtrim")?;
-                punch_hole(self.reader.fs(), file.file.as_ref(), &file.path, from, state.end)?;
-                if segment == self.current {
-                    // The space is reused: the next append lands at `from`.
-                    let start = from - from % self.block as u64;
-                    let mut tail = vec![0u8; (from - start) as usize];
-                    // A buffered descriptor: `file` may be O_DIRECT, and this read is unaligned.
-                    let plain = self
-                        .reader
-                        .fs()
-                        .open(&file.path, OpenFlags::READ_ONLY)
-                        .map_err(|e| Error::io("open", file.path.clone(), e))?;
-                    plain.read_at(&mut tail, start).map_err(|e| Error::io("read", file.path.clone(), e))?;
-                    self.tail = tail;
-                } else {
-                    self.write_seg_state(segment, &file, state.data_start, from)?;
-                }
-                self.segments.get_mut(&segment).expect("listed").end = from;
+                self.rtrim(segment, &file, state, from)?;
             }
             AdminOp::Ltrim(_, to) => {
                 check_boundary(to, "ltrim")?;
                 punch_hole(self.reader.fs(), file.file.as_ref(), &file.path, state.data_start, to)?;
-                let sealed_end = if state.sealed { state.end } else { 0 };
+                let sealed_end = if state.sealed && !state.seal_pending { state.end } else { 0 };
                 self.write_seg_state(segment, &file, to, sealed_end)?;
             }
         }
         Ok(())
     }
+
+    /// Deletes an immutable segment: tombstone first (see `manifest`), then the file.
+    fn drop_segment(&mut self, segment: u32) -> Result<()> {
+        if segment == self.current {
+            return Err(Error::InvalidArgument(format!(
+                "blob segment {segment} is the newest one (the one being written, or sealed and \
+                 waiting for its successor); only older segments can be dropped"
+            )));
+        }
+        let fs = self.reader.fs();
+        manifest::bury(fs, self.reader.dir(), segment)?;
+        // Unlink first, then forget the descriptor (see `Reader::file`).
+        let path = segment_path(self.reader.dir(), segment);
+        fs.remove_file(&path).map_err(|e| Error::io("remove", path.clone(), e))?;
+        self.reader.remove_file(segment);
+        sync_dir(fs, self.reader.dir())?;
+        self.segments.remove(&segment);
+        self.manifest.manifest.entries.retain(|e| e.segment != segment);
+        self.buried.push(segment);
+        if let Some(cb) = &self.config.on_drop {
+            cb(BlobDropEvent { segment, timestamp: SystemTime::now() });
+        }
+        Ok(())
+    }
+
+    /// Cuts `segment` from `from` on. The manifest's end comes down first, so no open
+    /// sees the segment shorter than the manifest says.
+    fn rtrim(&mut self, segment: u32, file: &SegmentFile, state: SegState, from: u64) -> Result<()> {
+        let listed = self.manifest.manifest.entry(segment).map_or((0, 0), |e| (e.end, e.cut_end));
+        if listed.0 > from || listed.1 != 0 {
+            // Past `from` everything is trimmed now, blobs a crash lost included.
+            self.set_entry(segment, |e| {
+                e.end = e.end.min(from);
+                e.cut_end = 0;
+            });
+            self.store_manifest()?;
+        }
+        punch_hole(self.reader.fs(), file.file.as_ref(), &file.path, from, state.end)?;
+        if segment == self.current && !state.sealed {
+            // The space is reused: the next append lands at `from`.
+            let start = from - from % self.block as u64;
+            let mut tail = vec![0u8; (from - start) as usize];
+            // A buffered descriptor: `file` may be O_DIRECT, and this read is unaligned.
+            let plain = self
+                .reader
+                .fs()
+                .open(&file.path, OpenFlags::READ_ONLY)
+                .map_err(|e| Error::io("open", file.path.clone(), e))?;
+            plain.read_at(&mut tail, start).map_err(|e| Error::io("read", file.path.clone(), e))?;
+            self.tail = tail;
+            self.reader.set_current(segment, from);
+        } else {
+            self.write_seg_state(segment, file, state.data_start, from)?;
+            self.segments.get_mut(&segment).expect("listed").seal_pending = false;
+        }
+        self.segments.get_mut(&segment).expect("listed").end = from;
+        Ok(())
+    }
 }
 
-fn poisoned(cause: &str) -> Error {
-    Error::Poisoned { shard: 0, cause: cause.to_string() }
+/// The error of an append whose new segment could not be started.
+fn cannot_start_segment(e: Error, segment: u32) -> Error {
+    let e = rename_op(e, "the blob log could not start its next segment (free disk space, then append again)");
+    match e {
+        Error::Io { op, path: None, source } => {
+            Error::Io { op, path: Some(format!("segment {segment}").into()), source }
+        }
+        other => other,
+    }
+}
+
+/// `e` with what the blob log was doing in its own words, when it is an I/O error.
+fn rename_op(e: Error, op: &'static str) -> Error {
+    match e {
+        Error::Io { path, source, .. } => Error::Io { op, path, source },
+        other => other,
+    }
 }

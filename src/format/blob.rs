@@ -33,7 +33,8 @@
 //! offset size field
 //!      0    1 kind            1 = stored as is, 2 = zstd frames
 //!      1    1 frame_shift     log2 of the uncompressed frame size (12..=24)
-//!      2    2 reserved        zero
+//!      2    1 flags           bit 0: RECORD_FLAG_UNSYNCED, written under Durability::None
+//!      3    1 reserved        zero
 //!      4    4 batch_left      records after this one in the same transaction (0: last)
 //!      8    8 blob_bytes      length of the blob
 //!     16    8 stored_bytes    payload bytes after the frame index
@@ -45,6 +46,31 @@
 //! `n = ceil(blob_bytes / 2^frame_shift)`; every frame but the last holds exactly
 //! `2^frame_shift` blob bytes, so the frames holding a byte range are found by
 //! division, and a range read checks and decompresses only those frames.
+//!
+//! Bytes 64..72 of the header block of a segment created by a log that keeps a
+//! manifest hold [`MANIFEST_MARK`] (zeros in older segments): a log whose segments
+//! carry the mark but whose manifest is gone has lost it.
+//!
+//! The manifest (`SEGMENTS`, see [`BlobManifest`]) says which segments must exist
+//! and how far each one's records are known to reach. The file is two slots of
+//! equal size (a multiple of 4096); each write goes to the older slot, then
+//! `fdatasync`, so a torn write leaves the previous state readable. A slot:
+//! ```text
+//! offset size field
+//!      0    8 magic           "RDBBLOGM"
+//!      8    4 format_version
+//!     12    4 count           entries that follow
+//!     16    8 generation      incremented by every write; the newer valid slot wins
+//!     24    4 next_segment    the next segment number to create; no lower one is ever created again
+//!     28    4 reserved        zero
+//!     32 24*n entries         per segment, ascending:
+//!                               segment u32, flags u32 (bit 0: sealed; bit 1: the open
+//!                               segment's writer closed cleanly; bit 2: its file is
+//!                               lost, accepted by `accept_lost_blobs`),
+//!                               end u64 (records known durable up to here),
+//!                               cut_end u64 (end of a tail cut by recovery; 0: none)
+//!      …    4 crc32           over everything before it; then zeros to the slot's end
+//! ```
 
 use super::compression::{compress_frames, decompress_frame};
 use super::{BLOB_FORMAT_VERSION as FORMAT_VERSION, get_u32, get_u64, put_u32, put_u64};
@@ -68,10 +94,153 @@ pub const RECORD_ALIGN: usize = 8;
 pub const KIND_PLAIN: u8 = 1;
 /// Record kind: each frame compressed with zstd.
 pub const KIND_ZSTD: u8 = 2;
+/// Record flag: written by a flush that did not wait for stable storage
+/// (`Durability::None`), so a crash may have kept it while losing an earlier flush.
+pub const RECORD_FLAG_UNSYNCED: u8 = 1;
 /// Smallest frame shift accepted (4 KiB frames).
 pub const FRAME_SHIFT_MIN: u8 = 12;
 /// Largest frame shift accepted (16 MiB frames).
 pub const FRAME_SHIFT_MAX: u8 = 24;
+
+/// Marks the header block of a segment whose log keeps a manifest (at [`MANIFEST_MARK_OFFSET`]).
+pub const MANIFEST_MARK: &[u8; 8] = b"RDBBMARK";
+/// Offset of [`MANIFEST_MARK`] in a segment's header block (between the identity slot and
+/// the first state slot).
+pub const MANIFEST_MARK_OFFSET: usize = 64;
+/// Magic bytes of a manifest slot.
+pub const MANIFEST_MAGIC: &[u8; 8] = b"RDBBLOGM";
+/// Bytes of a manifest slot before its entries.
+pub const MANIFEST_HEADER_BYTES: usize = 32;
+/// Bytes of one manifest entry.
+pub const MANIFEST_ENTRY_BYTES: usize = 24;
+/// Manifest slot sizes are multiples of this.
+pub const MANIFEST_SLOT_ALIGN: usize = 4096;
+
+/// What a blob log's manifest says of one segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ManifestEntry {
+    /// Segment number.
+    pub segment: u32,
+    /// Whether the segment is immutable.
+    pub sealed: bool,
+    /// For the open segment: its writer closed cleanly, so no blob was acknowledged past
+    /// `end`. Cleared while a writer runs.
+    pub closed: bool,
+    /// The segment's file was lost and the log opened anyway (`accept_lost_blobs`): its
+    /// blobs read as corruption until the segment is dropped.
+    pub lost: bool,
+    /// Its records are known to reach this offset on stable storage: the sealed end, or
+    /// for the open segment the end synced when the log last opened, rotated or closed.
+    pub end: u64,
+    /// End of a torn tail that recovery cut from this segment (0: none): blobs between
+    /// `end` and here were lost in a crash.
+    pub cut_end: u64,
+}
+
+/// A blob log's manifest: the segments that must exist (ascending) and the next
+/// segment number.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BlobManifest {
+    /// Incremented by every write.
+    pub generation: u64,
+    /// The next segment number to create; every segment below it was created once.
+    pub next_segment: u32,
+    /// The segments, ascending by number.
+    pub entries: Vec<ManifestEntry>,
+}
+
+impl BlobManifest {
+    /// Bytes of the encoded slot, before padding.
+    pub fn encoded_bytes(&self) -> usize {
+        MANIFEST_HEADER_BYTES + self.entries.len() * MANIFEST_ENTRY_BYTES + 4
+    }
+
+    /// The entry of `segment`, if listed.
+    pub fn entry(&self, segment: u32) -> Option<&ManifestEntry> {
+        self.entries.binary_search_by_key(&segment, |e| e.segment).ok().map(|i| &self.entries[i])
+    }
+
+    /// Encodes into a slot of `slot_bytes` (at least [`BlobManifest::encoded_bytes`]).
+    pub fn encode(&self, slot_bytes: usize) -> Vec<u8> {
+        assert!(slot_bytes >= self.encoded_bytes(), "the manifest fits its slot");
+        debug_assert!(self.entries.windows(2).all(|w| w[0].segment < w[1].segment), "entries ascend");
+        let mut out = vec![0u8; slot_bytes];
+        out[..8].copy_from_slice(MANIFEST_MAGIC);
+        put_u32(&mut out, 8, FORMAT_VERSION);
+        put_u32(&mut out, 12, u32::try_from(self.entries.len()).expect("fewer than 2^32 segments"));
+        put_u64(&mut out, 16, self.generation);
+        put_u32(&mut out, 24, self.next_segment);
+        for (i, e) in self.entries.iter().enumerate() {
+            let at = MANIFEST_HEADER_BYTES + i * MANIFEST_ENTRY_BYTES;
+            put_u32(&mut out, at, e.segment);
+            let flags = u32::from(e.sealed) | u32::from(e.closed) << 1 | u32::from(e.lost) << 2;
+            put_u32(&mut out, at + 4, flags);
+            put_u64(&mut out, at + 8, e.end);
+            put_u64(&mut out, at + 16, e.cut_end);
+        }
+        let crc_at = self.encoded_bytes() - 4;
+        let crc = crc32fast::hash(&out[..crc_at]);
+        put_u32(&mut out, crc_at, crc);
+        out
+    }
+
+    /// Decodes one slot; `Err` says why it is not a valid manifest.
+    pub fn decode(slot: &[u8]) -> Result<BlobManifest, String> {
+        if slot.len() < MANIFEST_HEADER_BYTES + 4 || &slot[..8] != MANIFEST_MAGIC {
+            return Err("blob log manifest slot has a wrong magic".into());
+        }
+        let count = get_u32(slot, 12) as usize;
+        let crc_at = count
+            .checked_mul(MANIFEST_ENTRY_BYTES)
+            .and_then(|b| b.checked_add(MANIFEST_HEADER_BYTES))
+            .filter(|&at| at + 4 <= slot.len())
+            .ok_or("blob log manifest slot claims more entries than it holds")?;
+        if crc32fast::hash(&slot[..crc_at]) != get_u32(slot, crc_at) {
+            return Err("blob log manifest slot checksum mismatch".into());
+        }
+        let version = get_u32(slot, 8);
+        if version != FORMAT_VERSION {
+            return Err(format!("blob log manifest format version {version}, this build reads {FORMAT_VERSION}"));
+        }
+        let entries: Vec<ManifestEntry> = (0..count)
+            .map(|i| {
+                let at = MANIFEST_HEADER_BYTES + i * MANIFEST_ENTRY_BYTES;
+                ManifestEntry {
+                    segment: get_u32(slot, at),
+                    sealed: get_u32(slot, at + 4) & 1 == 1,
+                    closed: get_u32(slot, at + 4) & 2 == 2,
+                    lost: get_u32(slot, at + 4) & 4 == 4,
+                    end: get_u64(slot, at + 8),
+                    cut_end: get_u64(slot, at + 16),
+                }
+            })
+            .collect();
+        let next_segment = get_u32(slot, 24);
+        let ascending = entries.windows(2).all(|w| w[0].segment < w[1].segment);
+        if !ascending || entries.last().is_some_and(|e| e.segment >= next_segment) {
+            return Err("blob log manifest lists segments out of order or past its next segment".into());
+        }
+        Ok(BlobManifest { generation: get_u64(slot, 16), next_segment, entries })
+    }
+
+    /// The newer valid slot of a manifest file (two slots of half its length each).
+    pub fn newest(file: &[u8]) -> Result<BlobManifest, String> {
+        let half = file.len() / 2;
+        if file.len() < 2 * MANIFEST_SLOT_ALIGN || half % MANIFEST_SLOT_ALIGN != 0 || file.len() != 2 * half {
+            return Err(format!("blob log manifest is {} bytes, not two slots of 4096-byte blocks", file.len()));
+        }
+        match (BlobManifest::decode(&file[..half]), BlobManifest::decode(&file[half..])) {
+            (Ok(a), Ok(b)) => Ok(if b.generation > a.generation { b } else { a }),
+            (Ok(m), Err(_)) | (Err(_), Ok(m)) => Ok(m),
+            (Err(a), Err(_)) => Err(format!("no valid slot in the blob log manifest ({a})")),
+        }
+    }
+
+    /// Index of the slot this manifest is written to (generations alternate slots).
+    pub fn slot_index(&self) -> usize {
+        (self.generation % 2) as usize
+    }
+}
 
 /// The identity slot of a segment's header block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,6 +365,8 @@ pub struct RecordHeader {
     pub kind: u8,
     /// log2 of the uncompressed frame size.
     pub frame_shift: u8,
+    /// Flag bits ([`RECORD_FLAG_UNSYNCED`]).
+    pub flags: u8,
     /// Records after this one in the same transaction.
     pub batch_left: u32,
     /// Blob length.
@@ -266,6 +437,7 @@ pub fn decode_header(bytes: &[u8], record_bytes_max: u64) -> Decoded {
     let header = RecordHeader {
         kind,
         frame_shift,
+        flags: bytes[2],
         batch_left: get_u32(bytes, 4),
         blob_bytes: get_u64(bytes, 8),
         stored_bytes: get_u64(bytes, 16),
@@ -416,8 +588,10 @@ pub fn encode_record(kind: u8, frame_shift: u8, batch_left: u32, blob_bytes: u64
     out
 }
 
-/// Sets the `batch_left` and `flush_seq` fields of an encoded record, fixing its meta crc.
-pub fn stamp_record(record: &mut [u8], batch_left: u32, flush_seq: u32) {
+/// Sets the `flags`, `batch_left` and `flush_seq` fields of an encoded record, fixing its
+/// meta crc.
+pub fn stamp_record(record: &mut [u8], flags: u8, batch_left: u32, flush_seq: u32) {
+    record[2] = flags;
     put_u32(record, 4, batch_left);
     put_u32(record, 24, flush_seq);
     let frames = frame_count(get_u64(record, 8), record[1]) as usize;
@@ -492,6 +666,40 @@ mod tests {
     }
 
     #[test]
+    fn manifest_round_trips_and_the_newer_valid_slot_wins() {
+        let entry =
+            |segment, sealed, end| ManifestEntry { segment, sealed, closed: !sealed, lost: false, end, cut_end: 0 };
+        let mut m =
+            BlobManifest { generation: 1, next_segment: 9, entries: vec![entry(3, true, 9000), entry(8, false, 4096)] };
+        let slot = MANIFEST_SLOT_ALIGN;
+        assert!(m.encoded_bytes() <= slot);
+        let mut file = vec![0u8; 2 * slot];
+        file[slot * m.slot_index()..][..slot].copy_from_slice(&m.encode(slot));
+        assert_eq!(BlobManifest::newest(&file).unwrap(), m);
+        let older = m.clone();
+        m.generation = 2;
+        m.entries[1].end = 8192;
+        m.entries[1].cut_end = 12_288;
+        m.entries[0].lost = true;
+        file[slot * m.slot_index()..][..slot].copy_from_slice(&m.encode(slot));
+        assert_eq!(BlobManifest::newest(&file).unwrap(), m);
+        assert_eq!(m.entry(8).unwrap().cut_end, 12_288);
+        assert!(m.entry(4).is_none());
+        // A torn write of the newer slot leaves the older one.
+        file[slot * m.slot_index() + 40] ^= 1;
+        assert_eq!(BlobManifest::newest(&file).unwrap(), older);
+        file[slot * older.slot_index() + 40] ^= 1;
+        assert!(BlobManifest::newest(&file).is_err());
+        assert!(BlobManifest::newest(&file[..4096]).is_err());
+        // A count past the slot, and entries past next_segment, are refused.
+        let mut bad = older.encode(slot);
+        put_u32(&mut bad, 12, u32::MAX);
+        assert!(BlobManifest::decode(&bad).is_err());
+        let past = BlobManifest { generation: 1, next_segment: 3, entries: vec![entry(3, true, 1)] };
+        assert!(BlobManifest::decode(&past.encode(slot)).is_err());
+    }
+
+    #[test]
     fn record_round_trip() {
         let blob: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
         let frames: Vec<&[u8]> = blob.chunks(4096).collect();
@@ -501,9 +709,9 @@ mod tests {
         assert_eq!(h.record_bytes(), rec.len() as u64);
         check_meta(&h, &rec).unwrap();
         assert_eq!(frame_entry(&rec, 2).stored_len, 10_000 - 8192);
-        stamp_record(&mut rec, 3, 9);
+        stamp_record(&mut rec, RECORD_FLAG_UNSYNCED, 3, 9);
         let Decoded::Header(h) = decode_header(&rec, rec.len() as u64) else { panic!("a header") };
-        assert_eq!((h.batch_left, h.flush_seq), (3, 9));
+        assert_eq!((h.flags, h.batch_left, h.flush_seq), (RECORD_FLAG_UNSYNCED, 3, 9));
         check_meta(&h, &rec).unwrap();
         rec[40] ^= 1;
         assert!(check_meta(&h, &rec).is_err());
