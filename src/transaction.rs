@@ -81,6 +81,9 @@ pub struct Transaction {
     /// before the transaction (a read it validates), and whether it will exist after; the
     /// tables' record counts follow once it commits.
     table_writes: BTreeMap<Bytes, (Arc<TableShared>, bool, bool)>,
+    /// The first error one of its operations returned: the transaction has failed, and
+    /// `commit` returns this and writes nothing.
+    failed: Option<Error>,
     done: bool,
 }
 
@@ -112,8 +115,20 @@ impl Transaction {
             scanned_keys: 0,
             locked: Vec::new(),
             table_writes: BTreeMap::new(),
+            failed: None,
             done: false,
         }
+    }
+
+    /// Notes `result`'s error, if any, as the one the transaction failed with (the first
+    /// one counts), and passes `result` on.
+    fn track<T>(&mut self, result: Result<T>) -> Result<T> {
+        if let Err(e) = &result {
+            if !self.done {
+                self.failed.get_or_insert_with(|| e.clone());
+            }
+        }
+        result
     }
 
     /// The transaction's id.
@@ -141,11 +156,19 @@ impl Transaction {
     /// the database's (the version seen is checked at commit). Reading a key again gives
     /// the same answer.
     pub fn get(&mut self, key: impl AsRef<[u8]>) -> Result<Option<Value>> {
-        self.get_key(Key::user(key.as_ref())?)
+        let key = Key::user(key.as_ref());
+        let result = key.and_then(|key| self.get_key(key));
+        self.track(result)
     }
 
-    /// [`Transaction::get`] of a validated key (a caller's, or a typed table's own).
+    /// [`Transaction::get`] of a validated key (a caller's, or a typed table's own). A
+    /// failure fails the transaction.
     pub(crate) fn get_key(&mut self, key: Key<'_>) -> Result<Option<Value>> {
+        let result = self.get_key_inner(key);
+        self.track(result)
+    }
+
+    fn get_key_inner(&mut self, key: Key<'_>) -> Result<Option<Value>> {
         self.check_usable()?;
         if let Some(w) = self.writes.get(&*key) {
             return Ok(w.clone().map(Value));
@@ -185,8 +208,13 @@ impl Transaction {
     }
 
     /// Writes (puts, or deletes with `None`) a validated key (a caller's, or a typed
-    /// table's own) when the transaction commits.
+    /// table's own) when the transaction commits. A failure fails the transaction.
     pub(crate) fn write_key(&mut self, key: Key<'_>, value: Option<&[u8]>) -> Result<()> {
+        let result = self.write_key_inner(key, value);
+        self.track(result)
+    }
+
+    fn write_key_inner(&mut self, key: Key<'_>, value: Option<&[u8]>) -> Result<()> {
         let key = key.as_bytes();
         if let Some(v) = value {
             check_value(v)?;
@@ -209,12 +237,16 @@ impl Transaction {
 
     /// Sets `key` to `value` when the transaction commits.
     pub fn put(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<()> {
-        self.write_key(Key::user(key.as_ref())?, Some(value.as_ref()))
+        let key = Key::user(key.as_ref());
+        let result = key.and_then(|key| self.write_key(key, Some(value.as_ref())));
+        self.track(result)
     }
 
     /// Removes `key` when the transaction commits.
     pub fn delete(&mut self, key: impl AsRef<[u8]>) -> Result<()> {
-        self.write_key(Key::user(key.as_ref())?, None)
+        let key = Key::user(key.as_ref());
+        let result = key.and_then(|key| self.write_key(key, None));
+        self.track(result)
     }
 
     /// The entries with keys in `range`, in key order, with this transaction's own
@@ -223,8 +255,13 @@ impl Transaction {
     /// range still holds the same keys at the same versions, so a key inserted into the
     /// range meanwhile (a phantom) is a conflict.
     pub fn scan(&mut self, range: impl KeyBounds) -> Result<Vec<(Value, Value)>> {
+        let result = self.scan_inner(&range);
+        self.track(result)
+    }
+
+    fn scan_inner(&mut self, range: &impl KeyBounds) -> Result<Vec<(Value, Value)>> {
         self.check_usable()?;
-        let range = KeyRange::copied(&range);
+        let range = KeyRange::copied(range);
         let engine = Arc::clone(&self.engine);
         let mut seen = vec![Vec::new(); engine.shard_count()];
         let found = engine.scan_versioned(&range, |s, versions| {
@@ -274,7 +311,8 @@ impl Transaction {
     }
 
     /// Commits: validates every read (and scan) and writes everything, on every shard
-    /// involved, or nothing. Returns when the writes are visible to every reader and
+    /// involved, or nothing. A transaction one of whose operations returned an error
+    /// has failed: its commit returns that error and writes nothing. Returns when the writes are visible to every reader and
     /// durable: per the database's `Durability` for a transaction on one shard; always,
     /// for one across shards (its prepares must be durable before any part applies). Fails with [`Error::Conflict`] when
     /// something it read changed or is locked (nothing was written: run it again), or
@@ -288,8 +326,15 @@ impl Transaction {
     /// it before it completes aborts the transaction if it was not decided yet.
     pub fn commit_async(mut self) -> impl Future<Output = Result<CommitInfo>> + Send + 'static {
         let table_writes = std::mem::take(&mut self.table_writes);
-        let plan = self.plan();
-        self.done = true;
+        let failed = self.failed.take();
+        let plan = if let Some(e) = failed {
+            self.release();
+            Err(e)
+        } else {
+            let plan = self.plan();
+            self.done = true;
+            plan
+        };
         async move {
             let info = plan?.run(false).await?;
             for (_, (table, existed, present)) in table_writes {

@@ -393,3 +393,37 @@ fn plain_writes_wait_for_locks_and_never_fail() {
     assert_eq!(read(db.get(&mirror).unwrap()), *seen.last().unwrap());
     assert!(!seen.is_empty());
 }
+
+/// A transaction one of whose operations failed stays failed: its commit returns that
+/// error and writes nothing, whatever it wrote before the failure (single- and
+/// cross-shard, a refused size and a refused key alike).
+#[test]
+fn a_failed_transaction_stays_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), options().shards(2).tx_bytes_max(1024)).unwrap();
+    let (a, b) = keys_on(&db, "failed", false);
+    let mut tx = db.transaction();
+    tx.put(&a, b"1").unwrap();
+    tx.put(&b, b"2").unwrap();
+    let refused = tx.put(b"big", [0u8; 2000]).unwrap_err();
+    assert!(matches!(refused, Error::TransactionTooLarge { what: "bytes", .. }), "{refused}");
+    // Later operations still answer, but the transaction has failed.
+    tx.put(b"after", b"3").unwrap();
+    let err = tx.commit().unwrap_err();
+    assert_eq!(err.to_string(), refused.to_string(), "commit returns the operation's error");
+    for key in [&a[..], &b[..], b"big", b"after"] {
+        assert_eq!(db.get(key).unwrap(), None, "nothing of a failed transaction is written");
+    }
+    // A refused key fails it too; a transaction with no failure still commits.
+    let mut tx = db.transaction();
+    tx.put(&a, b"1").unwrap();
+    let long = vec![b'k'; ringdb::KEY_BYTES_MAX + 1];
+    assert!(matches!(tx.get(&long), Err(Error::KeyTooLarge { .. })));
+    assert!(matches!(tx.commit(), Err(Error::KeyTooLarge { .. })));
+    assert_eq!(db.get(&a).unwrap(), None);
+    let mut tx = db.transaction();
+    tx.put(&a, b"1").unwrap();
+    tx.commit().unwrap();
+    assert_eq!(db.get(&a).unwrap().as_deref(), Some(&b"1"[..]));
+    db.close().unwrap();
+}

@@ -44,11 +44,12 @@ impl Shard {
             for completion in completions.drain(..) {
                 self.on_completion(completion);
             }
+            // Published before flush callers hear back, so their `stats()` shows the flush.
+            self.publish_log_stats();
             self.answer_flush_waiters();
             self.tx_progress();
             self.step_checkpoint();
             self.maybe_checkpoint();
-            self.publish_log_stats();
         }
         self.abandon_running_checkpoint();
         self.wal.finish();
