@@ -49,6 +49,11 @@ impl Checkpoints {
         self.running.is_some()
     }
 
+    /// Whether the running checkpoint's merge thread is done and its result waits.
+    pub fn merge_ready(&self) -> bool {
+        self.running.as_ref().is_some_and(|(run, _)| run.merge_ready())
+    }
+
     /// Whether a caller waits for a checkpoint.
     pub fn asked(&self) -> bool {
         !self.waiters.is_empty()
@@ -172,6 +177,7 @@ impl Shard {
     /// calls this every turn).
     pub(super) fn step_checkpoint(&mut self) {
         let Some((mut run, waiters)) = self.checkpoints.running.take() else { return };
+        self.pages.poll_merge(&mut run);
         let result = loop {
             if run.in_flight() > 0 {
                 self.checkpoints.running = Some((run, waiters));

@@ -211,7 +211,10 @@ impl Shard {
             fence(Ordering::SeqCst);
             // After a shutdown request the queue is no longer read: don't let what waits
             // in it keep the thread from sleeping.
-            if !self.stop.stopping() && !self.paused_for_checkpoint() && !self.rx.is_empty() {
+            // A merge thread sends its result, then wakes the shard only if it sleeps:
+            // look once more after announcing the sleep.
+            let request = !self.stop.stopping() && !self.paused_for_checkpoint() && !self.rx.is_empty();
+            if request || self.checkpoints.merge_ready() {
                 self.shared.sleeping.store(false, Ordering::Relaxed);
                 return self.poll(completions);
             }

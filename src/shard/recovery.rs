@@ -62,7 +62,13 @@ impl Shard {
         crate::storage::dir::create_dir(fs.as_ref(), &shard_dir)?;
         crate::storage::dir::create_dir(fs.as_ref(), &wal_dir)?;
         let started = Instant::now();
-        let pages = open_pages(&shared, &fs, &shard_dir, &options)?;
+        let mut pages = open_pages(&shared, &fs, &shard_dir, &options)?;
+        let waker = Arc::downgrade(&shared);
+        pages.set_waker(Arc::new(move || {
+            if let Some(shared) = waker.upgrade() {
+                shared.wake();
+            }
+        }));
         let (mut replay, recovered) = replay_log(&shared, &pages, fs.as_ref(), &wal_dir)?;
         // Every shard's log is needed to decide the in-doubt transactions: report, and
         // wait for the decisions.
@@ -158,6 +164,7 @@ fn open_pages(shared: &ShardShared, fs: &Arc<dyn Fs>, shard_dir: &Path, options:
         chunk_threshold: options.page_chunk_bytes,
         node_bytes: NODE_BYTES,
         direct: options.direct_io,
+        merge_inline: options.io_backend.is_simulated(),
     };
     let pages = PageStore::open(fs, shard_dir, shared.id, page_config)?;
     let _ =

@@ -56,6 +56,21 @@ pub(crate) struct PageConfig {
     /// Bytes a node is filled to (rounded up to the page unit).
     pub node_bytes: usize,
     pub direct: bool,
+    /// Merge on the shard thread instead of a thread of its own (the simulated disk
+    /// replays a run exactly only with everything on the shard thread).
+    pub merge_inline: bool,
+}
+
+/// Called by a checkpoint's merge thread when its result is ready, to wake the shard.
+pub(crate) type Waker = Arc<dyn Fn() + Send + Sync>;
+
+/// What a merge thread hands back: its outcome, and the allocator, the next node id and
+/// the writes it took.
+struct Merged {
+    outcome: std::result::Result<tree::MergeOutcome, LoadError>,
+    alloc: Allocator,
+    next_node_id: u64,
+    writes: Vec<PendingWrite>,
 }
 
 /// Counters of a page store.
@@ -110,6 +125,8 @@ pub(crate) struct PageStore {
     /// The durable free list's extent.
     free_extent: Option<Extent>,
     pub counters: PageCounters,
+    /// Wakes the shard when a merge thread is done.
+    waker: Option<Waker>,
 }
 
 fn corruption(file: &Path, offset: u64, what: impl Into<String>) -> Error {
@@ -180,6 +197,7 @@ impl PageStore {
             nodes: 0,
             free_extent: None,
             counters: PageCounters::default(),
+            waker: None,
         };
         if let Some(slot) = slot {
             store.load_checkpoint(&slot, align)?;
@@ -268,6 +286,12 @@ impl PageStore {
         Ok(free)
     }
 
+    /// Sets what wakes the shard when a checkpoint's merge, on a thread of its own, is
+    /// done.
+    pub fn set_waker(&mut self, waker: Waker) {
+        self.waker = Some(waker);
+    }
+
     /// The durable tree's root.
     pub fn root(&self) -> TreeRoot {
         self.root
@@ -341,13 +365,19 @@ impl PageStore {
         }
         drop(order);
         // 2. The leaves to rewrite: cached, or read with many reads in flight.
+        // Every node the merge will read is gathered in `run.loaded` (branches as they
+        // are read here, leaves from the cache or the disk), so the merge needs no cache.
         let touched = {
-            let src = StoreNodes { store: self, cache, loaded: &run.loaded };
-            tree::leaves_touched(&src, &self.root, &run.changes).map_err(|e| self.load_error(e))?
+            let src = StoreNodes { store: self, cache, loaded: &run.loaded, seen: std::cell::RefCell::default() };
+            let touched = tree::leaves_touched(&src, &self.root, &run.changes).map_err(|e| self.load_error(e))?;
+            run.loaded.extend(src.seen.into_inner());
+            touched
         };
         let fd = self.data.fd();
         for node in touched {
-            if cache.peek(node.id).is_none() {
+            if let Some(image) = cache.peek(node.id) {
+                run.loaded.insert(node.id, image);
+            } else {
                 let extent = Extent { offset: node.offset, len: u64::from(node.len) };
                 queue_checkpoint_io(
                     io,
@@ -392,6 +422,7 @@ impl PageStore {
         let result = match run.step {
             Step::LoadLeaves => self.on_leaf_loaded(run, i, c),
             Step::WriteNodes => on_nodes_written(run, i, c, &self.data_path),
+            Step::Merge => unreachable!("a merge hands its result back through `poll_merge`"),
             Step::SyncNodes | Step::SyncFreeList => {
                 c.result.map(|_| ()).map_err(|e| Error::io("fdatasync", self.data_path.clone(), e))
             }
@@ -418,7 +449,11 @@ impl PageStore {
         match run.step {
             Step::LoadLeaves => {
                 crate::failpoint::hit("checkpoint-pages-loaded");
-                self.merge(run, cache)?;
+                self.start_merge(run, cache);
+                run.step = Step::Merge;
+                Ok(false)
+            }
+            Step::Merge => {
                 let writes = std::mem::take(&mut run.writes);
                 self.queue_writes(run, io, writes);
                 run.step = Step::WriteNodes;
@@ -480,25 +515,92 @@ impl PageStore {
         Ok(())
     }
 
-    /// Step 3 of the module docs: the merge, placing new nodes in new extents and
-    /// retiring the old ones.
-    fn merge(&mut self, run: &mut CheckpointRun, cache: &PageCache) -> Result<()> {
+    /// Step 3 of the module docs: the merge, placing new nodes in new extents. It reads
+    /// only `run.loaded` (and, for a node missing there, the data file: every node it
+    /// reads belongs to the durable tree, which nothing overwrites meanwhile), so it
+    /// runs on a thread of its own, with the allocator lent to it, while the shard
+    /// serves requests; [`PageStore::poll_merge`] takes its result back.
+    fn start_merge(&mut self, run: &mut CheckpointRun, cache: &PageCache) {
         let shape = self.shape();
+        let root = self.root;
         let changes = std::mem::take(&mut run.changes);
         let loaded = std::mem::take(&mut run.loaded);
-        let outcome = {
-            let mut sink =
-                StoreSink { alloc: &mut self.alloc, next_node_id: &mut self.next_node_id, writes: &mut run.writes };
-            let src = StoreReader {
-                data: &self.data,
-                data_path: &self.data_path,
-                mem_align: self.mem_align,
-                cache,
-                loaded: &loaded,
+        let mut alloc = std::mem::replace(&mut self.alloc, Allocator::new(self.unit as u64, 0, []));
+        let mut next_node_id = self.next_node_id;
+        let data = Arc::clone(&self.data);
+        let data_path = self.data_path.clone();
+        let mem_align = self.mem_align;
+        let mut writes = std::mem::take(&mut run.writes);
+        let merge = move |cache: Option<&PageCache>| {
+            let outcome = {
+                let mut sink = StoreSink { alloc: &mut alloc, next_node_id: &mut next_node_id, writes: &mut writes };
+                let src = StoreReader { data: &data, data_path: &data_path, mem_align, cache, loaded: &loaded };
+                tree::merge(&src, &mut sink, &root, &changes, shape)
             };
-            tree::merge(&src, &mut sink, &self.root, &changes, shape)
+            Merged { outcome, alloc, next_node_id, writes }
         };
-        let outcome = outcome.map_err(|e| self.load_error(e))?;
+        run.in_flight += 1;
+        match self.waker.clone().filter(|_| !self.config.merge_inline) {
+            Some(waker) => {
+                let (tx, rx) = crossbeam_channel::bounded(1);
+                let spawned = std::thread::Builder::new().name(format!("ringdb-merge-{}", self.shard)).spawn(move || {
+                    let _ = tx.send(merge(None));
+                    waker();
+                });
+                match spawned {
+                    Ok(_) => run.merging = Some(rx),
+                    Err(e) => {
+                        // The closure (and the allocator it holds) is gone with the failed
+                        // spawn: the checkpoint fails, and the shard refuses writes until
+                        // a reopen rebuilds the allocator from the durable free list.
+                        run.in_flight -= 1;
+                        run.error = Some(Error::io("start a checkpoint's merge thread", None, e));
+                    }
+                }
+            }
+            None => {
+                let merged = merge(Some(cache));
+                run.in_flight -= 1;
+                self.take_merged(run, merged);
+            }
+        }
+    }
+
+    /// Takes the merge thread's result if it is ready; returns whether it was.
+    pub fn poll_merge(&mut self, run: &mut CheckpointRun) -> bool {
+        let Some(rx) = &run.merging else { return false };
+        let merged = match rx.try_recv() {
+            Ok(merged) => merged,
+            Err(crossbeam_channel::TryRecvError::Empty) => return false,
+            Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                run.merging = None;
+                run.in_flight -= 1;
+                run.error.get_or_insert(Error::io(
+                    "a checkpoint's merge thread",
+                    None,
+                    std::io::Error::other("the merge thread ended without a result"),
+                ));
+                return true;
+            }
+        };
+        run.merging = None;
+        run.in_flight -= 1;
+        self.take_merged(run, merged);
+        true
+    }
+
+    /// The merge's result: the allocator back, the old nodes and chunks retired.
+    fn take_merged(&mut self, run: &mut CheckpointRun, merged: Merged) {
+        self.alloc = merged.alloc;
+        self.next_node_id = merged.next_node_id;
+        run.writes = merged.writes;
+        let outcome = match merged.outcome {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                run.error.get_or_insert(self.load_error(e));
+                return;
+            }
+        };
         for node in &outcome.freed_nodes {
             self.alloc.retire(Extent { offset: node.offset, len: u64::from(node.len) });
         }
@@ -511,8 +613,6 @@ impl PageStore {
         run.freed_nodes = outcome.freed_nodes.iter().map(|n| n.id).collect();
         run.freed_chunks = outcome.freed_chunks;
         run.root = Some(outcome.root);
-        drop(changes);
-        Ok(())
     }
 
     /// Queues every write. Extents adjacent in the file (fresh allocations mostly are)
@@ -660,18 +760,22 @@ struct StoreNodes<'a> {
     store: &'a PageStore,
     cache: &'a PageCache,
     loaded: &'a HashMap<u64, Bytes>,
+    /// Every node loaded, for the merge.
+    seen: std::cell::RefCell<HashMap<u64, Bytes>>,
 }
 
 impl NodeSource for StoreNodes<'_> {
     fn load(&self, node: &NodeRef) -> std::result::Result<Bytes, LoadError> {
-        StoreReader {
+        let image = StoreReader {
             data: &self.store.data,
             data_path: &self.store.data_path,
             mem_align: self.store.mem_align,
-            cache: self.cache,
+            cache: Some(self.cache),
             loaded: self.loaded,
         }
-        .load(node)
+        .load(node)?;
+        self.seen.borrow_mut().insert(node.id, image.clone());
+        Ok(image)
     }
 }
 
@@ -680,13 +784,14 @@ struct StoreReader<'a> {
     data: &'a FileRef,
     data_path: &'a Path,
     mem_align: usize,
-    cache: &'a PageCache,
+    /// The cache, on the shard thread; none on a merge thread.
+    cache: Option<&'a PageCache>,
     loaded: &'a HashMap<u64, Bytes>,
 }
 
 impl NodeSource for StoreReader<'_> {
     fn load(&self, node: &NodeRef) -> std::result::Result<Bytes, LoadError> {
-        if let Some(image) = self.loaded.get(&node.id).cloned().or_else(|| self.cache.peek(node.id)) {
+        if let Some(image) = self.loaded.get(&node.id).cloned().or_else(|| self.cache.and_then(|c| c.peek(node.id))) {
             return Ok(image);
         }
         let mut buf = aligned(node.len as usize, self.mem_align);
@@ -696,7 +801,9 @@ impl NodeSource for StoreReader<'_> {
         let image = Bytes::from_owner(buf).slice(..node.len as usize);
         match check_node(&image) {
             Ok(info) if info.id == node.id => {
-                self.cache.insert(node.id, image.clone());
+                if let Some(cache) = self.cache {
+                    cache.insert(node.id, image.clone());
+                }
                 Ok(image)
             }
             Ok(info) => Err(LoadError::Gone {
@@ -747,6 +854,8 @@ fn on_nodes_written(run: &mut CheckpointRun, i: usize, c: Completion, data_path:
 enum Step {
     /// Reading the leaves it rewrites (and writing chunks).
     LoadLeaves,
+    /// Merging the changes into the tree (on a thread of its own).
+    Merge,
     /// Writing the new nodes and chunks.
     WriteNodes,
     /// Making the nodes and chunks durable.
@@ -792,6 +901,8 @@ pub(crate) struct CheckpointRun {
     freed_chunks: Vec<ChunkRef>,
     /// The free list written: extent, length, crc32.
     free_list: Option<(Extent, u32, u32)>,
+    /// The merge thread's answer, while it runs.
+    merging: Option<crossbeam_channel::Receiver<Merged>>,
 }
 
 impl CheckpointRun {
@@ -814,6 +925,7 @@ impl CheckpointRun {
             freed_nodes: Vec::new(),
             freed_chunks: Vec::new(),
             free_list: None,
+            merging: None,
         }
     }
 
@@ -825,6 +937,11 @@ impl CheckpointRun {
     /// Operations of the current step not yet completed.
     pub fn in_flight(&self) -> usize {
         self.in_flight
+    }
+
+    /// Whether the merge thread's result waits to be taken.
+    pub fn merge_ready(&self) -> bool {
+        self.merging.as_ref().is_some_and(|rx| !rx.is_empty())
     }
 
     /// Once done: the new root, the new nodes' images to cache, and the ids of the
