@@ -18,8 +18,8 @@ use super::Shard;
 use crate::error::{Error, Result};
 use crate::io::Completion;
 use crate::options::Durability;
-use crate::storage::page::cache::CHUNK_KEY_BIT;
 use crate::storage::index::Index;
+use crate::storage::page::cache::CHUNK_KEY_BIT;
 use crate::storage::page::reader::{Published, View};
 use crate::storage::page::store::{CheckpointRun, Finished};
 
@@ -36,12 +36,7 @@ pub(super) struct Checkpoints {
 
 impl Checkpoints {
     pub fn new() -> Checkpoints {
-        Checkpoints {
-            waiters: Vec::new(),
-            last_at: Instant::now(),
-            appended_at: 0,
-            running: None,
-        }
+        Checkpoints { waiters: Vec::new(), last_at: Instant::now(), appended_at: 0, running: None }
     }
 
     /// Whether a checkpoint is running.

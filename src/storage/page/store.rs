@@ -70,7 +70,7 @@ struct Merged {
     outcome: std::result::Result<tree::MergeOutcome, LoadError>,
     alloc: Allocator,
     next_node_id: u64,
-    writes: Vec<PendingWrite>,
+    writes: Vec<Grouped>,
 }
 
 /// Counters of a page store.
@@ -99,6 +99,50 @@ struct WriteGroup {
     offset: u64,
     len: u64,
     parts: Vec<PendingWrite>,
+}
+
+/// A write of adjacent extents, ready to queue: where, the bytes, and each part's node
+/// (none for a chunk), offset in the write and length.
+struct Grouped {
+    extent: Extent,
+    buf: AlignedBuf,
+    members: Vec<(Option<u64>, usize, usize)>,
+}
+
+/// Sorts `writes` by offset and joins adjacent ones into writes of up to
+/// `WRITE_COALESCE_BYTES` (copying their bytes into one buffer: done on the merge
+/// thread, off the shard's).
+fn group_writes(mut writes: Vec<PendingWrite>, mem_align: usize) -> Vec<Grouped> {
+    writes.sort_by_key(|(e, _, _)| e.offset);
+    let mut groups: Vec<WriteGroup> = Vec::new();
+    for (extent, buf, node) in writes {
+        match groups.last_mut() {
+            Some(g) if g.offset + g.len == extent.offset && g.len + extent.len <= WRITE_COALESCE_BYTES => {
+                g.len += extent.len;
+                g.parts.push((extent, buf, node));
+            }
+            _ => groups.push(WriteGroup { offset: extent.offset, len: extent.len, parts: vec![(extent, buf, node)] }),
+        }
+    }
+    debug_assert!(groups.windows(2).all(|w| w[0].offset + w[0].len <= w[1].offset), "checkpoint writes overlap");
+    groups
+        .into_iter()
+        .map(|g| {
+            let members =
+                g.parts.iter().map(|(e, _, node)| (*node, (e.offset - g.offset) as usize, e.len as usize)).collect();
+            let buf = if g.parts.len() == 1 {
+                g.parts.into_iter().next().expect("one part").1
+            } else {
+                let mut big = aligned(g.len as usize, mem_align);
+                for (e, part, _) in &g.parts {
+                    let at = (e.offset - g.offset) as usize;
+                    big.as_mut_slice()[at..at + e.len as usize].copy_from_slice(&part.as_slice()[..e.len as usize]);
+                }
+                big
+            };
+            Grouped { extent: Extent { offset: g.offset, len: g.len }, buf, members }
+        })
+        .collect()
 }
 
 /// See the module docs.
@@ -454,8 +498,8 @@ impl PageStore {
                 Ok(false)
             }
             Step::Merge => {
-                let writes = std::mem::take(&mut run.writes);
-                self.queue_writes(run, io, writes);
+                let groups = std::mem::take(&mut run.grouped);
+                self.queue_writes(run, io, groups);
                 run.step = Step::WriteNodes;
                 Ok(false)
             }
@@ -537,16 +581,17 @@ impl PageStore {
                 let src = StoreReader { data: &data, data_path: &data_path, mem_align, cache, loaded: &loaded };
                 tree::merge(&src, &mut sink, &root, &changes, shape)
             };
-            Merged { outcome, alloc, next_node_id, writes }
+            Merged { outcome, alloc, next_node_id, writes: group_writes(writes, mem_align) }
         };
         run.in_flight += 1;
         match self.waker.clone().filter(|_| !self.config.merge_inline) {
             Some(waker) => {
                 let (tx, rx) = crossbeam_channel::bounded(1);
-                let spawned = std::thread::Builder::new().name(format!("ringdb-merge-{}", self.shard)).spawn(move || {
-                    let _ = tx.send(merge(None));
-                    waker();
-                });
+                let spawned =
+                    std::thread::Builder::new().name(format!("ringdb-merge-{}", self.shard)).spawn(move || {
+                        let _ = tx.send(merge(None));
+                        waker();
+                    });
                 match spawned {
                     Ok(_) => run.merging = Some(rx),
                     Err(e) => {
@@ -593,7 +638,7 @@ impl PageStore {
     fn take_merged(&mut self, run: &mut CheckpointRun, merged: Merged) {
         self.alloc = merged.alloc;
         self.next_node_id = merged.next_node_id;
-        run.writes = merged.writes;
+        run.grouped = merged.writes;
         let outcome = match merged.outcome {
             Ok(outcome) => outcome,
             Err(e) => {
@@ -617,43 +662,12 @@ impl PageStore {
 
     /// Queues every write. Extents adjacent in the file (fresh allocations mostly are)
     /// go out as one write of up to `WRITE_COALESCE_BYTES`, all in flight at once.
-    fn queue_writes(&mut self, run: &mut CheckpointRun, io: &mut dyn Io, mut writes: Vec<PendingWrite>) {
-        run.bytes_written = writes.iter().map(|(e, _, _)| e.len).sum();
-        writes.sort_by_key(|(e, _, _)| e.offset);
-        let mut groups: Vec<WriteGroup> = Vec::new();
-        for (extent, buf, node) in writes {
-            match groups.last_mut() {
-                Some(g) if g.offset + g.len == extent.offset && g.len + extent.len <= WRITE_COALESCE_BYTES => {
-                    g.len += extent.len;
-                    g.parts.push((extent, buf, node));
-                }
-                _ => {
-                    groups.push(WriteGroup {
-                        offset: extent.offset,
-                        len: extent.len,
-                        parts: vec![(extent, buf, node)],
-                    });
-                }
-            }
-        }
-        debug_assert!(groups.windows(2).all(|w| w[0].offset + w[0].len <= w[1].offset), "checkpoint writes overlap");
+    fn queue_writes(&mut self, run: &mut CheckpointRun, io: &mut dyn Io, groups: Vec<Grouped>) {
+        run.bytes_written = groups.iter().map(|g| g.extent.len).sum();
         let fd = self.data.fd();
         for (i, g) in groups.into_iter().enumerate() {
-            run.members.push(
-                g.parts.iter().map(|(e, _, node)| (*node, (e.offset - g.offset) as usize, e.len as usize)).collect(),
-            );
-            let buf = if g.parts.len() == 1 {
-                g.parts.into_iter().next().expect("one part").1
-            } else {
-                let mut big = aligned(g.len as usize, self.mem_align);
-                for (e, part, _) in &g.parts {
-                    let at = (e.offset - g.offset) as usize;
-                    big.as_mut_slice()[at..at + e.len as usize].copy_from_slice(&part.as_slice()[..e.len as usize]);
-                }
-                big
-            };
-            let extent = Extent { offset: g.offset, len: g.len };
-            queue_checkpoint_io(io, fd, extent, buf, i, Some(SyncMode::None));
+            run.members.push(g.members);
+            queue_checkpoint_io(io, fd, g.extent, g.buf, i, Some(SyncMode::None));
             run.in_flight += 1;
         }
     }
@@ -888,6 +902,8 @@ pub(crate) struct CheckpointRun {
     loaded: HashMap<u64, Bytes>,
     /// Writes not yet queued (chunks, then nodes).
     writes: Vec<PendingWrite>,
+    /// The same, joined into writes of adjacent extents by the merge.
+    grouped: Vec<Grouped>,
     /// Per write group: each part's node (none for a chunk), offset in the group, length.
     members: Vec<Vec<(Option<u64>, usize, usize)>>,
     /// Images of the nodes written, for the cache.
@@ -917,6 +933,7 @@ impl CheckpointRun {
             missing: Vec::new(),
             loaded: HashMap::new(),
             writes: Vec::new(),
+            grouped: Vec::new(),
             members: Vec::new(),
             images_out: Vec::new(),
             bytes_written: 0,
