@@ -90,6 +90,11 @@ fn users_transactions_cannot_touch_reserved_keys() {
     assert!(matches!(tx.put(b"\xFFringdb-anything", b"x"), Err(Error::InvalidArgument(_))));
     assert!(matches!(tx.get(b"\xFFringdb-anything"), Err(Error::InvalidArgument(_))));
     tx.put(b"a", b"1").unwrap();
+    // The refused operations failed the transaction: its commit says so, writing nothing.
+    assert!(matches!(tx.commit(), Err(Error::InvalidArgument(_))));
+    assert_eq!(db.get(b"a").unwrap(), None);
+    let mut tx = db.transaction();
+    tx.put(b"a", b"1").unwrap();
     let all = tx.scan(..).unwrap();
     assert_eq!(all.len(), 1, "a transaction's scan shows no table record: {all:?}");
     tx.commit().unwrap();
