@@ -56,6 +56,13 @@ impl From<Error> for LoadError {
 pub(crate) trait NodeSource {
     /// The image of `node`, checked by `format::tree::check_node` and against `node.id`.
     fn load(&self, node: &NodeRef) -> Result<Bytes, LoadError>;
+
+    /// Says that `nodes` (in key order) will be loaded soon: a source that reads from a
+    /// disk may read them ahead, adjacent extents together. Loading them later must
+    /// still work, and still checks them, whatever this did.
+    fn prefetch(&self, nodes: &[NodeRef]) {
+        let _ = nodes;
+    }
 }
 
 /// Places new nodes.
@@ -203,6 +210,15 @@ pub(crate) fn range(
             }
             let child = view.child(n);
             let level = view.level() - 1;
+            if level == 0 {
+                // Read ahead the leaves this scan is about to walk: about one per four
+                // records it may still take, at most the rest of this branch.
+                let ahead = (limit - taken).div_ceil(4).min(view.count() - n);
+                if ahead > 1 {
+                    let leaves: Vec<NodeRef> = (n..n + ahead).map(|i| view.child(i)).collect();
+                    src.prefetch(&leaves);
+                }
+            }
             let image = load_at(src, &child, level)?;
             stack.push((image, 0));
         }

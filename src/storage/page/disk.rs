@@ -76,6 +76,36 @@ impl DiskReader {
         })
     }
 
+    /// Reads `nodes` ahead, each run of adjacent extents (up to 1 MiB) in one read, and
+    /// returns the images that check (checksum and id); the rest are left out, for the
+    /// reader's own load to read again and report.
+    pub fn read_nodes_ahead(&self, nodes: &[NodeRef]) -> Vec<(u64, Bytes)> {
+        const RUN_BYTES_MAX: u64 = 1 << 20;
+        let mut out = Vec::with_capacity(nodes.len());
+        let mut at = 0;
+        while at < nodes.len() {
+            let start = nodes[at].offset;
+            let mut end = start + u64::from(nodes[at].len);
+            let mut next = at + 1;
+            while next < nodes.len() && nodes[next].offset == end && end - start + u64::from(nodes[next].len) <= RUN_BYTES_MAX
+            {
+                end += u64::from(nodes[next].len);
+                next += 1;
+            }
+            if let Ok(raw) = self.read_at(start, (end - start) as usize) {
+                for node in &nodes[at..next] {
+                    let from = (node.offset - start) as usize;
+                    let Some(image) = raw.get(from..from + node.len as usize) else { continue };
+                    if check_node(image).is_ok_and(|info| info.id == node.id) {
+                        out.push((node.id, raw.slice(from..from + node.len as usize)));
+                    }
+                }
+            }
+            at = next;
+        }
+        out
+    }
+
     /// The raw bytes of the chunk of a value of `len` bytes at `offset`, unchecked.
     pub fn read_chunk(&self, offset: u64, len: u32) -> Result<Bytes> {
         self.read_at(offset, chunk_bytes(len as usize, self.unit))

@@ -99,6 +99,15 @@ impl NodeSource for ShardData<'_> {
             Err(what) => Err(LoadError::Gone { offset: node.offset, what }),
         }
     }
+
+    fn prefetch(&self, nodes: &[NodeRef]) {
+        let missing: Vec<NodeRef> = nodes.iter().copied().filter(|n| self.cache.peek(n.id).is_none()).collect();
+        let read = self.disk.read_nodes_ahead(&missing);
+        ShardCounters::add(self.nodes_read, read.len() as u64);
+        for (id, image) in read {
+            self.cache.insert(id, image);
+        }
+    }
 }
 
 fn versioned(version: u64, found: Found) -> Versioned {
