@@ -58,7 +58,7 @@ pub fn next_segment_bytes(current_bytes: u64, segment_bytes_max: u64, block_byte
     let block = block_bytes as u64;
     assert!(segment_bytes_max % block == 0, "the largest segment is whole blocks");
     let next = current_bytes.saturating_mul(SEGMENT_GROWTH).next_multiple_of(block).min(segment_bytes_max);
-    debug_assert!(next % block == 0 && next > block, "a segment is whole blocks: its header block and records");
+    debug_assert!(next % block == 0 && next >= block, "a segment is whole blocks, its header block first");
     next
 }
 
@@ -117,4 +117,32 @@ pub fn prepare_segment(
     };
     let file = create_segment_file(fs.as_ref(), wal_dir, &path, &spec)?;
     Ok(PreparedSegment { seq, file, path, segment_bytes })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_grow_by_four_to_the_largest_and_fit_large_records() {
+        let max = 64 << 20;
+        assert_eq!(first_segment_bytes(max, 4096), 64 << 10);
+        assert_eq!(first_segment_bytes(64 << 10, 4096), 64 << 10, "the smallest largest size");
+        assert_eq!(first_segment_bytes(max, 64 << 10), 256 << 10, "four blocks at least");
+        let mut sizes = vec![first_segment_bytes(max, 4096)];
+        while sizes.len() < 8 {
+            sizes.push(next_segment_bytes(*sizes.last().unwrap(), max, 4096));
+        }
+        let mib = 1 << 20;
+        assert_eq!(sizes, [mib / 16, mib / 4, mib, 4 * mib, 16 * mib, 64 * mib, 64 * mib, 64 * mib]);
+        // A largest size that is not a power of four from 64 KiB is reached, not passed.
+        assert_eq!(next_segment_bytes(1 << 20, 3 << 20, 4096), 3 << 20);
+
+        // A record that fits the next size takes it; a larger one the power of two holding it.
+        assert_eq!(segment_bytes_for(100, 64 << 10, max, 4096), 256 << 10);
+        assert_eq!(segment_bytes_for(300 << 10, 64 << 10, max, 4096), 512 << 10);
+        let largest_record = (max as usize - 4096 - 32) & !7;
+        assert_eq!(segment_bytes_for(32 + largest_record, 64 << 10, max, 4096), max);
+        assert_eq!(segment_bytes_for(5 << 20, 1 << 20, 6 << 20, 4096), 6 << 20, "never above the largest");
+    }
 }
