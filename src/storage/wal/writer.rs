@@ -527,13 +527,8 @@ impl<T> WalWriter<T> {
         debug_assert!(self.current.seq >= 1, "segments are numbered from 1");
         let dir = self.config.wal_dir.clone();
         let fs = Arc::clone(&self.config.fs);
-        let (shard, seq, bytes, block, direct) = (
-            self.config.shard,
-            self.current.seq + 1,
-            self.next_bytes(),
-            self.config.block_bytes,
-            self.config.direct,
-        );
+        let (shard, seq, bytes, block, direct) =
+            (self.config.shard, self.current.seq + 1, self.next_bytes(), self.config.block_bytes, self.config.direct);
         let spawned = run_ahead(self.config.fs.as_ref(), format!("ringdb-prep-{shard}"), move || {
             prepare_segment(&fs, &dir, shard, seq, bytes, block, direct)
         });
