@@ -278,9 +278,12 @@ impl Options {
         self
     }
 
-    /// Size of each preallocated log segment file, in bytes. Default 64 MiB; range
-    /// 64 KiB..=1 GiB, rounded up to the block size. One log record (a put, or a whole
-    /// write batch) must fit in a segment.
+    /// Size of the largest preallocated log segment file, in bytes. Default 64 MiB; range
+    /// 64 KiB..=1 GiB, rounded up to the block size. A new log starts with a 64 KiB
+    /// segment and each next one is four times larger, up to this size, so a new database
+    /// takes little disk and a busy log soon writes segments of this size. One log record
+    /// (a put, or a whole write batch) must fit in a segment of this size
+    /// ([`Error::BatchTooLarge`] otherwise).
     #[must_use]
     pub fn wal_segment_bytes(mut self, bytes: u64) -> Options {
         self.wal_segment_bytes = bytes;

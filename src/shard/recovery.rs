@@ -27,7 +27,7 @@ use crate::storage::page::disk::DiskReader;
 use crate::storage::page::reader::{Published, View};
 use crate::storage::page::store::{NODE_BYTES, PageConfig, PageStore};
 use crate::storage::wal::recovery::{Recovered, Replayed, open_tail, recover};
-use crate::storage::wal::segment::{PreparedSegment, prepare_segment};
+use crate::storage::wal::segment::{PreparedSegment, first_segment_bytes, prepare_segment};
 use crate::storage::wal::writer::{WalWriter, WriterConfig, WriterStart};
 
 /// A prepare record found by replay whose transaction was not decided after it.
@@ -293,13 +293,16 @@ fn tail_segment(
             recovered.end == 0 && recovered.tail.is_empty() && recovered.sealed.is_empty(),
             "a log without a tail segment has no records"
         );
-        // A new log: probe the block size on a scratch file, then create segment 1.
+        // A new log: probe the block size on a scratch file, then create segment 1, small
+        // (one write of header and zeros), so open does not wait for a long zero fill and
+        // a new database takes little disk; later segments grow (`storage::wal::segment`).
         let probe_path = wal_dir.join("probe.tmp");
         let probe = io::fs::open_data_file(fs.as_ref(), &probe_path, true, direct)?;
         let block = io::fs::direct_io_block_bytes(probe.as_ref());
         drop(probe);
         let _ = fs.remove_file(&probe_path);
-        let segment_bytes = options.wal_segment_bytes.next_multiple_of(block as u64);
+        let segment_bytes = first_segment_bytes(options.wal_segment_bytes.next_multiple_of(block as u64), block);
+        debug_assert_eq!(segment_bytes % block as u64, 0, "a segment is whole blocks");
         let segment = prepare_segment(fs, wal_dir, id, 1, segment_bytes, block, direct)?;
         Ok((segment, block as u64, Vec::new(), block))
     }

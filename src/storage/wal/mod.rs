@@ -1,6 +1,7 @@
 //! The write-ahead log of a shard: every change is in it before it is acknowledged.
 //!
-//! - `segment`: creating preallocated, zero-filled segment files.
+//! - `segment`: creating preallocated, zero-filled segment files, and their sizes (they
+//!   grow from 64 KiB to `Options::wal_segment_bytes`).
 //! - `writer`: appending records, group commit, rotation, poisoning on failure.
 //! - `recovery`: replay on open, torn-tail cut and quarantine, corruption reports.
 //!

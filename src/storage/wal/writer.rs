@@ -11,6 +11,11 @@
 //! already held plus new ones. The old bytes are rewritten unchanged, so a
 //! write torn at sector granularity cannot damage records already durable.
 //!
+//! Segments grow: each new one is larger than the one before, up to
+//! `segment_bytes` (see `storage::wal::segment` for the sizes and why); a record
+//! too large for the next segment gets one sized to hold it, so the largest
+//! record the log accepts depends on the largest segment only.
+//!
 //! Invariants: `batches` are in log order; only the front may be in flight;
 //! `end` is the offset of the next record in the current segment and
 //! `tail` holds the current segment's bytes from `align_down(end)` to `end`.
@@ -25,7 +30,7 @@ use crate::format::record::{FLAG_UNSYNCED, HEADER_BYTES, encode_header, record_b
 use crate::io::fs::{Ahead, FileRef, Fs, run_ahead};
 use crate::io::token::{Token, TokenKind};
 use crate::io::{AlignedBuf, Completion, Io, SyncMode};
-use crate::storage::wal::segment::{PreparedSegment, prepare_segment};
+use crate::storage::wal::segment::{PreparedSegment, next_segment_bytes, prepare_segment, segment_bytes_for};
 
 /// Where the writer starts, as recovery left the log.
 pub struct WriterStart {
@@ -51,7 +56,8 @@ pub struct WriterConfig {
     pub block_bytes: usize,
     /// Open segments with O_DIRECT.
     pub direct: bool,
-    /// Size of new segments.
+    /// Largest size of a segment (`Options::wal_segment_bytes`, whole blocks): new
+    /// segments grow toward it.
     pub segment_bytes: u64,
     /// A batch takes no more records past this many bytes.
     pub batch_bytes_max: usize,
@@ -190,14 +196,17 @@ impl<T> WalWriter<T> {
         writer
     }
 
-    /// Largest record body one segment of this log can hold.
+    /// Largest record body the log accepts: what a segment of the largest size holds
+    /// after its header block. A record larger than the next segment in the growth
+    /// sequence gets a segment sized to hold it (see `rotate`), so the limit does not
+    /// depend on the size segments have reached.
     pub fn body_bytes_max(&self) -> usize {
+        let largest = usize::try_from(self.config.segment_bytes).expect("segments are at most 1 GiB");
         debug_assert!(
-            self.current.segment_bytes as usize > self.config.block_bytes + HEADER_BYTES,
+            largest > self.config.block_bytes + HEADER_BYTES,
             "a segment holds its header block and at least one record header"
         );
-        let usable = self.config.segment_bytes.min(self.current.segment_bytes) as usize - self.config.block_bytes;
-        (usable - HEADER_BYTES) & !7
+        (largest - self.config.block_bytes - HEADER_BYTES) & !7
     }
 
     /// The failure that poisoned the log, if any.
@@ -268,7 +277,7 @@ impl<T> WalWriter<T> {
         }
         let rec = record_bytes(body.len());
         if self.end + rec as u64 > self.current.segment_bytes {
-            if let Err(e) = self.rotate() {
+            if let Err(e) = self.rotate(rec) {
                 return Err((e, item));
             }
         }
@@ -518,13 +527,8 @@ impl<T> WalWriter<T> {
         debug_assert!(self.current.seq >= 1, "segments are numbered from 1");
         let dir = self.config.wal_dir.clone();
         let fs = Arc::clone(&self.config.fs);
-        let (shard, seq, bytes, block, direct) = (
-            self.config.shard,
-            self.current.seq + 1,
-            self.config.segment_bytes,
-            self.config.block_bytes,
-            self.config.direct,
-        );
+        let (shard, seq, bytes, block, direct) =
+            (self.config.shard, self.current.seq + 1, self.next_bytes(), self.config.block_bytes, self.config.direct);
         let spawned = run_ahead(self.config.fs.as_ref(), format!("ringdb-prep-{shard}"), move || {
             prepare_segment(&fs, &dir, shard, seq, bytes, block, direct)
         });
@@ -534,28 +538,49 @@ impl<T> WalWriter<T> {
         }
     }
 
-    fn take_spare(&mut self) -> Result<PreparedSegment> {
-        match std::mem::replace(&mut self.spare, Spare::None) {
+    /// Size of the segment after the current one, in the growth sequence.
+    fn next_bytes(&self) -> u64 {
+        next_segment_bytes(self.current.segment_bytes, self.config.segment_bytes, self.config.block_bytes)
+    }
+
+    /// The next segment, able to hold a record of `rec` bytes after its header block.
+    fn take_spare(&mut self, rec: usize) -> Result<PreparedSegment> {
+        let spare = match std::mem::replace(&mut self.spare, Spare::None) {
             Spare::Preparing(ahead) => match ahead.join() {
                 Some(Ok(segment)) => Ok(segment),
                 // A failed preparation (a full disk, say) is tried once more here, so the
                 // error reaches the writer whose record needed the segment.
-                Some(Err(_)) | None => self.prepare_now(),
+                Some(Err(_)) | None => self.prepare_now(self.next_bytes()),
             },
-            Spare::None => self.prepare_now(),
+            Spare::None => self.prepare_now(self.next_bytes()),
+        }?;
+        let block = self.config.block_bytes;
+        if spare.segment_bytes >= (block + rec) as u64 {
+            return Ok(spare);
         }
+        // The record is larger than the spare holds: replace the spare (empty, never
+        // written to) by a segment of the same number sized for the record. A crash
+        // between the removal and the creation leaves no segment after the current one,
+        // which recovery takes as a log ending in the current segment.
+        let PreparedSegment { file, path, .. } = spare;
+        drop(file);
+        self.config.fs.remove_file(&path).map_err(|e| Error::io("remove", path.clone(), e))?;
+        let bytes = segment_bytes_for(rec, self.current.segment_bytes, self.config.segment_bytes, block);
+        self.prepare_now(bytes)
     }
 
-    fn prepare_now(&self) -> Result<PreparedSegment> {
+    /// Creates the segment after the current one, of `segment_bytes`, on this thread.
+    fn prepare_now(&self, segment_bytes: u64) -> Result<PreparedSegment> {
         let c = &self.config;
         debug_assert!(
-            c.segment_bytes % c.block_bytes as u64 == 0,
+            segment_bytes % c.block_bytes as u64 == 0,
             "a segment is whole blocks, so O_DIRECT writes never cross its end"
         );
-        prepare_segment(&c.fs, &c.wal_dir, c.shard, self.current.seq + 1, c.segment_bytes, c.block_bytes, c.direct)
+        prepare_segment(&c.fs, &c.wal_dir, c.shard, self.current.seq + 1, segment_bytes, c.block_bytes, c.direct)
     }
 
-    fn rotate(&mut self) -> Result<()> {
+    /// Continues the log in the next segment, which holds a record of `rec` bytes.
+    fn rotate(&mut self, rec: usize) -> Result<()> {
         if self.current_unsynced {
             if let Err(e) = self.current_file.sync_data() {
                 let cause = format!("fdatasync of a full log segment failed: {e}");
@@ -571,8 +596,12 @@ impl<T> WalWriter<T> {
             self.sealed.back().is_none_or(|(seq, _, last)| *seq < self.current.seq && *last < self.next_lsn),
             "sealed segments are older than the current one and hold only appended records"
         );
-        let next = self.take_spare()?;
+        let next = self.take_spare(rec)?;
         assert_eq!(next.seq, self.current.seq + 1, "segments follow each other without a gap");
+        assert!(
+            next.segment_bytes >= (self.config.block_bytes + rec) as u64,
+            "the new segment holds the record that did not fit the old one"
+        );
         self.seal_back();
         self.sealed.push_back((self.current.seq, self.current.path.clone(), self.next_lsn - 1));
         self.current_file = Arc::clone(&next.file);
