@@ -96,7 +96,7 @@ fn reopen(dir: &str, keys: u64, overwrites: u64) {
         x ^= x >> 7;
         x ^= x << 17;
         let i = x % keys;
-        batch.put(&key(i), &value(i ^ 1, 100)).unwrap();
+        batch.put(key(i), value(i ^ 1, 100)).unwrap();
         if batch.len() == 100 {
             db.write_batch(std::mem::take(&mut batch)).unwrap();
         }

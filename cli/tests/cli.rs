@@ -44,12 +44,12 @@ fn make_db(dir: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
     let mut model = BTreeMap::new();
     let db = Db::open(dir, Options::default().shards(2).wal_segment_bytes(64 << 10)).expect("open");
     for i in 0..KEYS {
-        db.put(&key(i), &value(i)).expect("put");
+        db.put(key(i), value(i)).expect("put");
         model.insert(key(i), value(i));
     }
     db.checkpoint().expect("checkpoint");
     for i in KEYS..2 * KEYS {
-        db.put(&key(i), &value(i)).expect("put");
+        db.put(key(i), value(i)).expect("put");
         model.insert(key(i), value(i));
     }
     // A batch across both shards and a transaction: prepare and commit records in the log.
@@ -279,7 +279,7 @@ fn check_reports_a_torn_log_tail_as_torn_not_damage() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(dir.path(), Options::default().shards(1)).unwrap();
     for i in 0..10 {
-        db.put(&key(i), &value(i)).unwrap();
+        db.put(key(i), value(i)).unwrap();
     }
     db.close().unwrap();
     let (segment, _) = first_segment(dir.path());

@@ -153,7 +153,8 @@ impl Shard {
     pub(super) fn abandon_running_checkpoint(&mut self) {
         if let Some((_, waiters)) = self.checkpoints.running.take() {
             self.pages.abandon_checkpoint();
-            let cause = self.wal.poisoned().map_or_else(|| "the shard stopped".to_string(), |c| c.to_string());
+            let cause =
+                self.wal.poisoned().map_or_else(|| "the shard stopped".to_string(), std::string::ToString::to_string);
             Checkpoints::answer(waiters, &Err(Error::Poisoned { shard: self.shared.id, cause }));
         }
     }

@@ -87,7 +87,9 @@ impl DiskReader {
             let start = nodes[at].offset;
             let mut end = start + u64::from(nodes[at].len);
             let mut next = at + 1;
-            while next < nodes.len() && nodes[next].offset == end && end - start + u64::from(nodes[next].len) <= RUN_BYTES_MAX
+            while next < nodes.len()
+                && nodes[next].offset == end
+                && end - start + u64::from(nodes[next].len) <= RUN_BYTES_MAX
             {
                 end += u64::from(nodes[next].len);
                 next += 1;

@@ -584,30 +584,26 @@ impl PageStore {
             Merged { outcome, alloc, next_node_id, writes: group_writes(writes, mem_align) }
         };
         run.in_flight += 1;
-        match self.waker.clone().filter(|_| !self.config.merge_inline) {
-            Some(waker) => {
-                let (tx, rx) = crossbeam_channel::bounded(1);
-                let spawned =
-                    std::thread::Builder::new().name(format!("ringdb-merge-{}", self.shard)).spawn(move || {
-                        let _ = tx.send(merge(None));
-                        waker();
-                    });
-                match spawned {
-                    Ok(_) => run.merging = Some(rx),
-                    Err(e) => {
-                        // The closure (and the allocator it holds) is gone with the failed
-                        // spawn: the checkpoint fails, and the shard refuses writes until
-                        // a reopen rebuilds the allocator from the durable free list.
-                        run.in_flight -= 1;
-                        run.error = Some(Error::io("start a checkpoint's merge thread", None, e));
-                    }
+        if let Some(waker) = self.waker.clone().filter(|_| !self.config.merge_inline) {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            let spawned = std::thread::Builder::new().name(format!("ringdb-merge-{}", self.shard)).spawn(move || {
+                let _ = tx.send(merge(None));
+                waker();
+            });
+            match spawned {
+                Ok(_) => run.merging = Some(rx),
+                Err(e) => {
+                    // The closure (and the allocator it holds) is gone with the failed
+                    // spawn: the checkpoint fails, and the shard refuses writes until a
+                    // reopen rebuilds the allocator from the durable free list.
+                    run.in_flight -= 1;
+                    run.error = Some(Error::io("start a checkpoint's merge thread", None, e));
                 }
             }
-            None => {
-                let merged = merge(Some(cache));
-                run.in_flight -= 1;
-                self.take_merged(run, merged);
-            }
+        } else {
+            let merged = merge(Some(cache));
+            run.in_flight -= 1;
+            self.take_merged(run, merged);
         }
     }
 
