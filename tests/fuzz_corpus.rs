@@ -104,6 +104,7 @@ fn page() -> Seeds {
         page_unit: 1024,
         file_end: 8192,
         nodes: 3,
+        log_seq: 2,
     };
     let older = Slot { generation: 1, ..slot };
     let mut slots = Vec::new();

@@ -26,7 +26,9 @@
 //!     92    4 reserved        zero
 //!     96    8 file_end        bytes of pages.dat in use
 //!    104    8 nodes           nodes in the tree
-//!    112   12 reserved        zeros
+//!    112    8 log_seq         the log segment writes after checkpoint_lsn went to first;
+//!                             it and every segment after it must exist
+//!    120    4 reserved        zeros
 //!    124    4 crc32           of bytes 0..124
 //!
 //! free list blob
@@ -78,6 +80,8 @@ pub struct Slot {
     pub file_end: u64,
     /// Nodes in the tree.
     pub nodes: u64,
+    /// The log segment the records after `checkpoint_lsn` start in (or a later one).
+    pub log_seq: u64,
 }
 
 impl Slot {
@@ -101,6 +105,7 @@ impl Slot {
         put_u32(&mut out, 88, self.page_unit);
         put_u64(&mut out, 96, self.file_end);
         put_u64(&mut out, 104, self.nodes);
+        put_u64(&mut out, 112, self.log_seq);
         let crc = crc32fast::hash(&out[..SLOT_CRC_AT]);
         put_u32(&mut out, SLOT_CRC_AT, crc);
         out
@@ -140,6 +145,7 @@ impl Slot {
             page_unit: get_u32(bytes, 88),
             file_end: get_u64(bytes, 96),
             nodes: get_u64(bytes, 104),
+            log_seq: get_u64(bytes, 112),
         })
     }
 }
@@ -223,6 +229,7 @@ mod tests {
             page_unit: 1024,
             file_end: 1 << 30,
             nodes: 300,
+            log_seq: 12,
         }
     }
 

@@ -125,7 +125,8 @@ impl Shard {
         assert!(lsn <= self.wal.durable_lsn(), "a checkpoint covers only what the log holds durably");
         let frozen = self.freeze_memtable();
         let waiters = std::mem::take(&mut self.checkpoints.waiters);
-        match self.pages.start_checkpoint(self.io.as_mut(), &frozen, &self.shared.cache, lsn) {
+        let log_seq = self.wal.current_seq();
+        match self.pages.start_checkpoint(self.io.as_mut(), &frozen, &self.shared.cache, lsn, log_seq) {
             Ok(run) => {
                 self.checkpoints.running = Some((run, waiters));
                 self.step_checkpoint();
@@ -232,7 +233,10 @@ impl Shard {
         // Segments holding the prepare of a transaction some participant of which may lack
         // its durable commit marker stay, so recovery can still find every prepare.
         let keep = self.tx.retained_limit();
-        let result = result.and_then(|()| self.wal.drop_segments_through(lsn.min(keep)).map(|_| ()));
+        // The segment the checkpoint names in its slot (where the writes after it start)
+        // stays too, whatever it holds: open checks that it is there.
+        let seq_below = self.pages.log_seq;
+        let result = result.and_then(|()| self.wal.drop_segments_through(lsn.min(keep), seq_below).map(|_| ()));
         crate::failpoint::hit("checkpoint-extents-freed");
         if let Err(e) = &result {
             self.pages.abandon_checkpoint();

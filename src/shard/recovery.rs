@@ -75,6 +75,32 @@ impl Shard {
         scanned.send(std::mem::take(&mut replay.report)).map_err(|_| Error::Closed)?;
         let resolution = resolution.recv().map_err(|_| Error::Closed)?;
         check_log_continues(&wal_dir, replay.checkpoint_lsn, replay.first_after)?;
+        if let Some(first) = recovered.first_seq.filter(|&f| pages.log_seq > 0 && f > pages.log_seq) {
+            // Writes after the checkpoint went to segment `log_seq` first: it (and those
+            // after it) must be here.
+            return Err(Error::Corruption {
+                file: wal_dir.join(format!("{:016x}.log", pages.log_seq)),
+                offset: 0,
+                what: format!(
+                    "log segment missing: the log starts at segment {first}, but the writes after the \
+                     checkpoint at LSN {} went to segment {} first",
+                    replay.checkpoint_lsn, pages.log_seq
+                ),
+            });
+        }
+        if replay.checkpoint_lsn > 0 && recovered.tail_segment.is_none() {
+            // A shard always keeps the segment it writes to; none at all after a
+            // checkpoint means the log was deleted, with every write since that checkpoint.
+            return Err(Error::Corruption {
+                file: wal_dir,
+                offset: 0,
+                what: format!(
+                    "no log segment, though a checkpoint at LSN {} exists: the log was deleted, and the \
+                     writes after that checkpoint with it",
+                    replay.checkpoint_lsn
+                ),
+            });
+        }
         ShardCounters::add(&shared.counters.recovered_records, recovered.records);
         ShardCounters::add(&shared.counters.recovery_us, started.elapsed().as_micros() as u64);
         let (start, block) = writer_start(&fs, &wal_dir, shared.id, &options, recovered, replay.checkpoint_lsn)?;
@@ -261,7 +287,18 @@ impl Replay {
 
 /// The log must continue right after the checkpoint: a gap means records are lost.
 fn check_log_continues(wal_dir: &Path, checkpoint_lsn: u64, first_after: Option<u64>) -> Result<()> {
-    match first_after.filter(|&f| checkpoint_lsn > 0 && f != checkpoint_lsn + 1) {
+    match first_after.filter(|&f| f != checkpoint_lsn + 1) {
+        // No checkpoint, and the log does not start at the first LSN: a checkpoint once
+        // covered what came before, and its `CHECKPOINT` is gone or empty.
+        Some(first) if checkpoint_lsn == 0 => Err(Error::Corruption {
+            file: wal_dir.parent().unwrap_or(wal_dir).join("CHECKPOINT"),
+            offset: 0,
+            what: format!(
+                "no valid checkpoint, and the log starts at LSN {first}: the checkpoint that held LSNs \
+                 1 to {} is missing (the file deleted or emptied)",
+                first - 1
+            ),
+        }),
         Some(first) => Err(Error::Corruption {
             file: wal_dir.to_path_buf(),
             offset: 0,

@@ -58,8 +58,26 @@ pub fn shard_dir(dir: &Path, id: usize) -> PathBuf {
     dir.join(format!("shard-{id:03}"))
 }
 
-/// Reads the manifest, or creates it with `shards_wanted` shards (0: `default_shards`).
-/// Returns the shard count.
+/// Whether shard `id`'s folder holds anything a shard writes (a data file, a checkpoint,
+/// a log segment): a folder without any is what an interrupted creation leaves.
+fn shard_holds_data(fs: &dyn Fs, dir: &Path, id: usize) -> Result<bool> {
+    let shard = shard_dir(dir, id);
+    let stat = |path: &Path| fs.kind(path).map_err(|e| Error::io("stat", path.to_path_buf(), e));
+    if stat(&shard.join("pages.dat"))?.is_some() || stat(&shard.join("CHECKPOINT"))?.is_some() {
+        return Ok(true);
+    }
+    let wal = shard.join("wal");
+    if stat(&wal)?.is_none() {
+        return Ok(false);
+    }
+    let names = fs.list_dir(&wal).map_err(|e| Error::io("list", wal.clone(), e))?;
+    Ok(names.iter().any(|n| n.ends_with(".log")))
+}
+
+/// Reads the manifest, or creates it with `shards_wanted` shards (0: `default_shards`),
+/// each shard's folder (and its `wal` folder) created before the manifest. Returns the
+/// shard count. Once a manifest exists every shard's folder must: a missing one is
+/// corruption (its keys are gone), never a new, empty shard.
 pub fn open_manifest(fs: &dyn Fs, dir: &Path, shards_wanted: usize, default_shards: usize) -> Result<usize> {
     let path = dir.join("MANIFEST");
     match fs.open(&path, OpenFlags::EXISTING) {
@@ -86,18 +104,37 @@ pub fn open_manifest(fs: &dyn Fs, dir: &Path, shards_wanted: usize, default_shar
                      (the count is fixed at creation; pass 0 to use the recorded one)"
                 )));
             }
+            for id in 0..shards {
+                let shard = shard_dir(dir, id);
+                if fs.kind(&shard).map_err(|e| Error::io("stat", shard.clone(), e))? != Some(NodeKind::Dir) {
+                    return Err(Error::Corruption {
+                        file: shard,
+                        offset: 0,
+                        what: format!(
+                            "shard {id}'s folder is missing (the MANIFEST records {shards} shards): \
+                             its keys are lost; restore the folder from a backup"
+                        ),
+                    });
+                }
+            }
             Ok(shards)
         }
         Err(e) if e.kind() == ErrorKind::NotFound => {
-            let shard0 = shard_dir(dir, 0);
-            if fs.kind(&shard0).map_err(|e| Error::io("stat", shard0.clone(), e))?.is_some() {
+            // Shard folders with data and no manifest: the manifest was lost. Empty ones
+            // are what a creation interrupted before its manifest leaves.
+            if shard_holds_data(fs, dir, 0)? {
                 return Err(Error::Corruption {
                     file: path,
                     offset: 0,
-                    what: "MANIFEST is missing but shard folders exist".into(),
+                    what: "MANIFEST is missing but shard folders hold data".into(),
                 });
             }
             let shards = if shards_wanted == 0 { default_shards.max(1) } else { shards_wanted };
+            for id in 0..shards {
+                let shard = shard_dir(dir, id);
+                create_dir(fs, &shard)?;
+                create_dir(fs, &shard.join("wal"))?;
+            }
             let manifest = Manifest::new(u32::try_from(shards).expect("shards checked <= 1024"));
             let slot = manifest.encode().expect("an empty payload fits");
             let mut bytes = vec![0u8; 2 * SLOT_BYTES];

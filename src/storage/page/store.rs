@@ -166,6 +166,8 @@ pub(crate) struct PageStore {
     root: TreeRoot,
     /// Nodes in the durable tree.
     nodes: u64,
+    /// The log segment the records after the durable checkpoint start in (0: none yet).
+    pub log_seq: u64,
     /// The durable free list's extent.
     free_extent: Option<Extent>,
     pub counters: PageCounters,
@@ -239,6 +241,7 @@ impl PageStore {
             checkpoint_lsn: 0,
             root: TreeRoot::default(),
             nodes: 0,
+            log_seq: 0,
             free_extent: None,
             counters: PageCounters::default(),
             waker: None,
@@ -300,6 +303,7 @@ impl PageStore {
             Some(Extent { offset: slot.free_offset, len: u64::from(slot.free_len).next_multiple_of(unit) });
         self.root = TreeRoot { node, level: slot.root_level, keys: slot.keys };
         self.nodes = slot.nodes;
+        self.log_seq = slot.log_seq;
         self.next_node_id = slot.next_node_id;
         self.generation = slot.generation;
         self.checkpoint_lsn = slot.checkpoint_lsn;
@@ -389,9 +393,11 @@ impl PageStore {
         memtable: &Index,
         cache: &PageCache,
         lsn: u64,
+        log_seq: u64,
     ) -> Result<CheckpointRun> {
         assert!(lsn >= self.checkpoint_lsn, "a checkpoint never covers less of the log than the last one");
         let mut run = CheckpointRun::new(lsn);
+        run.log_seq = log_seq;
         // 1. The changes, in key order; large values to chunks.
         let order = memtable.order();
         run.changes.reserve(order.len());
@@ -718,6 +724,7 @@ impl PageStore {
             page_unit: self.unit as u32,
             file_end: self.alloc.file_end(),
             nodes: run.nodes,
+            log_seq: run.log_seq,
         };
         let file = self.slot_file()?;
         let mut buf = aligned(SLOT_BYTES, self.mem_align.max(512));
@@ -738,6 +745,7 @@ impl PageStore {
         self.free_extent = Some(free_extent);
         self.root = root;
         self.nodes = run.nodes;
+        self.log_seq = run.log_seq;
         self.checkpoint_lsn = run.lsn;
         let us = run.started.elapsed().as_micros() as u64;
         self.counters.checkpoints += 1;
@@ -915,6 +923,8 @@ pub(crate) struct CheckpointRun {
     free_list: Option<(Extent, u32, u32)>,
     /// The merge thread's answer, while it runs.
     merging: Option<crossbeam_channel::Receiver<Merged>>,
+    /// The log segment the records after `lsn` start in.
+    log_seq: u64,
 }
 
 impl CheckpointRun {
@@ -939,6 +949,7 @@ impl CheckpointRun {
             freed_chunks: Vec::new(),
             free_list: None,
             merging: None,
+            log_seq: 0,
         }
     }
 

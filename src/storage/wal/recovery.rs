@@ -50,6 +50,8 @@ pub struct Replayed<'a> {
 pub struct Recovered {
     /// The tail segment to continue, if any segment exists: (seq, path, size, block).
     pub tail_segment: Option<(u64, PathBuf, u64, usize)>,
+    /// The oldest segment on disk, if any.
+    pub first_seq: Option<u64>,
     /// Offset of the next record in the tail segment.
     pub end: u64,
     /// Bytes of the tail segment from `align_down(end, block)` to `end`.
@@ -93,7 +95,24 @@ pub fn recover(
     mut apply: impl FnMut(Replayed<'_>) -> Result<()>,
 ) -> Result<Recovered> {
     let segments = list_segments(fs, wal_dir)?;
+    let first_seq = segments.first().map(|(seq, _)| *seq);
     let (headers, keep) = read_headers(fs, &segments, shard)?;
+    // From the tail on, segments follow each other: the writer makes each next one
+    // (the spare prepared ahead) directly after the one it writes. A gap is a segment
+    // deleted, with the records written to it.
+    for pair in segments.get(keep..).unwrap_or(&[]).windows(2) {
+        let (seq, ref path) = pair[1];
+        if seq != pair[0].0 + 1 {
+            return Err(corruption(
+                path,
+                0,
+                format!(
+                    "log segment {:016x}.log is missing before this one: the records written to it are lost",
+                    pair[0].0 + 1
+                ),
+            ));
+        }
+    }
     // Segments after the tail segment hold nothing: spares that were prepared ahead.
     // Keep the first one (it becomes the tail when the log is empty), remove the rest.
     remove_spares(fs, wal_dir, segments.get(keep + 1..).unwrap_or(&[]))?;
@@ -106,6 +125,7 @@ pub fn recover(
         bytes: 0,
         quarantined: None,
         sealed: Vec::new(),
+        first_seq,
     };
     let mut expected_lsn: Option<u64> = None;
     let mut data = Vec::new();

@@ -223,6 +223,11 @@ impl<T> WalWriter<T> {
         }
     }
 
+    /// Sequence number of the segment the next record goes to (or a later one).
+    pub fn current_seq(&self) -> u64 {
+        self.current.seq
+    }
+
     /// LSN of the last record appended.
     pub fn last_lsn(&self) -> u64 {
         self.next_lsn - 1
@@ -614,12 +619,14 @@ impl<T> WalWriter<T> {
     }
 
     /// Deletes the older segments whose records all have LSNs up to `lsn` (a checkpoint
-    /// holds them). The current segment is never deleted. Returns how many were.
-    pub fn drop_segments_through(&mut self, lsn: u64) -> Result<usize> {
+    /// holds them) and whose sequence numbers are below `seq_below` (the segment the
+    /// checkpoint names stays). The current segment is never deleted. Returns how many
+    /// were.
+    pub fn drop_segments_through(&mut self, lsn: u64, seq_below: u64) -> Result<usize> {
         debug_assert!(lsn <= self.durable_lsn, "segments go only once a checkpoint holds their records");
         let mut dropped = 0;
-        while let Some((_, path, last)) = self.sealed.front() {
-            if *last > lsn {
+        while let Some((seq, path, last)) = self.sealed.front() {
+            if *last > lsn || *seq >= seq_below {
                 break;
             }
             self.config.fs.remove_file(path).map_err(|e| Error::io("remove", path.clone(), e))?;
