@@ -2,8 +2,9 @@
 //! offset, and calls damage exactly what an open refuses: damaged log records (before
 //! a later flush, and in a segment before the tail), a torn log tail (which the next
 //! open cuts), damaged and torn `MANIFEST` and `CHECKPOINT` slots, a missing shard
-//! folder, a damaged sealed blob segment, and damaged and torn open blob segments; and
-//! that a database closed cleanly under every durability mode has no finding. Two
+//! folder, a damaged sealed blob segment, damaged and torn open blob segments, and the
+//! blob log's manifest rules (`blob_manifest`: what `BlobLog::open` refuses is damage);
+//! and that a database closed cleanly under every durability mode has no finding. Two
 //! differential tests flip random bits and compare the check's verdict with an open's.
 
 use std::path::{Path, PathBuf};
@@ -24,7 +25,7 @@ fn value(i: usize) -> Vec<u8> {
 fn make_db(dir: &Path, puts: usize) {
     let db = Db::open(dir, options()).unwrap();
     for i in 0..puts {
-        db.put(format!("key:{i:04}").as_bytes(), &value(i)).unwrap();
+        db.put(format!("key:{i:04}").as_bytes(), value(i)).unwrap();
     }
     db.close().unwrap();
 }
@@ -345,7 +346,12 @@ mod blob_manifest {
             Some(file) => {
                 let file = file(dir.path());
                 let damage = findings(&report, Severity::Damage);
-                assert!(damage.iter().any(|f| f.file == file), "no damage in {}: {:#?}", file.display(), report.findings);
+                assert!(
+                    damage.iter().any(|f| f.file == file),
+                    "no damage in {}: {:#?}",
+                    file.display(),
+                    report.findings
+                );
                 assert_corruption_in(BlobLog::open(dir.path(), blob_options()), &file);
             }
             None => {
@@ -386,10 +392,8 @@ mod blob_manifest {
 
     #[test]
     fn a_sealed_segment_shorter_than_its_end_is_damage() {
-        let report = case(
-            |dir, locs| truncate(&segment_path(dir, 0), locs[1].offset + 4096),
-            Some(&|d| segment_path(d, 0)),
-        );
+        let report =
+            case(|dir, locs| truncate(&segment_path(dir, 0), locs[1].offset + 4096), Some(&|d| segment_path(d, 0)));
         let damage = findings(&report, Severity::Damage);
         assert!(damage.iter().any(|f| f.what.contains("truncated")), "{:#?}", report.findings);
     }
@@ -543,7 +547,7 @@ fn every_durability_mode_checks_clean_after_close() {
     for mode in modes {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(dir.path(), options().shards(2).durability(mode)).unwrap();
-        let acks: Vec<_> = (0..300).map(|i| db.put_async(format!("key:{i:04}").as_bytes(), &value(i))).collect();
+        let acks: Vec<_> = (0..300).map(|i| db.put_async(format!("key:{i:04}").as_bytes(), value(i))).collect();
         for ack in acks {
             ack.wait().unwrap();
         }
@@ -588,7 +592,7 @@ fn check_agrees_with_open_on_random_log_damage() {
     let template = tempfile::tempdir().unwrap();
     let db = Db::open(template.path(), options().shards(2)).unwrap();
     for i in 0..150 {
-        db.put(format!("key:{i:04}").as_bytes(), &value(i)).unwrap();
+        db.put(format!("key:{i:04}").as_bytes(), value(i)).unwrap();
         if i == 60 {
             db.checkpoint().unwrap();
         }
@@ -723,7 +727,11 @@ fn check_agrees_with_blob_open_on_random_damage_to_the_open_segment() {
             Err(Error::Corruption { file, .. }) => {
                 let damage = findings(&report, Severity::Damage);
                 assert!(!damage.is_empty(), "open refused ({}) but check found no damage; {context}", file.display());
-                assert!(damage.iter().any(|f| f.file == file), "open names {}, check does not; {context}", file.display());
+                assert!(
+                    damage.iter().any(|f| f.file == file),
+                    "open names {}, check does not; {context}",
+                    file.display()
+                );
                 damaged += 1;
             }
             Err(e) => panic!("open failed otherwise: {e}; {context}"),

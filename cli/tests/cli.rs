@@ -44,12 +44,12 @@ fn make_db(dir: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
     let mut model = BTreeMap::new();
     let db = Db::open(dir, Options::default().shards(2).wal_segment_bytes(64 << 10)).expect("open");
     for i in 0..KEYS {
-        db.put(&key(i), &value(i)).expect("put");
+        db.put(key(i), value(i)).expect("put");
         model.insert(key(i), value(i));
     }
     db.checkpoint().expect("checkpoint");
     for i in KEYS..2 * KEYS {
-        db.put(&key(i), &value(i)).expect("put");
+        db.put(key(i), value(i)).expect("put");
         model.insert(key(i), value(i));
     }
     // A batch across both shards and a transaction: prepare and commit records in the log.
@@ -224,6 +224,7 @@ fn check_passes_a_clean_directory_and_changes_nothing() {
     assert_eq!(kinds.iter().filter(|k| **k == "checkpoint").count(), 2);
     assert!(kinds.iter().filter(|k| **k == "log_segment").count() >= 4, "{kinds:?}");
     assert!(kinds.iter().filter(|k| **k == "blob_segment").count() >= 2, "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| **k == "blob_manifest").count(), 1, "the blob log's SEGMENTS: {kinds:?}");
     let records: u64 = json["verified"].as_array().unwrap().iter().map(|f| f["records"].as_u64().unwrap()).sum();
     assert!(records >= 16 + KEYS as u64, "{records}");
     let not_verified = json["not_verified"].as_array().unwrap();
@@ -242,7 +243,9 @@ fn check_passes_a_clean_directory_and_changes_nothing() {
     // A blob log's own folder is checked alone.
     let (out, json) = check_json(&dir.path().join("blobs/images"));
     assert_eq!(out.status.code(), Some(0), "{json:#}");
-    assert!(json["verified"].as_array().unwrap().iter().all(|f| f["kind"] == "blob_segment"));
+    let kinds: Vec<&str> = json["verified"].as_array().unwrap().iter().map(|f| f["kind"].as_str().unwrap()).collect();
+    assert!(kinds.iter().all(|k| ["blob_segment", "blob_manifest"].contains(k)), "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| **k == "blob_manifest").count(), 1, "{kinds:?}");
 }
 
 #[test]
@@ -279,7 +282,7 @@ fn check_reports_a_torn_log_tail_as_torn_not_damage() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(dir.path(), Options::default().shards(1)).unwrap();
     for i in 0..10 {
-        db.put(&key(i), &value(i)).unwrap();
+        db.put(key(i), value(i)).unwrap();
     }
     db.close().unwrap();
     let (segment, _) = first_segment(dir.path());

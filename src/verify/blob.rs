@@ -38,9 +38,9 @@ use std::path::{Path, PathBuf};
 use super::{FileKind, Meter, Report, Severity, VerifiedFile, file_bytes, list_dir, torn_slots};
 use crate::error::{Error, Result};
 use crate::format::blob::{
-    BlobManifest, BlobSegmentHeader, Decoded, FRAME_SHIFT_MAX, FRAME_SHIFT_MIN, KIND_PLAIN, KIND_ZSTD,
-    MANIFEST_MARK, MANIFEST_MARK_OFFSET, ManifestEntry, RECORD_ALIGN, RECORD_FLAG_UNSYNCED, RECORD_HEADER_BYTES,
-    SLOT_BYTES, STATE_SLOT_OFFSETS, SegmentState, check_meta, decode_header, file_name, frame_entry, parse_file_name,
+    BlobManifest, BlobSegmentHeader, Decoded, FRAME_SHIFT_MAX, FRAME_SHIFT_MIN, KIND_PLAIN, KIND_ZSTD, MANIFEST_MARK,
+    MANIFEST_MARK_OFFSET, ManifestEntry, RECORD_ALIGN, RECORD_FLAG_UNSYNCED, RECORD_HEADER_BYTES, SLOT_BYTES,
+    STATE_SLOT_OFFSETS, SegmentState, check_meta, decode_header, file_name, frame_entry, parse_file_name,
 };
 use crate::format::compression::decompress_frame;
 
@@ -79,6 +79,9 @@ pub(super) fn log_bytes(dir: &Path) -> Result<u64> {
     }
     Ok(total)
 }
+
+/// A log's segment files: number and path, ascending.
+type Segments = Vec<(u32, PathBuf)>;
 
 /// What the manifest of a log says, as far as it could be read.
 enum Listed {
@@ -153,7 +156,7 @@ pub(super) fn check_log(dir: &Path, report: &mut Report, meter: &mut Meter<'_>) 
 }
 
 /// Lists the log's segments (ascending) and tombstones, noting every other file.
-fn list_log(dir: &Path, report: &mut Report) -> Result<(Vec<(u32, PathBuf)>, Vec<u32>)> {
+fn list_log(dir: &Path, report: &mut Report) -> Result<(Segments, Vec<u32>)> {
     let mut segments = Vec::new();
     let mut tombstones = Vec::new();
     for (name, path) in list_dir(dir)? {
@@ -185,7 +188,12 @@ fn check_manifest(path: &Path, report: &mut Report, meter: &mut Meter<'_>) -> Re
     let len = file_bytes(path)?;
     if len > MANIFEST_BYTES_MAX {
         meter.advance(path, len);
-        report.verified.push(VerifiedFile { path: path.to_path_buf(), kind: FileKind::BlobManifest, bytes: len, records: 0 });
+        report.verified.push(VerifiedFile {
+            path: path.to_path_buf(),
+            kind: FileKind::BlobManifest,
+            bytes: len,
+            records: 0,
+        });
         let what = format!("blob log manifest of {len} bytes is larger than any log needs (not read)");
         report.add(Severity::Damage, path, 0, what);
         return Ok(Listed::Unreadable);
