@@ -650,7 +650,8 @@ fn check_agrees_with_open_on_random_log_damage() {
 
 /// Bit flips in a blob log's open segment (header block, records, transactions, the zeros
 /// after the end) and in its manifest, of a log closed cleanly (every record known
-/// durable) and of the image a crash leaves (records past the durable end): the check
+/// durable) and of the images a crash leaves (records past the durable end, written under
+/// `Sync` or under `None`): the check
 /// calls it damaged exactly when `BlobLog::open` refuses it. (Sealed segments are not
 /// compared: an open trusts them, the check reads them.)
 #[test]
@@ -681,20 +682,34 @@ fn check_agrees_with_blob_open_on_random_damage_to_the_open_segment() {
     let log = BlobLog::open(closed.path(), blob_options().compression(Some(3))).unwrap();
     (0..12).for_each(|i| append(&log, i));
     log.close().unwrap();
-    let crashed = tempfile::tempdir().unwrap();
-    let live = tempfile::tempdir().unwrap();
-    copy_dir(closed.path(), live.path());
-    let log = BlobLog::open(live.path(), blob_options().compression(Some(3))).unwrap();
-    (12..20).for_each(|i| append(&log, i));
-    let open_segment = log.current_segment();
-    copy_while_open(live.path(), crashed.path(), &log);
-    log.close().unwrap();
+    // Crash images: under `Sync`, and under `None`, whose records are flagged unsynced and
+    // so prove no later flush.
+    let mut open_segment = 0;
+    let crashed = [ringdb::Durability::Sync, ringdb::Durability::None].map(|durability| {
+        let crashed = tempfile::tempdir().unwrap();
+        let live = tempfile::tempdir().unwrap();
+        copy_dir(closed.path(), live.path());
+        let log = BlobLog::open(live.path(), blob_options().compression(Some(3)).durability(durability)).unwrap();
+        for i in 12..20 {
+            append(&log, i);
+            // One flush per append under `None` too.
+            log.sync().unwrap();
+        }
+        open_segment = log.current_segment();
+        copy_while_open(live.path(), crashed.path(), &log);
+        log.close().unwrap();
+        crashed
+    });
 
     let rounds: u32 = std::env::var("RINGDB_VERIFY_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(40);
     let (mut damaged, mut torn, mut clean) = (0, 0, 0);
     for round in 0..rounds {
         let dir = tempfile::tempdir().unwrap();
-        copy_dir(if round % 2 == 0 { closed.path() } else { crashed.path() }, dir.path());
+        let template = match round % 3 {
+            0 => closed.path(),
+            n => crashed[n as usize - 1].path(),
+        };
+        copy_dir(template, dir.path());
         let segment = dir.path().join(format!("{open_segment:08x}.blob"));
         let manifest = dir.path().join("SEGMENTS");
         let mut bytes = std::fs::read(&segment).unwrap();
