@@ -224,6 +224,7 @@ fn check_passes_a_clean_directory_and_changes_nothing() {
     assert_eq!(kinds.iter().filter(|k| **k == "checkpoint").count(), 2);
     assert!(kinds.iter().filter(|k| **k == "log_segment").count() >= 4, "{kinds:?}");
     assert!(kinds.iter().filter(|k| **k == "blob_segment").count() >= 2, "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| **k == "blob_manifest").count(), 1, "the blob log's SEGMENTS: {kinds:?}");
     let records: u64 = json["verified"].as_array().unwrap().iter().map(|f| f["records"].as_u64().unwrap()).sum();
     assert!(records >= 16 + KEYS as u64, "{records}");
     let not_verified = json["not_verified"].as_array().unwrap();
@@ -242,7 +243,9 @@ fn check_passes_a_clean_directory_and_changes_nothing() {
     // A blob log's own folder is checked alone.
     let (out, json) = check_json(&dir.path().join("blobs/images"));
     assert_eq!(out.status.code(), Some(0), "{json:#}");
-    assert!(json["verified"].as_array().unwrap().iter().all(|f| f["kind"] == "blob_segment"));
+    let kinds: Vec<&str> = json["verified"].as_array().unwrap().iter().map(|f| f["kind"].as_str().unwrap()).collect();
+    assert!(kinds.iter().all(|k| ["blob_segment", "blob_manifest"].contains(k)), "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| **k == "blob_manifest").count(), 1, "{kinds:?}");
 }
 
 #[test]

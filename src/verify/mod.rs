@@ -15,10 +15,15 @@
 //!   quarantine file) or **damage** (before the tail segment, or followed by a later
 //!   synced flush);
 //! - the blob logs (`blob`): `<dir>/blobs/<name>/` of a database, or `<dir>` itself when
-//!   it holds `*.blob` segments and no `MANIFEST`: each segment's header and state slots,
-//!   every record's header, frame index and frame checksums (zstd frames decompressed to
-//!   their stated size), sealed segments whole up to their end, the open segment's tail
-//!   told apart as torn or damaged like the blob log's own recovery does.
+//!   it holds a blob log's manifest (`SEGMENTS`) or `*.blob` segments and no `MANIFEST`:
+//!   the manifest's slots, and what it says must exist checked as `BlobLog::open` checks
+//!   it (every listed segment there and long enough, no unlisted one below its next
+//!   number, the manifest itself where segments carry its mark, drop tombstones); each
+//!   segment's header and state slots, every record's header, frame index and frame
+//!   checksums (zstd frames decompressed to their stated size), sealed segments whole up
+//!   to their end, the open segment's records reaching the end the manifest knows
+//!   durable and its tail told apart as torn or damaged like the blob log's own recovery
+//!   does.
 //!
 //! The paged store's `pages.dat` is **not** verified in this version: its format is being
 //! replaced. Each one is listed in [`Report::not_verified`] with that reason.
@@ -55,6 +60,8 @@ pub enum FileKind {
     LogSegment,
     /// A blob log segment (`*.blob`).
     BlobSegment,
+    /// A blob log's manifest (`SEGMENTS`).
+    BlobManifest,
 }
 
 impl FileKind {
@@ -65,6 +72,7 @@ impl FileKind {
             FileKind::Checkpoint => "checkpoint",
             FileKind::LogSegment => "log_segment",
             FileKind::BlobSegment => "blob_segment",
+            FileKind::BlobManifest => "blob_manifest",
         }
     }
 }
@@ -102,7 +110,9 @@ pub enum Severity {
     /// crash; no acknowledged write is lost.
     Torn,
     /// Bytes that fail their checks where a crash cannot explain them, or a missing
-    /// file: the database (or blob log) will refuse to open, or has lost data.
+    /// file: the database (or blob log) will refuse to open, or has lost data (a bad
+    /// record in a sealed blob segment, which an open trusts; a blob segment the log's
+    /// manifest lists as lost).
     Damage,
 }
 
@@ -192,7 +202,7 @@ impl Meter<'_> {
 /// Verifies the database or blob log in `dir` without opening it (see the module docs),
 /// calling `progress` as bytes are read. Damage is reported in the [`Report`], not as
 /// an error; `Err` means the check itself could not run: `dir` is missing or holds
-/// neither a `MANIFEST` nor blob segments (`Error::InvalidArgument`), or a read failed
+/// neither a `MANIFEST` nor a blob log (`Error::InvalidArgument`), or a read failed
 /// (`Error::Io`).
 ///
 /// ```
@@ -217,13 +227,13 @@ pub fn check_dir(dir: impl AsRef<Path>, mut progress: impl FnMut(&Progress<'_>))
         let plan = plan_database(dir, &mut report)?;
         let mut meter = Meter { callback: &mut progress, bytes_done: 0, bytes_total: plan.bytes_total };
         check_database(&plan, &mut report, &mut meter)?;
-    } else if blob::holds_segments(dir)? {
+    } else if blob::is_log(dir)? {
         let bytes_total = blob::log_bytes(dir)?;
         let mut meter = Meter { callback: &mut progress, bytes_done: 0, bytes_total };
         blob::check_log(dir, &mut report, &mut meter)?;
     } else {
         return Err(Error::InvalidArgument(format!(
-            "{} is neither a ringdb database (no MANIFEST) nor a blob log (no *.blob segments)",
+            "{} is neither a ringdb database (no MANIFEST) nor a blob log (no SEGMENTS, no *.blob segments)",
             dir.display()
         )));
     }
@@ -303,10 +313,10 @@ fn check_database(plan: &Plan, report: &mut Report, meter: &mut Meter<'_>) -> Re
         }
     }
     for log_dir in &plan.blob_logs {
-        if blob::holds_segments(log_dir)? {
+        if blob::is_log(log_dir)? {
             blob::check_log(log_dir, report, meter)?;
         } else {
-            report.add(Severity::Note, log_dir, 0, "a blob log folder with no segments");
+            report.add(Severity::Note, log_dir, 0, "a blob log folder with neither a manifest nor segments");
         }
     }
     Ok(())
