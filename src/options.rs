@@ -69,18 +69,6 @@ pub enum IoBackend {
 }
 
 impl IoBackend {
-    /// Whether this is the simulated disk (which replays a run exactly only when the
-    /// shard does everything on its own thread).
-    pub(crate) fn is_simulated(&self) -> bool {
-        #[cfg(feature = "sim")]
-        if matches!(self, IoBackend::Sim(_)) {
-            return true;
-        }
-        false
-    }
-}
-
-impl IoBackend {
     /// The file system this backend works on.
     pub(crate) fn fs(&self) -> Arc<dyn crate::io::fs::Fs> {
         match self {

@@ -190,7 +190,7 @@ fn open_pages(shared: &ShardShared, fs: &Arc<dyn Fs>, shard_dir: &Path, options:
         chunk_threshold: options.page_chunk_bytes,
         node_bytes: NODE_BYTES,
         direct: options.direct_io,
-        merge_inline: options.io_backend.is_simulated(),
+        merge_inline: !fs.helper_threads(),
     };
     let pages = PageStore::open(fs, shard_dir, shared.id, page_config)?;
     let _ =

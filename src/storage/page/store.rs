@@ -56,8 +56,9 @@ pub(crate) struct PageConfig {
     /// Bytes a node is filled to (rounded up to the page unit).
     pub node_bytes: usize,
     pub direct: bool,
-    /// Merge on the shard thread instead of a thread of its own (the simulated disk
-    /// replays a run exactly only with everything on the shard thread).
+    /// Merge on the shard thread instead of a thread of its own (the file system says
+    /// helper threads may not run: the simulated disk replays a run exactly only with
+    /// everything on the shard thread).
     pub merge_inline: bool,
 }
 
