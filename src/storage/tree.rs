@@ -212,8 +212,10 @@ pub(crate) fn range(
             let level = view.level() - 1;
             if level == 0 {
                 // Read ahead the leaves this scan is about to walk: about one per four
-                // records it may still take, at most the rest of this branch.
-                let ahead = (limit - taken).div_ceil(4).min(view.count() - n);
+                // records it may still take, or, for a long scan (64 records or more to
+                // go), the rest of this branch, so its leaves come in a few large reads.
+                let rest = view.count() - n;
+                let ahead = if limit - taken >= 64 { rest } else { (limit - taken).div_ceil(4).min(rest) };
                 if ahead > 1 {
                     let leaves: Vec<NodeRef> = (n..n + ahead).map(|i| view.child(i)).collect();
                     src.prefetch(&leaves);

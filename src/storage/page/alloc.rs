@@ -108,6 +108,61 @@ impl Allocator {
         self.by_offset.len() + self.retired.len()
     }
 
+    /// Takes an extent of `bytes` (whole units) for the next of a run of nodes written in
+    /// key order: right after the run's last one (`after`) if the space there is free, so
+    /// a scan reads the run's nodes in one sequential read; else at the start of the
+    /// largest free extent of at least `RUN_BYTES_MIN` or, with none, at the end of the
+    /// file, where the run can go on. Small holes are left to [`Allocator::allocate`].
+    pub fn allocate_run(&mut self, bytes: u64, after: Option<u64>) -> Extent {
+        /// Smallest free extent a run starts in: one that holds a few dozen nodes.
+        const RUN_BYTES_MIN: u64 = 256 << 10;
+        let len = self.round(bytes);
+        if let Some(at) = after {
+            if let Some((&offset, &free_len)) = self.by_offset.range(..=at).next_back() {
+                if offset <= at && at + len <= offset + free_len {
+                    self.remove_free(offset, free_len);
+                    if at > offset {
+                        self.insert_free(Extent { offset, len: at - offset });
+                    }
+                    if offset + free_len > at + len {
+                        self.insert_free(Extent { offset: at + len, len: offset + free_len - at - len });
+                    }
+                    return Extent { offset: at, len };
+                }
+            }
+            if at == self.file_end {
+                self.file_end += len;
+                return Extent { offset: at, len };
+            }
+        }
+        if let Some(&(free_len, offset)) = self.by_len.iter().next_back().filter(|(l, _)| *l >= RUN_BYTES_MIN.max(len))
+        {
+            self.remove_free(offset, free_len);
+            if free_len > len {
+                self.insert_free(Extent { offset: offset + len, len: free_len - len });
+            }
+            return Extent { offset, len };
+        }
+        self.grow(len)
+    }
+
+    /// Takes `len` bytes at the end of the file, reusing a free run at its end.
+    fn grow(&mut self, len: u64) -> Extent {
+        let mut offset = self.file_end;
+        if let Some((&last_offset, &last_len)) = self.by_offset.iter().next_back() {
+            if last_offset + last_len == self.file_end {
+                self.remove_free(last_offset, last_len);
+                offset = last_offset;
+            }
+        }
+        debug_assert!(
+            self.by_offset.range(offset..).next().is_none(),
+            "growth takes only the file's free tail, never an extent in use"
+        );
+        self.file_end = offset + len;
+        Extent { offset, len }
+    }
+
     /// Rounds `bytes` up to whole units.
     pub fn round(&self, bytes: u64) -> u64 {
         debug_assert!(self.unit.is_power_of_two(), "extents are whole units of a power of two");
@@ -126,19 +181,7 @@ impl Allocator {
             return Extent { offset, len };
         }
         // Nothing fits: grow the file, reusing a free run at its end.
-        let mut offset = self.file_end;
-        if let Some((&last_offset, &last_len)) = self.by_offset.iter().next_back() {
-            if last_offset + last_len == self.file_end {
-                self.remove_free(last_offset, last_len);
-                offset = last_offset;
-            }
-        }
-        debug_assert!(
-            self.by_offset.range(offset..).next().is_none(),
-            "growth takes only the file's free tail, never an extent in use"
-        );
-        self.file_end = offset + len;
-        Extent { offset, len }
+        self.grow(len)
     }
 
     /// Marks an extent referenced by the last durable checkpoint as no longer needed by
@@ -290,6 +333,23 @@ mod tests {
         }
         let live_bytes: u64 = live.iter().map(|e| e.len).sum();
         assert!(a.file_end() <= 3 * live_bytes, "file {} for {} live bytes", a.file_end(), live_bytes);
+    }
+
+    #[test]
+    fn runs_are_contiguous_and_start_in_large_free_extents() {
+        let mut a =
+            Allocator::new(1024, 1 << 20, [Extent { offset: 0, len: 4096 }, Extent { offset: 8192, len: 1024 }]);
+        // Free: 4096..8192 (a small hole) and 9216..1 MiB (a large run).
+        let first = a.allocate_run(4096, None);
+        assert_eq!(first.offset, 9216, "a run starts in the largest free extent, not a small hole");
+        let second = a.allocate_run(4096, Some(first.end()));
+        assert_eq!(second.offset, first.end(), "the next node follows the last one");
+        // Where the space after is taken, the run moves on; at the end of the file it grows.
+        let mut b = Allocator::new(1024, 0, []);
+        let x = b.allocate_run(2048, None);
+        let y = b.allocate_run(2048, Some(x.end()));
+        assert_eq!((x.offset, y.offset, b.file_end()), (0, 2048, 4096));
+        assert_eq!(a.allocate(4096).offset, 4096, "small holes still serve best-fit allocations");
     }
 
     #[test]

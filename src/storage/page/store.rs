@@ -584,7 +584,12 @@ impl PageStore {
         let mut writes = std::mem::take(&mut run.writes);
         let merge = move |cache: Option<&PageCache>| {
             let outcome = {
-                let mut sink = StoreSink { alloc: &mut alloc, next_node_id: &mut next_node_id, writes: &mut writes };
+                let mut sink = StoreSink {
+                    alloc: &mut alloc,
+                    next_node_id: &mut next_node_id,
+                    writes: &mut writes,
+                    run_end: None,
+                };
                 let src = StoreReader { data: &data, data_path: &data_path, mem_align, cache, loaded: &loaded };
                 tree::merge(&src, &mut sink, &root, &changes, shape)
             };
@@ -834,18 +839,22 @@ impl NodeSource for StoreReader<'_> {
     }
 }
 
-/// Places the merge's new nodes: a new id, a new extent, a queued write.
+/// Places the merge's new nodes: a new id, a new extent (each right after the last one
+/// where it can, so nodes written in key order lie in key order), a queued write.
 struct StoreSink<'a> {
     alloc: &'a mut Allocator,
     next_node_id: &'a mut u64,
     writes: &'a mut Vec<PendingWrite>,
+    /// End of the last node placed.
+    run_end: Option<u64>,
 }
 
 impl NodeSink for StoreSink<'_> {
     fn allocate(&mut self, len: usize) -> NodeRef {
         let id = *self.next_node_id;
         *self.next_node_id += 1;
-        let extent = self.alloc.allocate(len as u64);
+        let extent = self.alloc.allocate_run(len as u64, self.run_end);
+        self.run_end = Some(extent.end());
         debug_assert_eq!(extent.len, len as u64, "nodes are sized in whole units");
         NodeRef { id, offset: extent.offset, len: u32::try_from(len).expect("nodes are far below 4 GiB") }
     }
