@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ringdb::format::segment::SegmentHeader;
+use ringdb::format::checkpoint::newest_slot;
 use ringdb::{Db, Error, Options};
 
 fn options() -> Options {
@@ -90,25 +90,21 @@ fn a_deleted_log_folder_is_corruption() {
 }
 
 #[test]
-fn the_last_log_segment_deleted_before_a_spare_is_corruption() {
+fn the_log_segment_a_checkpoint_names_deleted_is_corruption() {
     let dir = build();
-    let wal = shard(dir.path(), 0).join("wal");
-    let mut segments: Vec<PathBuf> = std::fs::read_dir(&wal)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "log"))
-        .collect();
-    segments.sort();
-    let holds_records = |path: &Path| {
-        let bytes = std::fs::read(path).unwrap();
-        let block = SegmentHeader::decode(&bytes).unwrap().block_bytes as usize;
-        bytes[block..].iter().any(|&b| b != 0)
-    };
-    let last = segments.iter().rposition(|p| holds_records(p)).expect("a segment holds records");
-    assert!(last + 1 < segments.len(), "a spare segment follows the last one holding records");
-    std::fs::remove_file(&segments[last]).unwrap();
+    let db = Db::open(dir.path(), options()).unwrap();
+    db.checkpoint().unwrap();
+    db.put("after", "the checkpoint").unwrap();
+    db.close().unwrap();
+    let shard0 = shard(dir.path(), 0);
+    let slots = std::fs::read(shard0.join("CHECKPOINT")).unwrap();
+    let slot = newest_slot(&slots).0.expect("a checkpoint");
+    let named = shard0.join("wal").join(format!("{:016x}.log", slot.log_seq));
+    assert!(named.exists(), "the segment a checkpoint names stays until a later checkpoint");
+    std::fs::remove_file(&named).unwrap();
     let (file, what) = corruption(dir.path());
-    assert!(what.contains("missing"), "{file:?}: {what}");
+    assert!(file.ends_with(named.file_name().unwrap()), "{file:?}: {what}");
+    assert!(what.contains("missing"), "{what}");
 }
 
 #[test]

@@ -111,8 +111,9 @@ impl Allocator {
     /// Takes an extent of `bytes` (whole units) for the next of a run of nodes written in
     /// key order: right after the run's last one (`after`) if the space there is free, so
     /// a scan reads the run's nodes in one sequential read; else at the start of the
-    /// largest free extent of at least `RUN_BYTES_MIN` or, with none, at the end of the
-    /// file, where the run can go on. Small holes are left to [`Allocator::allocate`].
+    /// largest free extent if it holds at least `RUN_BYTES_MIN`; else where
+    /// [`Allocator::allocate`] puts it (the best-fitting hole, so the file does not grow
+    /// while holes could take the node).
     pub fn allocate_run(&mut self, bytes: u64, after: Option<u64>) -> Extent {
         /// Smallest free extent a run starts in: one that holds a few dozen nodes.
         const RUN_BYTES_MIN: u64 = 256 << 10;
@@ -143,7 +144,7 @@ impl Allocator {
             }
             return Extent { offset, len };
         }
-        self.grow(len)
+        self.allocate(len)
     }
 
     /// Takes `len` bytes at the end of the file, reusing a free run at its end.
@@ -344,12 +345,15 @@ mod tests {
         assert_eq!(first.offset, 9216, "a run starts in the largest free extent, not a small hole");
         let second = a.allocate_run(4096, Some(first.end()));
         assert_eq!(second.offset, first.end(), "the next node follows the last one");
-        // Where the space after is taken, the run moves on; at the end of the file it grows.
+        // At the end of the file a run grows it.
         let mut b = Allocator::new(1024, 0, []);
         let x = b.allocate_run(2048, None);
         let y = b.allocate_run(2048, Some(x.end()));
         assert_eq!((x.offset, y.offset, b.file_end()), (0, 2048, 4096));
-        assert_eq!(a.allocate(4096).offset, 4096, "small holes still serve best-fit allocations");
+        // With no large free extent, a run takes the best-fitting hole, not new space.
+        let mut c = Allocator::new(1024, 16384, [Extent { offset: 0, len: 8192 }, Extent { offset: 12288, len: 4096 }]);
+        assert_eq!(c.allocate_run(2048, None).offset, 8192);
+        assert_eq!(c.file_end(), 16384, "the file does not grow while a hole fits");
     }
 
     #[test]

@@ -97,22 +97,6 @@ pub fn recover(
     let segments = list_segments(fs, wal_dir)?;
     let first_seq = segments.first().map(|(seq, _)| *seq);
     let (headers, keep) = read_headers(fs, &segments, shard)?;
-    // From the tail on, segments follow each other: the writer makes each next one
-    // (the spare prepared ahead) directly after the one it writes. A gap is a segment
-    // deleted, with the records written to it.
-    for pair in segments.get(keep..).unwrap_or(&[]).windows(2) {
-        let (seq, ref path) = pair[1];
-        if seq != pair[0].0 + 1 {
-            return Err(corruption(
-                path,
-                0,
-                format!(
-                    "log segment {:016x}.log is missing before this one: the records written to it are lost",
-                    pair[0].0 + 1
-                ),
-            ));
-        }
-    }
     // Segments after the tail segment hold nothing: spares that were prepared ahead.
     // Keep the first one (it becomes the tail when the log is empty), remove the rest.
     remove_spares(fs, wal_dir, segments.get(keep + 1..).unwrap_or(&[]))?;
