@@ -99,7 +99,14 @@ impl DiskReader {
                     let from = (node.offset - start) as usize;
                     let Some(image) = raw.get(from..from + node.len as usize) else { continue };
                     if check_node(image).is_ok_and(|info| info.id == node.id) {
-                        out.push((node.id, raw.slice(from..from + node.len as usize)));
+                        // Each node in a buffer of its own: a slice of the run would keep
+                        // the whole run alive while the cache keeps any of its nodes.
+                        let image = if next - at == 1 {
+                            raw.slice(from..from + node.len as usize)
+                        } else {
+                            super::store::own_copy(image)
+                        };
+                        out.push((node.id, image));
                     }
                 }
             }

@@ -868,13 +868,26 @@ impl NodeSink for StoreSink<'_> {
 fn on_nodes_written(run: &mut CheckpointRun, i: usize, c: Completion, data_path: &Path) -> Result<()> {
     c.result.map_err(|e| Error::io("write tree node", data_path.to_path_buf(), e))?;
     let written = Bytes::from_owner(c.buf.expect("a write returns its buffer"));
+    let parts = run.members[i].len();
     for &(node, at, len) in &run.members[i] {
         debug_assert!(at + len <= written.len(), "a part lies inside its write group");
         if let Some(id) = node {
-            run.images_out.push((id, written.slice(at..at + len)));
+            // A node of a group written as one gets a buffer of its own: a slice would
+            // keep the whole group (up to 1 MiB) alive for as long as the cache keeps
+            // this one node, far beyond what the cache counts.
+            let image = if parts == 1 { written.slice(at..at + len) } else { own_copy(&written[at..at + len]) };
+            run.images_out.push((id, image));
         }
     }
     Ok(())
+}
+
+/// `bytes` in a buffer of their own, aligned like every node image (so a typed record
+/// in it can be read in place).
+pub(crate) fn own_copy(bytes: &[u8]) -> Bytes {
+    let mut buf = AlignedBuf::zeroed(bytes.len().next_multiple_of(512).max(512), 512);
+    buf.as_mut_slice()[..bytes.len()].copy_from_slice(bytes);
+    Bytes::from_owner(buf).slice(..bytes.len())
 }
 
 /// Where a running checkpoint is.
