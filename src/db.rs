@@ -179,8 +179,8 @@ impl Db {
 
     /// The values of several keys, in the order given.
     ///
-    /// Keys whose pages are not cached are read together: one request per shard, all
-    /// shards at once, so the device sees them all in flight.
+    /// Keys whose tree nodes are not cached are read on the calling thread, one after
+    /// another.
     pub fn multi_get<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<Value>>> {
         self.engine.check_open()?;
         let started = Instant::now();

@@ -493,8 +493,8 @@ impl<T: Record> Table<T> {
 
     /// Runs `f(index, record)` once for each of `indices` (`None` for a record not set),
     /// and returns the results in the order of `indices`. Records in memory or in the
-    /// cache are seen where they lie, first; the rest are read in one request per shard,
-    /// all shards at once, then seen in turn.
+    /// cache are seen where they lie, first; the rest are read on the calling thread, one
+    /// after another, then seen in turn.
     pub fn with_many<R>(&self, indices: &[u64], mut f: impl FnMut(u64, Option<&T>) -> R) -> Result<Vec<R>> {
         self.engine.check_open()?;
         let shared = &self.shared;

@@ -46,8 +46,8 @@ pub(crate) fn with_fast<R>(shard: &ShardHandle, key: &[u8], f: &mut impl FnMut(&
             return answer;
         }
     }
-    drop(view);
-    match shard.data().map(|d| d.entry_if_cached(key)) {
+    // Missed in the memtables of this view: the tree of the same view holds the key.
+    match shard.data().map(|d| d.tree_entry_if_cached(&view.root.root, key)) {
         Ok(CachedEntry::Present(Versioned { stored: Stored::Inline(value), .. })) => Fast::Done(f(&value)),
         Ok(CachedEntry::Absent) => Fast::Absent,
         _ => Fast::Slow,

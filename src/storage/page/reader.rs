@@ -42,7 +42,7 @@ pub(crate) struct Published {
     pub root: TreeRoot,
 }
 
-/// What the cache alone says of a key (see [`ShardData::entry_if_cached`]).
+/// What the cache alone says of a key (see [`ShardData::tree_entry_if_cached`]).
 pub(crate) enum CachedEntry {
     Present(Versioned),
     Absent,
@@ -177,34 +177,32 @@ impl ShardData<'_> {
     /// `key`'s entry: from the memtable, else from the tree (a value in a leaf comes as
     /// `Inline`, sharing the cached leaf's bytes). `None` if the key is absent.
     pub fn entry(&self, key: &[u8]) -> Result<Option<Versioned>> {
+        Ok(self.entry_read(key)?.0)
+    }
+
+    /// [`ShardData::entry`], and the root of the view it was read in.
+    fn entry_read(&self, key: &[u8]) -> Result<(Option<Versioned>, Published)> {
         for _ in 0..ATTEMPTS_MAX {
             let view = self.views.load();
-            if let Some(v) = view.memtable_entry(key) {
-                return Ok((v.stored != Stored::Tombstone).then_some(v));
-            }
             let started = view.root;
-            let cached = self.with_cached_leaf(&started.root, key, |image, view, at| {
-                at.ok().map(|n| versioned(view.leaf_item(n).version, leaf_found(image, view, n)))
-            });
-            if let Some(found) = cached {
-                return Ok(found);
+            if let Some(v) = view.memtable_entry(key) {
+                return Ok(((v.stored != Stored::Tombstone).then_some(v), started));
+            }
+            if let CachedEntry::Present(v) = self.tree_entry_if_cached(&started.root, key) {
+                return Ok((Some(v), started));
             }
             match tree::get(self, &started.root, key) {
-                Ok(found) => return Ok(found.map(|(version, f)| versioned(version, f))),
+                Ok(found) => return Ok((found.map(|(version, f)| versioned(version, f)), started)),
                 Err(e) => self.retry_or(&started, e)?,
             }
         }
         Err(moved(key))
     }
 
-    /// `key`'s entry from the memtables, else from the tree if every node on its path
-    /// is cached.
-    pub fn entry_if_cached(&self, key: &[u8]) -> CachedEntry {
-        let view = self.views.load();
-        if let Some(v) = view.memtable_entry(key) {
-            return if v.stored == Stored::Tombstone { CachedEntry::Absent } else { CachedEntry::Present(v) };
-        }
-        let found = self.with_cached_leaf(&view.root.root, key, |image, view, at| {
+    /// `key`'s entry in the tree at `root` if every node on its path is cached (the
+    /// caller has looked in the memtables of the view `root` belongs to).
+    pub fn tree_entry_if_cached(&self, root: &TreeRoot, key: &[u8]) -> CachedEntry {
+        let found = self.with_cached_leaf(root, key, |image, view, at| {
             at.ok().map(|n| versioned(view.leaf_item(n).version, leaf_found(image, view, n)))
         });
         match found {
@@ -217,8 +215,8 @@ impl ShardData<'_> {
     /// `key`'s version and value, `None` if absent.
     pub fn get(&self, key: &[u8]) -> Result<Option<(u64, Bytes)>> {
         for _ in 0..ATTEMPTS_MAX {
-            let started = self.views.load().root;
-            let Some(entry) = self.entry(key)? else { return Ok(None) };
+            let (entry, started) = self.entry_read(key)?;
+            let Some(entry) = entry else { return Ok(None) };
             if let Some(value) = self.value(&started, &entry)? {
                 return Ok(Some((entry.version, value)));
             }
